@@ -1,0 +1,47 @@
+package authz
+
+// Decision is the engine's answer, free of any proxy's wire format. Adapters
+// translate it (envoy: CheckResponse; HTTP forward-auth: a status and headers).
+type Decision struct {
+	// Allow is true when the request may proceed; a dry-run denial is allowed
+	// with DryRun set and Reason naming what enforcement would have said.
+	Allow  bool
+	DryRun bool
+	Reason Reason
+	// Policy is the name of the matched policy ("" for an unknown host).
+	Policy string
+
+	// Status is the HTTP status of a denial: 302, 401, 403 or 503.
+	Status int
+	// Location is the redirect target of a 302 denial.
+	Location string
+	// Authenticate is the WWW-Authenticate value of a 401 denial.
+	Authenticate string
+
+	// Upstream identity and deadlines of an allowed request with a session;
+	// empty for bypassed paths, where adapters remove any client-sent copies.
+	User             string
+	SessionExpiresAt int64 // Unix seconds, absolute deadline
+	IdleExpiresAt    int64 // Unix seconds, inactivity deadline
+	// ExpiresIn is the seconds until the earlier deadline, set (>= 0) only
+	// inside the policy's warning window; -1 otherwise.
+	ExpiresIn int64
+
+	// SetCookie holds Set-Cookie values for the client, one header each.
+	SetCookie []string
+}
+
+// Denial reports whether enforcement would deny (the response denies, or a
+// dry-run policy let a denial through).
+func (d *Decision) Denial() bool { return !d.Allow || d.DryRun }
+
+// Label is the bounded metric value of the decision: allow, deny or dry_run_deny.
+func (d *Decision) Label() string {
+	switch {
+	case d.DryRun:
+		return "dry_run_deny"
+	case d.Allow:
+		return "allow"
+	}
+	return "deny"
+}

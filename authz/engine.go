@@ -1,0 +1,504 @@
+package authz
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Engine applies the invariants S1–S11 to one request at a time. It is safe
+// for concurrent use; all mutable state lives in the Store.
+type Engine struct {
+	policies PolicySource
+	store    Store
+	verify   func(p *Policy) Verifier
+	clock    Clock
+	events   Events
+	log      *slog.Logger
+	rand     io.Reader
+}
+
+// Options are the Engine's dependencies. Policies and Store are required.
+type Options struct {
+	Policies PolicySource
+	Store    Store
+	Clock    Clock        // default: the system clock
+	Events   Events       // default: NopEvents
+	Logger   *slog.Logger // default: discards
+	Rand     io.Reader    // session id source; default crypto/rand
+}
+
+// NewEngine wires an Engine.
+func NewEngine(o Options) (*Engine, error) {
+	if o.Policies == nil || o.Store == nil {
+		return nil, errors.New("authz: NewEngine needs Policies and Store")
+	}
+	e := &Engine{policies: o.Policies, store: o.Store, clock: o.Clock, events: o.Events, log: o.Logger, rand: o.Rand}
+	if e.clock == nil {
+		e.clock = SystemClock{}
+	}
+	if e.events == nil {
+		e.events = NopEvents{}
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.rand == nil {
+		e.rand = rand.Reader
+	}
+	return e, nil
+}
+
+// sessionIDBytes is 192 bits of randomness: above the 128-bit floor with room.
+const (
+	sessionIDBytes = 24
+	sessionIDLen   = 32 // base64url, no padding
+	// retainMargin keeps records a little past the last instant they can matter.
+	retainMargin = time.Minute
+)
+
+// Check decides one request. It never panics on input and never returns an
+// error: a decision that cannot be made is a denial (S9).
+func (e *Engine) Check(ctx context.Context, r *Request) Decision {
+	now := e.clock.Now()
+	d := e.decide(ctx, r, now)
+	e.events.Decided(&d, e.clock.Now().Sub(now))
+	return d
+}
+
+func (e *Engine) decide(ctx context.Context, r *Request, now time.Time) Decision {
+	p := e.policies.Match(r.Host)
+	if p == nil {
+		return Decision{Reason: ReasonUnknownHost, Status: 403, ExpiresIn: -1}
+	}
+	c := check{e: e, p: p, r: r, now: now, nowMs: now.UnixMilli()}
+	d := c.run(ctx)
+	d.Policy = p.Name
+	if p.DryRun && !d.Allow {
+		// S9 dry-run: decided, recorded, allowed. The cookie changes still go
+		// out so that the session model keeps tracking what the client holds.
+		d = Decision{Allow: true, DryRun: true, Reason: d.Reason, Policy: p.Name, ExpiresIn: -1, SetCookie: d.SetCookie}
+	}
+	return d
+}
+
+// check is the state of one decision.
+type check struct {
+	e      *Engine
+	p      *Policy
+	r      *Request
+	now    time.Time
+	nowMs  int64
+	cookie string // the session id presented, "" if none or malformed
+	claims *Claims
+}
+
+func (c *check) run(ctx context.Context) Decision {
+	path := c.r.Path
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	if c.bypassed(path) {
+		return Decision{Allow: true, ExpiresIn: -1}
+	}
+	cookies := c.r.header("cookie")
+	if v, ok := CookieValue(cookies, c.p.Cookie.Name); ok && validSessionID(v) {
+		c.cookie = v
+	}
+	raw := c.token(cookies)
+	if raw != "" {
+		if len(raw) > c.p.MaxTokenBytes {
+			return c.deny(ReasonInvalidToken, false)
+		}
+		cl, err := c.p.Verifier.Verify(ctx, raw, c.now)
+		if err != nil {
+			if c.p.Logout.Path == "" || path != c.p.Logout.Path {
+				c.e.log.Debug("token rejected", "policy", c.p.Name, "err", err)
+				return c.deny(TokenReason(err), false)
+			}
+		} else {
+			c.claims = cl
+		}
+	}
+	if c.p.Logout.Path != "" && path == c.p.Logout.Path {
+		return c.logout(ctx)
+	}
+	if c.claims == nil {
+		// No token: a session cookie alone is never a credential. Whether a
+		// session ended decides only if the login asks for credentials again.
+		return c.deny(ReasonNoToken, c.cookieSessionEnded(ctx))
+	}
+	return c.withToken(ctx)
+}
+
+// bypassed reports whether path needs no session. Paths that could smuggle a
+// different target past a prefix (dot segments, encoded slashes or dots,
+// doubled slashes) never bypass: they fail closed into the normal checks.
+func (c *check) bypassed(path string) bool {
+	if len(c.p.Bypass) == 0 || !cleanPath(path) {
+		return false
+	}
+	for _, b := range c.p.Bypass {
+		if MatchPath(path, b) {
+			return true
+		}
+	}
+	return false
+}
+
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' || strings.Contains(p, "//") || strings.Contains(p, "/.") || strings.IndexByte(p, '\\') >= 0 {
+		return false
+	}
+	if i := strings.IndexByte(p, '%'); i >= 0 {
+		return false
+	}
+	return true
+}
+
+// token reads the first token the policy's sources provide.
+func (c *check) token(cookies string) string {
+	for _, s := range c.p.TokenSources {
+		switch s.Kind {
+		case FromHeader:
+			v := c.r.header(s.Name)
+			if s.Name == "authorization" {
+				v = bearer(v)
+			} else {
+				v = strings.TrimSpace(v)
+			}
+			if v != "" {
+				return v
+			}
+		case FromCookie:
+			if v, ok := CookieValue(cookies, s.Name); ok && v != "" {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+func bearer(v string) string {
+	const prefix = "bearer "
+	if len(v) > len(prefix) && strings.EqualFold(v[:len(prefix)], prefix) {
+		return strings.TrimSpace(v[len(prefix):])
+	}
+	return ""
+}
+
+func validSessionID(v string) bool {
+	if len(v) != sessionIDLen {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *check) cookieSessionEnded(ctx context.Context) bool {
+	if c.cookie == "" {
+		return false
+	}
+	lk, err := c.e.store.Load(ctx, c.p.Name, c.cookie, Digest{})
+	return err == nil && lk.SessionFound && lk.Session.Ended()
+}
+
+func (c *check) withToken(ctx context.Context) Decision {
+	cl := c.claims
+	lk, err := c.e.store.Load(ctx, c.p.Name, c.cookie, cl.Scope)
+	if err != nil {
+		return c.storeFailure(err)
+	}
+	signIn := cl.SignIn()
+	scopeEnd := int64(0)
+	if lk.ScopeFound {
+		scopeEnd = lk.Scope.EndedAt
+	}
+	// S3: a token whose sign-in is not after the scope's last end is refused,
+	// with or without a cookie.
+	if scopeEnd != 0 && signIn <= scopeEnd {
+		return c.deny(ReasonReauthRequired, true)
+	}
+	if !lk.SessionFound && c.cookie == "" && lk.ScopeFound && lk.Scope.Current != "" {
+		// A client without cookies (an API client) continues its scope's
+		// current session, so that S1/S2 hold for every client.
+		cur, err := c.e.store.Load(ctx, c.p.Name, lk.Scope.Current, Digest{})
+		if err != nil {
+			return c.storeFailure(err)
+		}
+		if cur.SessionFound && cur.Session.Identity == cl.Identity && !cur.Session.Ended() {
+			lk.Session, lk.SessionFound = cur.Session, true
+		}
+	}
+	if !lk.SessionFound {
+		return c.begin(ctx)
+	}
+	s := &lk.Session
+	if s.Identity != cl.Identity {
+		return c.mismatch(ctx, s)
+	}
+	// The session died with its scope (another session of the same sign-in
+	// ended), or ended itself: only a sign-in after that end opens a new one.
+	if s.Ended() || (s.Scope == cl.Scope && scopeEnd >= s.Created) {
+		if signIn > max(s.EndedAt, scopeEnd) {
+			return c.begin(ctx)
+		}
+		return c.deny(ReasonReauthRequired, true)
+	}
+	if s.Scope != cl.Scope {
+		// Same identity, another IdP session: a fresh session for it.
+		return c.begin(ctx)
+	}
+	return c.resume(ctx, s)
+}
+
+// begin opens a new session for the verified token.
+func (c *check) begin(ctx context.Context) Decision {
+	cl := c.claims
+	signIn := c.nowMs
+	if cl.AuthTime != 0 {
+		signIn = cl.AuthTime
+		if c.nowMs-signIn > c.p.AbsoluteTimeout.Milliseconds() {
+			// S1 on first sight: the sign-in itself is too old. Record the
+			// end so that silently refreshed tokens of it stay refused.
+			if _, _, err := c.e.store.End(ctx, c.p.Name, "", cl.Scope, End{Cause: CauseAbsolute, At: c.nowMs, KeepUntil: c.keep(c.nowMs)}); err != nil {
+				return c.storeFailure(err)
+			}
+			return c.deny(ReasonAbsoluteTimeout, true)
+		}
+	}
+	id, err := c.e.newID()
+	if err != nil {
+		c.e.log.Error("session id generation failed", "err", err)
+		return c.storeFailure(err)
+	}
+	s := Session{
+		ID: id, Policy: c.p.Name, Subject: cl.Subject, Identity: cl.Identity, Scope: cl.Scope,
+		SignIn: signIn, Created: c.nowMs, LastActivity: c.nowMs, KeepUntil: c.keep(c.nowMs),
+	}
+	if err := c.e.store.Begin(ctx, &s); err != nil {
+		return c.storeFailure(err)
+	}
+	c.e.events.SessionStarted(c.event(&s, CauseNone))
+	d := c.allow(&s)
+	d.SetCookie = []string{c.sessionCookie(id)}
+	return d
+}
+
+// resume applies S1, S2 and the activity update to a live session.
+func (c *check) resume(ctx context.Context, s *Session) Decision {
+	cl := c.claims
+	var t Touch
+	reauth := cl.AuthTime > s.SignIn
+	if reauth {
+		// A newer sign-in within the session restarts its absolute lifetime.
+		t.SignIn = cl.AuthTime
+		s.SignIn = cl.AuthTime
+	}
+	if c.nowMs-s.SignIn > c.p.AbsoluteTimeout.Milliseconds() {
+		return c.end(ctx, s, CauseAbsolute)
+	}
+	if c.nowMs-s.LastActivity > c.p.IdleTimeout.Milliseconds() {
+		return c.end(ctx, s, CauseIdle)
+	}
+	if !c.passive() && c.nowMs-s.LastActivity >= c.p.ActivityGranularity.Milliseconds() {
+		t.LastActivity = c.nowMs
+	}
+	if keep := c.keep(s.SignIn); keep > s.KeepUntil {
+		t.KeepUntil = keep
+	}
+	if t != (Touch{}) {
+		ns, found, err := c.e.store.Touch(ctx, c.p.Name, s.ID, t)
+		if err != nil {
+			return c.storeFailure(err)
+		}
+		if !found || ns.Ended() {
+			// Ended by a concurrent request or another replica: S3 wins.
+			return c.deny(ReasonReauthRequired, true)
+		}
+		*s = ns
+	}
+	if reauth {
+		c.e.events.SessionReauthenticated(c.event(s, CauseNone))
+	}
+	d := c.allow(s)
+	if c.cookie != s.ID && c.cookie != "" {
+		d.SetCookie = []string{c.sessionCookie(s.ID)}
+	}
+	return d
+}
+
+func (c *check) passive() bool {
+	path := c.r.Path
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	for _, pp := range c.p.PassivePaths {
+		if MatchPath(path, pp) {
+			return true
+		}
+	}
+	return false
+}
+
+// end ends a session that this request found over a limit, and answers with
+// that cause (later requests get reauth_required).
+func (c *check) end(ctx context.Context, s *Session, cause EndCause) Decision {
+	if _, ended, err := c.e.store.End(ctx, c.p.Name, s.ID, s.Scope, End{Cause: cause, At: c.nowMs, KeepUntil: c.keep(c.nowMs)}); err != nil {
+		return c.storeFailure(err)
+	} else if ended {
+		c.e.events.SessionEnded(c.event(s, cause))
+	}
+	d := c.deny(cause.Reason(), true)
+	if c.cookie == s.ID {
+		d.SetCookie = append(d.SetCookie, c.clearCookie())
+	}
+	return d
+}
+
+// mismatch handles S4: the session is presented with another identity's
+// token. The session ends; the event is a security event.
+func (c *check) mismatch(ctx context.Context, s *Session) Decision {
+	c.e.log.Warn("session presented with another identity's token; session ended",
+		"policy", c.p.Name, "session_subject", s.Subject, "token_subject", c.claims.Subject,
+		"source", c.r.SourceAddr, "request_id", c.r.RequestID)
+	return c.end(ctx, s, CauseIdentityMismatch)
+}
+
+// logout ends whatever session the cookie or the token names (S6) and sends
+// the client to the post-logout URL with the cookie cleared. If the end
+// cannot be recorded, it says so instead of pretending (S9).
+func (c *check) logout(ctx context.Context) Decision {
+	var scope Digest
+	if c.claims != nil {
+		scope = c.claims.Scope
+	}
+	if c.cookie != "" {
+		lk, err := c.e.store.Load(ctx, c.p.Name, c.cookie, Digest{})
+		if err != nil {
+			return c.storeFailure(err)
+		}
+		if lk.SessionFound {
+			if err := c.endFor(ctx, &lk.Session, lk.Session.Scope); err != nil {
+				return c.storeFailure(err)
+			}
+		}
+	}
+	if c.claims != nil {
+		if err := c.endFor(ctx, &Session{Policy: c.p.Name, Subject: c.claims.Subject}, scope); err != nil {
+			return c.storeFailure(err)
+		}
+	}
+	return Decision{
+		Reason: ReasonSignedOut, Status: 302, Location: c.p.Logout.RedirectURL,
+		SetCookie: []string{c.clearCookie()}, ExpiresIn: -1,
+	}
+}
+
+func (c *check) endFor(ctx context.Context, s *Session, scope Digest) error {
+	_, ended, err := c.e.store.End(ctx, c.p.Name, s.ID, scope, End{Cause: CauseSignedOut, At: c.nowMs, KeepUntil: c.keep(c.nowMs)})
+	if err == nil && ended {
+		c.e.events.SessionEnded(c.event(s, CauseSignedOut))
+	}
+	return err
+}
+
+// keep is how long records written now must be kept: past the absolute
+// lifetime of any sign-in up to at, and past the presenting token's expiry,
+// so that every token an end covers is refused until it expires (S3).
+func (c *check) keep(at int64) int64 {
+	k := at + c.p.AbsoluteTimeout.Milliseconds()
+	if c.claims != nil && c.claims.Expiry > k {
+		k = c.claims.Expiry
+	}
+	return k + retainMargin.Milliseconds()
+}
+
+func (c *check) storeFailure(err error) Decision {
+	c.e.log.Error("session store failure", "policy", c.p.Name, "err", err)
+	if c.p.StoreFailOpen && c.claims != nil {
+		// Opt-in fail-open (S9): the token was verified; the session could not
+		// be checked. Identity goes upstream, deadlines are unknown.
+		return Decision{Allow: true, Reason: ReasonStoreUnavailable, User: c.claims.Subject, ExpiresIn: -1}
+	}
+	return Decision{Reason: ReasonStoreUnavailable, Status: 503, ExpiresIn: -1}
+}
+
+func (c *check) allow(s *Session) Decision {
+	abs := s.SignIn + c.p.AbsoluteTimeout.Milliseconds()
+	idle := s.LastActivity + c.p.IdleTimeout.Milliseconds()
+	d := Decision{
+		Allow: true, User: c.claims.Subject,
+		SessionExpiresAt: abs / 1000, IdleExpiresAt: idle / 1000, ExpiresIn: -1,
+	}
+	// S11: inside the warning window the client is told too.
+	if left := min(abs, idle) - c.nowMs; c.p.WarnBefore > 0 && left <= c.p.WarnBefore.Milliseconds() {
+		d.ExpiresIn = max(left, 0) / 1000
+	}
+	return d
+}
+
+// deny builds a denial: browsers are redirected to the login page, others get
+// 401 with a Bearer challenge (S7).
+func (c *check) deny(reason Reason, reauth bool) Decision {
+	d := Decision{Reason: reason, ExpiresIn: -1}
+	if c.r.IsBrowser() {
+		d.Status = 302
+		d.Location = LoginURL(c.p, c.r, reauth)
+		return d
+	}
+	d.Status = 401
+	d.Authenticate = challenge(reason, reauth)
+	return d
+}
+
+// challenge is the WWW-Authenticate value: RFC 6750 for token problems, and
+// the RFC 9470 step-up challenge when the user must sign in again.
+func challenge(reason Reason, reauth bool) string {
+	switch {
+	case reason == ReasonNoToken:
+		return `Bearer realm="sessiongate"`
+	case reauth:
+		return `Bearer realm="sessiongate", error="insufficient_user_authentication", error_description="` + reason.String() + `", max_age=0`
+	}
+	return `Bearer realm="sessiongate", error="invalid_token", error_description="` + reason.String() + `"`
+}
+
+func (c *check) sessionCookie(id string) string {
+	return c.p.Cookie.Name + "=" + id + "; Path=/; Max-Age=" + strconv.FormatInt(int64(c.p.AbsoluteTimeout/time.Second), 10) +
+		"; Secure; HttpOnly; SameSite=" + c.p.Cookie.SameSite
+}
+
+func (c *check) clearCookie() string {
+	return c.p.Cookie.Name + "=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=" + c.p.Cookie.SameSite
+}
+
+func (c *check) event(s *Session, cause EndCause) SessionEvent {
+	ev := SessionEvent{
+		At: c.now, Policy: c.p.Name, Subject: s.Subject, SessionID: s.ID, Cause: cause,
+		SourceAddr: c.r.SourceAddr, RequestID: c.r.RequestID,
+	}
+	if cause == CauseIdentityMismatch && c.claims != nil {
+		ev.Presented = c.claims.Subject
+	}
+	return ev
+}
+
+func (e *Engine) newID() (string, error) {
+	var b [sessionIDBytes]byte
+	if _, err := io.ReadFull(e.rand, b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}

@@ -1,0 +1,37 @@
+package authz
+
+import "time"
+
+// Events receives what operators and auditors need: one call per decision
+// (metrics) and one per session lifecycle change (audit log, gauges). Calls
+// are synchronous on the request path, so implementations must be cheap and
+// must never block on I/O they cannot bound.
+type Events interface {
+	Decided(d *Decision, elapsed time.Duration)
+	SessionStarted(e SessionEvent)
+	SessionEnded(e SessionEvent)
+	SessionReauthenticated(e SessionEvent)
+}
+
+// SessionEvent describes one session lifecycle change. It carries the session
+// id so that sinks can hash it; they must never write it out in clear.
+type SessionEvent struct {
+	At        time.Time
+	Policy    string
+	Subject   string // the session's subject
+	SessionID string
+	Cause     EndCause // for ends
+	// Presented is the subject of the token that presented the session, set
+	// for identity mismatches (S4).
+	Presented  string
+	SourceAddr string
+	RequestID  string
+}
+
+// NopEvents discards everything.
+type NopEvents struct{}
+
+func (NopEvents) Decided(*Decision, time.Duration)    {}
+func (NopEvents) SessionStarted(SessionEvent)         {}
+func (NopEvents) SessionEnded(SessionEvent)           {}
+func (NopEvents) SessionReauthenticated(SessionEvent) {}

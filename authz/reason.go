@@ -1,0 +1,109 @@
+package authz
+
+// Reason is the closed set of decision reasons. The same strings appear in
+// responses (x-sessiongate-reason), logs and metric labels, so they are bounded
+// by construction.
+type Reason uint8
+
+const (
+	ReasonNone Reason = iota // allowed, nothing to report
+	ReasonNoToken
+	ReasonInvalidToken
+	ReasonTokenExpired
+	ReasonIdleTimeout
+	ReasonAbsoluteTimeout
+	ReasonSignedOut
+	ReasonIdentityMismatch
+	ReasonReauthRequired
+	ReasonUnknownHost
+	ReasonStoreUnavailable
+	reasonCount
+)
+
+var reasonNames = [reasonCount]string{
+	ReasonNone:             "",
+	ReasonNoToken:          "no_token",
+	ReasonInvalidToken:     "invalid_token",
+	ReasonTokenExpired:     "token_expired",
+	ReasonIdleTimeout:      "idle_timeout",
+	ReasonAbsoluteTimeout:  "absolute_timeout",
+	ReasonSignedOut:        "signed_out",
+	ReasonIdentityMismatch: "identity_mismatch",
+	ReasonReauthRequired:   "reauth_required",
+	ReasonUnknownHost:      "unknown_host",
+	ReasonStoreUnavailable: "store_unavailable",
+}
+
+// String returns the wire name of the reason ("" for ReasonNone).
+func (r Reason) String() string {
+	if r >= reasonCount {
+		return "unknown"
+	}
+	return reasonNames[r]
+}
+
+// Reasons lists every non-empty reason, for pre-creating metric series.
+func Reasons() []Reason {
+	out := make([]Reason, 0, reasonCount-1)
+	for r := ReasonNoToken; r < reasonCount; r++ {
+		out = append(out, r)
+	}
+	return out
+}
+
+// HTTPStatus maps a denial reason to its HTTP status for a client that is not
+// redirected: the one table at the edge that both adapters use.
+func (r Reason) HTTPStatus() int {
+	switch r {
+	case ReasonNone:
+		return 200
+	case ReasonUnknownHost:
+		return 403
+	case ReasonStoreUnavailable:
+		return 503
+	default:
+		return 401
+	}
+}
+
+// EndCause is why a session ended. It is stored in session records and
+// reported in audit events and the sessions_ended_total metric.
+type EndCause uint8
+
+const (
+	CauseNone EndCause = iota
+	CauseIdle
+	CauseAbsolute
+	CauseSignedOut
+	CauseIdentityMismatch
+	causeCount
+)
+
+var causeNames = [causeCount]string{"", "idle", "absolute", "signed_out", "identity_mismatch"}
+
+func (c EndCause) String() string {
+	if c >= causeCount {
+		return "unknown"
+	}
+	return causeNames[c]
+}
+
+// Causes lists every end cause, for pre-creating metric series.
+func Causes() []EndCause {
+	return []EndCause{CauseIdle, CauseAbsolute, CauseSignedOut, CauseIdentityMismatch}
+}
+
+// Reason is the denial reason of the request that discovers the end.
+func (c EndCause) Reason() Reason {
+	switch c {
+	case CauseIdle:
+		return ReasonIdleTimeout
+	case CauseAbsolute:
+		return ReasonAbsoluteTimeout
+	case CauseSignedOut:
+		return ReasonSignedOut
+	case CauseIdentityMismatch:
+		return ReasonIdentityMismatch
+	}
+	return ReasonReauthRequired
+}

@@ -1,0 +1,144 @@
+package authz
+
+import (
+	"net/url"
+	"strings"
+)
+
+// tokenParams are query parameters that may carry credentials; they are
+// dropped from return URLs so that no token ever appears in a Location (S7).
+var tokenParams = [...]string{"access_token", "id_token", "refresh_token"}
+
+// ReturnURL rebuilds the URL the client asked for from the request's own
+// scheme, host and path — never from a client-supplied redirect parameter —
+// so that a login redirect can only ever bring the user back to this host
+// (S7). It returns "" when the host is not a plain host[:port].
+func ReturnURL(r *Request) string {
+	host := r.Host
+	if !validHost(host) {
+		return ""
+	}
+	scheme := r.Scheme
+	if scheme != "http" {
+		scheme = "https"
+	}
+	p := r.Path
+	if i := strings.IndexByte(p, '#'); i >= 0 {
+		p = p[:i]
+	}
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	// "//evil.example" would still be on this host once prefixed, but some
+	// login pages resolve it as a network path; collapse leading slashes.
+	for len(p) > 1 && p[1] == '/' {
+		p = p[1:]
+	}
+	var b strings.Builder
+	b.Grow(len(scheme) + 3 + len(host) + len(p))
+	b.WriteString(scheme)
+	b.WriteString("://")
+	b.WriteString(strings.ToLower(host))
+	path, query, hasQuery := strings.Cut(p, "?")
+	writeEscaped(&b, path)
+	if hasQuery {
+		if q := stripTokenParams(query); q != "" {
+			b.WriteByte('?')
+			writeEscaped(&b, q)
+		}
+	}
+	return b.String()
+}
+
+// LoginURL is the redirect target for a browser: the policy's login URL with
+// the return URL and, when a session ended, the re-authentication parameters.
+func LoginURL(p *Policy, r *Request, reauth bool) string {
+	var b strings.Builder
+	b.WriteString(p.Login.URL)
+	sep := byte('?')
+	if strings.IndexByte(p.Login.URL, '?') >= 0 {
+		sep = '&'
+	}
+	if ret := ReturnURL(r); ret != "" && p.Login.ReturnParam != "" {
+		b.WriteByte(sep)
+		sep = '&'
+		b.WriteString(url.QueryEscape(p.Login.ReturnParam))
+		b.WriteByte('=')
+		b.WriteString(url.QueryEscape(ret))
+	}
+	if reauth && p.Login.ReauthQuery != "" {
+		b.WriteByte(sep)
+		b.WriteString(p.Login.ReauthQuery)
+	}
+	return b.String()
+}
+
+func validHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// writeEscaped copies s, percent-encoding every byte that may not appear
+// literally in a URL (controls, CR/LF, spaces, non-ASCII, quotes), so no
+// header can be injected through a Location. Existing escapes are kept.
+func writeEscaped(b *strings.Builder, s string) {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= 0x20 || c >= 0x7f || strings.IndexByte(`"<>\^`+"`{|}", c) >= 0 {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+}
+
+func stripTokenParams(q string) string {
+	if !containsTokenParam(q) {
+		return q
+	}
+	parts := strings.Split(q, "&")
+	kept := parts[:0]
+	for _, part := range parts {
+		name, _, _ := strings.Cut(part, "=")
+		if !isTokenParam(name) {
+			kept = append(kept, part)
+		}
+	}
+	return strings.Join(kept, "&")
+}
+
+func containsTokenParam(q string) bool {
+	lq := strings.ToLower(q)
+	for _, t := range tokenParams {
+		if strings.Contains(lq, t) {
+			return true
+		}
+	}
+	return false
+}
+
+func isTokenParam(name string) bool {
+	if u, err := url.QueryUnescape(name); err == nil {
+		name = u
+	}
+	for _, t := range tokenParams {
+		if strings.EqualFold(name, t) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,54 @@
+package authz
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrStoreUnavailable wraps every failure to reach the session store; the
+// engine answers store_unavailable (or fails open where the policy says so).
+var ErrStoreUnavailable = errors.New("session store unavailable")
+
+// Lookup is what one Load returns: the session named by the cookie (if any)
+// and the state of the token's S3 scope.
+type Lookup struct {
+	Session      Session
+	SessionFound bool
+	Scope        ScopeState
+	ScopeFound   bool
+}
+
+// Store keeps session records and S3 scope ends. Every read-modify-write is
+// atomic per session and per scope, so that no interleaving can revive an
+// ended session (S3). Times are Unix milliseconds.
+type Store interface {
+	// Load returns the session id of policy (skipped when id is "") and the
+	// state of scope, in one round trip where the backend allows it.
+	Load(ctx context.Context, policy, id string, scope Digest) (Lookup, error)
+	// Begin stores a new live session and makes it its scope's current one.
+	Begin(ctx context.Context, s *Session) error
+	// Touch atomically advances a live session: LastActivity and SignIn only
+	// ever grow, KeepUntil too. It returns the record as stored afterwards;
+	// an ended session is returned unchanged (found=false if it is gone).
+	Touch(ctx context.Context, policy, id string, t Touch) (Session, bool, error)
+	// End atomically ends the session id (if "" only the scope) with cause at
+	// time at, and raises the scope's EndedAt to at. ended is true only for
+	// the call that ended a live session, so events are emitted once.
+	End(ctx context.Context, policy, id string, scope Digest, e End) (s Session, ended bool, err error)
+	// Ready reports whether the store can serve requests.
+	Ready(ctx context.Context) error
+}
+
+// Touch is the activity update applied by Store.Touch.
+type Touch struct {
+	LastActivity int64 // 0: unchanged
+	SignIn       int64 // 0: unchanged
+	KeepUntil    int64 // 0: unchanged
+}
+
+// End is the session end applied by Store.End.
+type End struct {
+	Cause     EndCause
+	At        int64
+	KeepUntil int64
+}
