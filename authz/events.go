@@ -35,3 +35,30 @@ func (NopEvents) Decided(*Decision, time.Duration)    {}
 func (NopEvents) SessionStarted(SessionEvent)         {}
 func (NopEvents) SessionEnded(SessionEvent)           {}
 func (NopEvents) SessionReauthenticated(SessionEvent) {}
+
+// Fanout sends every event to each of its members in order.
+type Fanout []Events
+
+func (f Fanout) Decided(d *Decision, elapsed time.Duration) {
+	for _, e := range f {
+		e.Decided(d, elapsed)
+	}
+}
+
+func (f Fanout) SessionStarted(ev SessionEvent) {
+	for _, e := range f {
+		e.SessionStarted(ev)
+	}
+}
+
+func (f Fanout) SessionEnded(ev SessionEvent) {
+	for _, e := range f {
+		e.SessionEnded(ev)
+	}
+}
+
+func (f Fanout) SessionReauthenticated(ev SessionEvent) {
+	for _, e := range f {
+		e.SessionReauthenticated(ev)
+	}
+}

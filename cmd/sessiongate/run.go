@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strings"
+)
+
+const usage = `sessiongate enforces sign-in session security per host for Envoy ext_authz.
+
+Usage:
+  sessiongate serve --policies DIR [--grpc-addr ADDR] [--http-addr ADDR] [--store URL] [--state-file PATH]
+  sessiongate validate PATH...
+  sessiongate check [--addr ADDR] --host HOST [--path PATH] [--token JWT] [--cookie C] [--browser] [-H 'name: value']...
+  sessiongate health [--addr ADDR]
+  sessiongate mint --key PEM --iss URL --aud AUD --sub SUB [--ttl D] [--claim k=v]...   (local demos only)
+  sessiongate version
+
+Flags of serve are also read from SESSIONGATE_* environment variables
+(--grpc-addr from SESSIONGATE_GRPC_ADDR, and so on). Run "sessiongate CMD -h" for details.
+`
+
+// exit codes
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(ctx, rest, stdout, stderr)
+	case "validate":
+		return validate(rest, stdout, stderr)
+	case "check":
+		return check(ctx, rest, stdout, stderr)
+	case "health":
+		return healthCmd(ctx, rest, stdout, stderr)
+	case "mint":
+		return mint(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "sessiongate", version())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "sessiongate: unknown command %q\n\n%s", cmd, usage)
+	return exitUsage
+}
+
+// version is the module version stamped by the Go toolchain, or "devel".
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// parseFlags parses args and then fills every flag not given on the command
+// line from SESSIONGATE_<NAME> (upper case, dashes as underscores).
+func parseFlags(fs *flag.FlagSet, args []string, env func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		name := "SESSIONGATE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := env(name); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	err := errors.Join(errs...)
+	if err != nil {
+		fmt.Fprintln(fs.Output(), err)
+	}
+	return err
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("sessiongate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// flagExit maps a flag parsing error to an exit code (-h is not a failure).
+func flagExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitUsage
+}

@@ -1,0 +1,105 @@
+package envoy
+
+import (
+	"context"
+	"net"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/sessiongate/sessiongate/authz"
+)
+
+// MaxMessageBytes bounds a CheckRequest. It is far above any sane request so
+// that oversized headers or tokens reach the engine and get a denial with a
+// reason, never a transport error.
+const MaxMessageBytes = 8 << 20
+
+// Checker is the engine as the adapter sees it.
+type Checker interface {
+	Check(ctx context.Context, r *authz.Request) authz.Decision
+}
+
+// Service implements envoy.service.auth.v3.Authorization.
+type Service struct {
+	authv3.UnimplementedAuthorizationServer
+	checker Checker
+}
+
+// NewService wraps a checker.
+func NewService(c Checker) *Service { return &Service{checker: c} }
+
+// Check implements the ext_authz v3 Check RPC. It never returns an error: a
+// request it cannot decide is denied (S9).
+func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	r := ToRequest(req)
+	d := s.checker.Check(ctx, &r)
+	return ToResponse(&d), nil
+}
+
+// Server is the gRPC server: ext_authz plus grpc.health.v1.
+type Server struct {
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// NewServer builds the gRPC server. Keepalive accepts Envoy's HTTP/2 pings
+// (Envoy may ping idle connections every few seconds) without GOAWAY.
+func NewServer(c Checker, opts ...grpc.ServerOption) *Server {
+	base := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    30 * time.Second,
+			Timeout: 10 * time.Second,
+		}),
+	}
+	g := grpc.NewServer(append(base, opts...)...)
+	h := health.NewServer()
+	authv3.RegisterAuthorizationServer(g, NewService(c))
+	healthpb.RegisterHealthServer(g, h)
+	s := &Server{grpc: g, health: h}
+	s.SetServing(false)
+	return s
+}
+
+// AuthorizationService is the name Envoy's gRPC health check may ask about.
+const AuthorizationService = "envoy.service.auth.v3.Authorization"
+
+// SetServing flips grpc.health.v1 for "" and the ext_authz service.
+func (s *Server) SetServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(AuthorizationService, st)
+}
+
+// Serve serves on l until Stop.
+func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+
+// Stop turns health to NOT_SERVING first so that Envoy drains, then stops
+// gracefully, and forcibly once ctx is done.
+func (s *Server) Stop(ctx context.Context) {
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+	}
+}

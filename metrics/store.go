@@ -1,0 +1,58 @@
+package metrics
+
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sessiongate/sessiongate/authz"
+)
+
+// InstrumentStore counts every operation of s and its failures. Counters are
+// resolved once here, not per request.
+func InstrumentStore(s authz.Store, m *Metrics) authz.Store {
+	op := func(name string) opCounters {
+		return opCounters{m.storeOps.WithLabelValues(name), m.storeErrors.WithLabelValues(name)}
+	}
+	return &store{s: s, load: op("load"), begin: op("begin"), touch: op("touch"), end: op("end")}
+}
+
+type opCounters struct{ ops, errs prometheus.Counter }
+
+func (o opCounters) count(err error) {
+	o.ops.Inc()
+	if err != nil {
+		o.errs.Inc()
+	}
+}
+
+type store struct {
+	s                       authz.Store
+	load, begin, touch, end opCounters
+}
+
+func (i *store) Load(ctx context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
+	lk, err := i.s.Load(ctx, policy, id, scope)
+	i.load.count(err)
+	return lk, err
+}
+
+func (i *store) Begin(ctx context.Context, s *authz.Session) error {
+	err := i.s.Begin(ctx, s)
+	i.begin.count(err)
+	return err
+}
+
+func (i *store) Touch(ctx context.Context, policy, id string, t authz.Touch) (authz.Session, bool, error) {
+	s, found, err := i.s.Touch(ctx, policy, id, t)
+	i.touch.count(err)
+	return s, found, err
+}
+
+func (i *store) End(ctx context.Context, policy, id string, scope authz.Digest, e authz.End) (authz.Session, bool, error) {
+	s, ended, err := i.s.End(ctx, policy, id, scope, e)
+	i.end.count(err)
+	return s, ended, err
+}
+
+func (i *store) Ready(ctx context.Context) error { return i.s.Ready(ctx) }
