@@ -1,0 +1,245 @@
+package token
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/sessiongate/sessiongate/authz"
+)
+
+// maxUnixSeconds (year 9999) bounds time claims so that ms never overflow.
+const maxUnixSeconds = 253402300799
+
+// verifier is the authz.Verifier of one policy.
+type verifier struct {
+	p      *Provider
+	ks     *keySet
+	cfg    Config
+	algs   []jose.SignatureAlgorithm
+	fp     string // Config.fingerprint, part of every cache entry
+	fpHash uint64
+}
+
+func invalid(detail string) error {
+	return &authz.TokenError{Reason: authz.ReasonInvalidToken, Detail: detail}
+}
+
+func expired() error {
+	return &authz.TokenError{Reason: authz.ReasonTokenExpired, Detail: "token expired"}
+}
+
+// Verify implements authz.Verifier. Details of errors name claims, never
+// their values or the token.
+func (v *verifier) Verify(ctx context.Context, raw string, now time.Time) (*authz.Claims, error) {
+	if len(raw) > v.cfg.MaxBytes {
+		return nil, invalid("token too large")
+	}
+	ms := now.UnixMilli()
+	h := v.p.cache.hash(raw) ^ v.fpHash
+	gen := v.ks.cur.Load().gen
+	if c, notBefore, notAfter, ok := v.p.cache.get(h, v.fp, raw, gen); ok {
+		v.p.obs.CacheHit()
+		switch {
+		case ms >= notAfter:
+			return nil, expired()
+		case ms < notBefore:
+			return nil, invalid("not yet valid")
+		}
+		return c, nil
+	}
+	v.p.obs.CacheMiss()
+	c, gen, err := v.verify(ctx, raw, ms)
+	if err != nil {
+		return nil, err // failures are never cached
+	}
+	skew := v.cfg.ClockSkew.Milliseconds()
+	v.p.cache.put(entry{hash: h, token: raw, fp: v.fp, gen: gen, claims: c,
+		notBefore: max(c.NotBefore, c.IssuedAt) - skew, notAfter: c.Expiry + skew})
+	return c, nil
+}
+
+// verify does the full check of a token not in the cache and returns its
+// claims with the generation of the keys that verified it.
+func (v *verifier) verify(ctx context.Context, raw string, now int64) (*authz.Claims, uint64, error) {
+	if strings.Count(raw, ".") != 2 {
+		return nil, 0, invalid("not a compact JWS")
+	}
+	jws, err := jose.ParseSignedCompact(raw, v.algs)
+	if err != nil {
+		if _, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
+			return nil, 0, invalid("algorithm not allowed")
+		}
+		return nil, 0, invalid("malformed JWS")
+	}
+	hdr := jws.Signatures[0].Header
+	payload, gen, err := v.checkSignature(ctx, jws, hdr.KeyID, hdr.Algorithm)
+	if err != nil {
+		return nil, 0, err
+	}
+	c, err := v.claims(payload, now)
+	return c, gen, err
+}
+
+// checkSignature verifies jws with the keys that kid and alg select. An
+// unknown kid, or an empty key set, refetches once (rate-limited) first: that
+// is how a rotation at the IdP is picked up before the next refresh.
+func (v *verifier) checkSignature(ctx context.Context, jws *jose.JSONWebSignature, kid, alg string) ([]byte, uint64, error) {
+	for refetched := false; ; refetched = true {
+		k := v.ks.cur.Load()
+		cands, kidKnown := k.candidates(kid, alg)
+		for _, pk := range cands {
+			if payload, err := jws.Verify(pk.pub); err == nil {
+				return payload, k.gen, nil
+			}
+		}
+		switch {
+		case len(cands) > 0:
+			return nil, 0, invalid("bad signature")
+		case !refetched && (len(k.list) == 0 || (kid != "" && !kidKnown)):
+			v.ks.maybeRefresh(ctx, v.p, v.cfg.MinRefreshInterval)
+		case kidKnown:
+			return nil, 0, invalid("key does not match algorithm")
+		case kid != "":
+			return nil, 0, invalid("unknown key id")
+		default:
+			return nil, 0, invalid("no key for algorithm")
+		}
+	}
+}
+
+// claims checks the verified payload and extracts what the engine needs.
+func (v *verifier) claims(payload []byte, now int64) (*authz.Claims, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &m); err != nil || m == nil {
+		return nil, invalid("claims are not a JSON object")
+	}
+	c := &authz.Claims{}
+	var err error
+	if c.Issuer, err = str(m, "iss"); err != nil {
+		return nil, err
+	}
+	if c.Issuer != v.cfg.Issuer {
+		return nil, invalid("wrong iss")
+	}
+	if c.Audience, err = audience(m["aud"]); err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(v.cfg.Audiences, a) }) {
+		return nil, invalid("wrong aud")
+	}
+	for _, t := range []struct {
+		name string
+		dst  *int64
+	}{{"exp", &c.Expiry}, {"nbf", &c.NotBefore}, {"iat", &c.IssuedAt}, {"auth_time", &c.AuthTime}} {
+		if *t.dst, err = unixMilli(m, t.name); err != nil {
+			return nil, err
+		}
+	}
+	skew := v.cfg.ClockSkew.Milliseconds()
+	switch {
+	case m["exp"] == nil || string(m["exp"]) == "null":
+		return nil, invalid("missing exp")
+	case now >= c.Expiry+skew:
+		return nil, expired()
+	case c.NotBefore != 0 && now < c.NotBefore-skew:
+		return nil, invalid("not yet valid")
+	case c.IssuedAt > now+skew:
+		return nil, invalid("iat in the future")
+	}
+	if c.Subject, err = str(m, "sub"); err != nil {
+		return nil, err
+	}
+	if c.Subject == "" {
+		return nil, invalid("missing sub")
+	}
+	if c.SID, err = str(m, "sid"); err != nil {
+		return nil, err
+	}
+	if len(v.cfg.BindClaims) > 0 {
+		c.Bind = make([]string, len(v.cfg.BindClaims))
+		for i, name := range v.cfg.BindClaims {
+			c.Bind[i] = bindValue(m[name])
+		}
+	}
+	c.Identity = authz.IdentityDigest(c.Issuer, c.Subject, c.Bind)
+	c.Scope = authz.ScopeDigest(c.Issuer, c.Subject, c.SID)
+	return c, nil
+}
+
+// str reads an optional string claim ("" when absent or null).
+func str(m map[string]json.RawMessage, name string) (string, error) {
+	raw, ok := m[name]
+	if !ok || string(raw) == "null" {
+		return "", nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", invalid("claim " + name + " is not a string")
+	}
+	return s, nil
+}
+
+// audience reads aud, which RFC 7519 allows as a string or an array.
+func audience(raw json.RawMessage) ([]string, error) {
+	if raw == nil {
+		return nil, invalid("missing aud")
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		return []string{one}, nil
+	}
+	var many []string
+	if json.Unmarshal(raw, &many) != nil {
+		return nil, invalid("claim aud is not a string or an array of strings")
+	}
+	return many, nil
+}
+
+// unixMilli reads an optional NumericDate claim (seconds, possibly with a
+// fraction) as Unix milliseconds; 0 when absent.
+func unixMilli(m map[string]json.RawMessage, name string) (int64, error) {
+	raw, ok := m[name]
+	if !ok || string(raw) == "null" {
+		return 0, nil
+	}
+	if s, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		if s < 0 || s > maxUnixSeconds {
+			return 0, invalid("claim " + name + " out of range")
+		}
+		return s * 1000, nil
+	}
+	var f float64
+	if json.Unmarshal(raw, &f) != nil {
+		return 0, invalid("claim " + name + " is not a number")
+	}
+	if !(f >= 0 && f <= maxUnixSeconds) {
+		return 0, invalid("claim " + name + " out of range")
+	}
+	return int64(math.Floor(f * 1000)), nil
+}
+
+// bindValue renders a bind claim: strings as they are, anything else as its
+// compact JSON, absent or null as "".
+func bindValue(raw json.RawMessage) string {
+	if raw == nil || string(raw) == "null" {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return string(raw)
+	}
+	return b.String()
+}

@@ -1,0 +1,236 @@
+package token
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/idp"
+)
+
+func TestVerifyValid(t *testing.T) {
+	for _, alg := range []string{idp.RS256, idp.ES256, idp.EdDSA} {
+		t.Run(alg, func(t *testing.T) {
+			e := newEnv(t)
+			d := newIDP(t, alg)
+			v := e.verifier(baseConfig(e.writeJWKS(d)))
+			now := e.clock.Now()
+			c, err := verify(v, mint(t, d, claims(now, nil)), now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := authz.Claims{
+				Issuer: testIssuer, Subject: "alice", SID: "s-1", Audience: []string{"crm"},
+				IssuedAt: now.UnixMilli(), NotBefore: now.UnixMilli(),
+				AuthTime: now.Add(-time.Minute).UnixMilli(), Expiry: now.Add(time.Hour).UnixMilli(),
+				Bind:     []string{"tenant-1"},
+				Identity: authz.IdentityDigest(testIssuer, "alice", []string{"tenant-1"}),
+				Scope:    authz.ScopeDigest(testIssuer, "alice", "s-1"),
+			}
+			if got, _ := json.Marshal(c); string(got) != string(must(json.Marshal(want))) {
+				t.Fatalf("claims\n got %s\nwant %s", got, must(json.Marshal(want)))
+			}
+		})
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestVerifyRejects(t *testing.T) {
+	e := newEnv(t)
+	d := newIDP(t, idp.RS256)
+	v := e.verifier(baseConfig(e.writeJWKS(d)))
+	now := e.clock.Now()
+	good := mint(t, d, claims(now, nil))
+	mintOr := func(tok string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	deep := func(n int) string {
+		return strings.Repeat("[", n) + strings.Repeat("]", n)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+
+	tests := []struct {
+		name   string
+		token  string
+		reason authz.Reason
+		detail string
+	}{
+		{"alg none", mintOr(d.MintNone(claims(now, nil))), authz.ReasonInvalidToken, "algorithm not allowed"},
+		{"HS256 keyed with the public key", mintOr(d.MintHS256WithPublicKey(claims(now, nil))), authz.ReasonInvalidToken, "algorithm not allowed"},
+		{"forged key with the same kid", mintOr(d.MintForged(claims(now, nil))), authz.ReasonInvalidToken, "bad signature"},
+		{"tampered payload", mintOr(idp.Tamper(good, claims(now, map[string]any{"sub": "mallory"}))), authz.ReasonInvalidToken, "bad signature"},
+		{"alg of another key type", mintOr(d.MintWith(map[string]any{"alg": "ES256"}, claims(now, nil))), authz.ReasonInvalidToken, "key does not match algorithm"},
+		{"PS256 header over an RS256 key", mintOr(d.MintWith(map[string]any{"alg": "PS256"}, claims(now, nil))), authz.ReasonInvalidToken, "key does not match algorithm"},
+		{"expired", mint(t, d, claims(now, map[string]any{"exp": now.Add(-31 * time.Second).Unix()})), authz.ReasonTokenExpired, "token expired"},
+		{"not yet valid", mint(t, d, claims(now, map[string]any{"nbf": now.Add(time.Minute).Unix()})), authz.ReasonInvalidToken, "not yet valid"},
+		{"iat in the future", mint(t, d, claims(now, map[string]any{"iat": now.Add(time.Minute).Unix()})), authz.ReasonInvalidToken, "iat in the future"},
+		{"wrong aud", mint(t, d, claims(now, map[string]any{"aud": "billing"})), authz.ReasonInvalidToken, "wrong aud"},
+		{"wrong aud array", mint(t, d, claims(now, map[string]any{"aud": []string{"a", "b"}})), authz.ReasonInvalidToken, "wrong aud"},
+		{"no aud", mint(t, d, claims(now, map[string]any{"aud": nil})), authz.ReasonInvalidToken, "missing aud"},
+		{"aud not a string", mint(t, d, claims(now, map[string]any{"aud": 7})), authz.ReasonInvalidToken, ""},
+		{"wrong iss", mint(t, d, claims(now, map[string]any{"iss": "https://evil.example.com"})), authz.ReasonInvalidToken, "wrong iss"},
+		{"no exp", mint(t, d, claims(now, map[string]any{"exp": nil})), authz.ReasonInvalidToken, "missing exp"},
+		{"exp a string", mint(t, d, claims(now, map[string]any{"exp": "tomorrow"})), authz.ReasonInvalidToken, "claim exp is not a number"},
+		{"exp out of range", mint(t, d, claims(now, map[string]any{"exp": 1e300})), authz.ReasonInvalidToken, "claim exp out of range"},
+		{"no sub", mint(t, d, claims(now, map[string]any{"sub": nil})), authz.ReasonInvalidToken, "missing sub"},
+		{"sub a number", mint(t, d, claims(now, map[string]any{"sub": 42})), authz.ReasonInvalidToken, "claim sub is not a string"},
+		{"unknown kid", mintOr(d.MintWith(map[string]any{"kid": "nope"}, claims(now, nil))), authz.ReasonInvalidToken, "unknown key id"},
+		{"payload not an object", mintOr(d.MintRaw([]byte(`["x"]`))), authz.ReasonInvalidToken, "claims are not a JSON object"},
+		{"payload not JSON", mintOr(d.MintRaw([]byte(`{"sub":`))), authz.ReasonInvalidToken, "claims are not a JSON object"},
+		{"deeply nested payload", mintOr(d.MintRaw([]byte(deep(5000)))), authz.ReasonInvalidToken, "claims are not a JSON object"},
+		{"100 KB token", good + strings.Repeat("A", 100<<10), authz.ReasonInvalidToken, "token too large"},
+		{"empty", "", authz.ReasonInvalidToken, "not a compact JWS"},
+		{"garbage", "not a token", authz.ReasonInvalidToken, "not a compact JWS"},
+		{"two parts", "a.b", authz.ReasonInvalidToken, "not a compact JWS"},
+		{"four parts", good + ".x", authz.ReasonInvalidToken, "not a compact JWS"},
+		{"dots only", "..", authz.ReasonInvalidToken, "algorithm not allowed"},
+		{"bad base64", "%%%.%%%.%%%", authz.ReasonInvalidToken, "malformed JWS"},
+		{"header not JSON", b64([]byte("{")) + ".e30.AAAA", authz.ReasonInvalidToken, "malformed JWS"},
+		{"JWS JSON serialization", `{"payload":"e30","signatures":[]}`, authz.ReasonInvalidToken, "not a compact JWS"},
+		{"bad signature encoding", good[:strings.LastIndexByte(good, '.')] + ".!!", authz.ReasonInvalidToken, "malformed JWS"},
+		{"empty signature", good[:strings.LastIndexByte(good, '.')+1], authz.ReasonInvalidToken, "bad signature"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := verify(v, tt.token, now)
+			if c != nil {
+				t.Fatalf("accepted: %+v", c)
+			}
+			wantErr(t, err, tt.reason, tt.detail)
+			if strings.Contains(err.Error(), tt.token) && tt.token != "" {
+				t.Fatal("error contains the token")
+			}
+		})
+	}
+	if n := e.obs.hits.Load(); n != 0 {
+		t.Fatalf("a rejected token was served from the cache (%d hits)", n)
+	}
+}
+
+func TestVerifyClaimShapes(t *testing.T) {
+	e := newEnv(t)
+	d := newIDP(t, idp.ES256)
+	cfg := baseConfig(e.writeJWKS(d))
+	cfg.BindClaims = []string{"tid", "num", "obj", "flag", "absent", "null"}
+	v := e.verifier(cfg)
+	now := e.clock.Now()
+	sec := float64(now.Unix())
+	c, err := verify(v, mint(t, d, claims(now, map[string]any{
+		"aud":       []string{"other", "crm-api"},
+		"exp":       sec + 3600.25, // NumericDate may carry a fraction
+		"iat":       1.8935534455e9,
+		"nbf":       0, // some IdPs send 0
+		"auth_time": nil,
+		"sid":       nil,
+		"num":       12.50,
+		"obj":       map[string]any{"b": []int{1, 2}, "a": "x"},
+		"flag":      true,
+		"null":      nil,
+	})), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Expiry != now.UnixMilli()+3600250 || c.IssuedAt != 1893553445500 || c.NotBefore != 0 || c.AuthTime != 0 {
+		t.Fatalf("times: exp %d iat %d nbf %d auth_time %d", c.Expiry, c.IssuedAt, c.NotBefore, c.AuthTime)
+	}
+	if c.SignIn() != c.IssuedAt {
+		t.Fatalf("SignIn = %d, want iat", c.SignIn())
+	}
+	wantBind := []string{"tenant-1", "12.5", `{"a":"x","b":[1,2]}`, "true", "", ""}
+	if strings.Join(c.Bind, "|") != strings.Join(wantBind, "|") {
+		t.Fatalf("Bind = %q, want %q", c.Bind, wantBind)
+	}
+	if c.Scope != authz.ScopeDigest(testIssuer, "alice", "") {
+		t.Fatal("without sid the scope is the user")
+	}
+	if len(c.Audience) != 2 {
+		t.Fatalf("Audience = %q", c.Audience)
+	}
+}
+
+func TestVerifyWithoutKid(t *testing.T) {
+	e := newEnv(t)
+	rsa, ec := newIDP(t, idp.RS256), newIDP(t, idp.ES256)
+	v := e.verifier(baseConfig(e.writeJWKS(ec, rsa)))
+	now := e.clock.Now()
+	for _, d := range []*idp.IDP{rsa, ec} {
+		tok, err := d.MintWith(map[string]any{"kid": nil}, claims(now, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := verify(v, tok, now); err != nil {
+			t.Fatalf("%s without kid: %v", d.Alg(), err)
+		}
+	}
+	tok, err := newIDP(t, idp.EdDSA).MintWith(map[string]any{"kid": nil}, claims(now, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = verify(v, tok, now)
+	wantErr(t, err, authz.ReasonInvalidToken, "no key for algorithm")
+}
+
+func TestAlgorithmAllowList(t *testing.T) {
+	e := newEnv(t)
+	d := newIDP(t, idp.RS256)
+	cfg := baseConfig(e.writeJWKS(d))
+	cfg.Algorithms = []string{"ES256"}
+	v := e.verifier(cfg)
+	now := e.clock.Now()
+	_, err := verify(v, mint(t, d, claims(now, nil)), now)
+	wantErr(t, err, authz.ReasonInvalidToken, "algorithm not allowed")
+}
+
+// A JWK that names its algorithm restricts the key to it.
+func TestKeyAlgRestricts(t *testing.T) {
+	e := newEnv(t)
+	d := newIDP(t, idp.RS256)
+	v := e.verifier(baseConfig(e.writeJWKS(d))) // the JWKS says "alg": "RS256"
+	now := e.clock.Now()
+	tok, err := d.MintWith(map[string]any{"alg": "RS512"}, claims(now, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = verify(v, tok, now)
+	wantErr(t, err, authz.ReasonInvalidToken, "key does not match algorithm")
+}
+
+func TestDeepNestingInsideClaims(t *testing.T) {
+	e := newEnv(t)
+	d := newIDP(t, idp.EdDSA)
+	cfg := baseConfig(e.writeJWKS(d))
+	now := e.clock.Now()
+	c, _ := json.Marshal(claims(now, nil))
+	nest := func(n int) []byte {
+		return []byte(`{"deep":` + strings.Repeat("[", n) + strings.Repeat("]", n) + "," + string(c[1:]))
+	}
+	// Within the size limit the nesting is harmless and the token is good.
+	ok, err := d.MintRaw(nest(5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verify(e.verifier(cfg), ok, now); err != nil {
+		t.Fatal(err)
+	}
+	// Past the JSON decoder's depth limit it is refused, not a crash.
+	cfg.MaxBytes = 1 << 20
+	bad, err := d.MintRaw(nest(200_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = verify(e.verifier(cfg), bad, now)
+	wantErr(t, err, authz.ReasonInvalidToken, "claims are not a JSON object")
+}
