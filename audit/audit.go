@@ -33,7 +33,7 @@ type Options struct {
 func New(w io.Writer, o Options) *Log {
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
+			if len(groups) == 0 && a.Key == slog.TimeKey && a.Value.Kind() == slog.KindTime {
 				// Event time is the decision time from the engine's clock.
 				return slog.Attr{}
 			}

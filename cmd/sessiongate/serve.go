@@ -90,19 +90,22 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	defer closeAudit()
 
 	tokens := token.NewProvider(token.Options{Logger: log, Clock: clock, Observer: m})
-	watcher, err := policy.NewWatcher(c.policies, policy.WatcherOptions{
+	var watcher *policy.Watcher
+	watcher, err = policy.NewWatcher(c.policies, policy.WatcherOptions{
 		Options: policy.Options{NewVerifier: func(_ string, tc policy.TokenConfig) (authz.Verifier, error) {
 			return tokens.Verifier(token.Config(tc))
 		}},
 		Logger: log,
-		OnReload: func(ok bool, err error) {
+		OnReload: func(ok bool, _ error) {
 			m.PolicyReloaded(ok, clock.Now())
+			if ok && watcher != nil {
+				m.Policies(watcher.Current().Names())
+			}
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("loading policies: %w", err)
 	}
-	m.PolicyReloaded(true, clock.Now())
 	m.Policies(watcher.Current().Names())
 
 	store, err := memory.New(memory.Options{Clock: clock})

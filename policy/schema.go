@@ -1,0 +1,160 @@
+// Package policy owns sessiongate's policy file format. It parses one YAML
+// file per policy strictly (every problem is reported at once with file, line
+// and field), applies the documented defaults, validates, and compiles a
+// directory of policies into an immutable Set that answers which authz.Policy
+// governs a host. A Watcher reloads the directory on change, swapping Sets
+// atomically and keeping the last good one when a change is broken.
+//
+// REFERENCE.md beside this file is the operator-facing description of the
+// schema below; keep the two in step.
+package policy
+
+import "time"
+
+// Defaults and limits of the schema, as documented on the fields below.
+const (
+	defaultCookieName     = "__Host-sessiongate"
+	defaultReturnParam    = "rd"
+	defaultClockSkew      = 30 * time.Second
+	maxClockSkew          = 5 * time.Minute
+	defaultMaxTokenBytes  = 16384
+	minTokenBytes         = 512
+	maxTokenBytes         = 1 << 20
+	defaultJWKSRefresh    = 5 * time.Minute
+	minJWKSRefresh        = time.Second
+	defaultJWKSMinRefresh = 10 * time.Second
+	// activity_granularity defaults to idle_timeout/100 and may be at most
+	// idle_timeout/4: a session may time out up to one granularity early.
+	defaultGranularityDivisor = 100
+	maxGranularityDivisor     = 4
+)
+
+// defaultAlgorithms is the token.algorithms default: every asymmetric JWS
+// algorithm. HMAC and "none" are never accepted, since keys come from a
+// public JWKS (S5).
+func defaultAlgorithms() []string {
+	return []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+}
+
+// spec is one policy file, field for field; the yaml tags are the schema.
+// The decoder walks it by reflection, so a field added here is accepted in
+// files and every other key stays an "unknown field" error.
+type spec struct {
+	// Hosts the policy governs. Required, non-empty. Lower-cased, a trailing
+	// dot dropped; no scheme, port or path. "*.suffix" matches every host
+	// below suffix (a.suffix, a.b.suffix) but not suffix itself; "*" alone
+	// makes the policy the default for hosts no other policy names. IP
+	// addresses are allowed ("::1" or "[::1]"). A host may appear in one
+	// policy only.
+	Hosts []string `yaml:"hosts"`
+	// Mode is "enforce" (default) or "dry-run": decide, record what would
+	// have been denied, and allow.
+	Mode    string      `yaml:"mode"`
+	Session sessionSpec `yaml:"session"`
+	Token   tokenSpec   `yaml:"token"`
+	Login   loginSpec   `yaml:"login"`
+	Logout  logoutSpec  `yaml:"logout"`
+	// Bypass lists path prefixes that need no session, matched at segment
+	// boundaries ("/public" covers "/public/x", not "/publicity"). Default
+	// none. Each starts with "/" and has no query.
+	Bypass []string `yaml:"bypass"`
+}
+
+// sessionSpec is the session section. Required.
+type sessionSpec struct {
+	// AbsoluteTimeout is the longest a sign-in lasts (S1). Required, > 0.
+	AbsoluteTimeout time.Duration `yaml:"absolute_timeout"`
+	// IdleTimeout ends a session without activity (S2). Required, > 0 and
+	// < absolute_timeout.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// WarnBefore opens the client warning window this long before the
+	// earlier deadline (S11). Default 0 (no warning); >= 0 and
+	// < absolute_timeout; may exceed idle_timeout.
+	WarnBefore time.Duration `yaml:"warn_before"`
+	// PassivePaths are allowed but do not count as activity (polling).
+	// Default none. Each starts with "/" and has no query.
+	PassivePaths []string `yaml:"passive_paths"`
+	// BindClaims are token claims, besides iss and sub, that must stay equal
+	// for the session's life (S4), e.g. [tid]. Default none.
+	BindClaims []string `yaml:"bind_claims"`
+	// ActivityGranularity is how far last_activity must advance before it is
+	// written to the store. Default idle_timeout/100; 0 writes every
+	// request; at most idle_timeout/4.
+	ActivityGranularity time.Duration `yaml:"activity_granularity"`
+	// StoreFailure is "deny" (default: store_unavailable) or "continue":
+	// decide on what the replica's near cache knows while the shared store
+	// is down (S9).
+	StoreFailure string     `yaml:"store_failure"`
+	Cookie       cookieSpec `yaml:"cookie"`
+}
+
+// cookieSpec is the gate's own session cookie. Optional.
+type cookieSpec struct {
+	// Name of the cookie. Default "__Host-sessiongate"; a valid cookie
+	// token (RFC 6265).
+	Name string `yaml:"name"`
+	// SameSite is "Lax" (default), "Strict" or "None" (any case).
+	SameSite string `yaml:"same_site"`
+}
+
+// tokenSpec is how tokens are found and verified (S5). Required.
+type tokenSpec struct {
+	// Issuer is the exact iss claim. Required.
+	Issuer string `yaml:"issuer"`
+	// Audiences accepted in aud; one match suffices. Required, non-empty.
+	Audiences []string `yaml:"audiences"`
+	// JWKSFile is the issuer's key set as a file, relative to the policy
+	// file's directory. Exactly one of jwks_file and jwks_uri is required;
+	// the file must exist and be readable.
+	JWKSFile string `yaml:"jwks_file"`
+	// JWKSURI is the issuer's key set URL: absolute https, or http for
+	// loopback hosts (127.0.0.1, localhost, [::1]) only.
+	JWKSURI string `yaml:"jwks_uri"`
+	// From lists where tokens are read, first found wins: "header:NAME"
+	// (case-insensitive; for authorization the Bearer scheme is required)
+	// or "cookie:NAME" (exact). Default [header:authorization].
+	From []string `yaml:"from"`
+	// Algorithms accepted in the JWS header. Default every asymmetric one
+	// (RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA); "none"
+	// and HS* are errors.
+	Algorithms []string `yaml:"algorithms"`
+	// ClockSkew tolerated on exp, nbf and iat. Default 30s; 0 to 5m.
+	ClockSkew time.Duration `yaml:"clock_skew"`
+	// MaxBytes is the longest token accepted; longer is invalid_token.
+	// Default 16384; 512 to 1048576.
+	MaxBytes int `yaml:"max_bytes"`
+	// RefreshInterval re-fetches jwks_uri (re-reads jwks_file) this often.
+	// Default 5m; >= 1s.
+	RefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
+	// MinRefreshInterval rate-limits re-fetches triggered by an unknown key
+	// id, so forged kids cannot hammer the issuer. Default 10s (or
+	// jwks_refresh_interval when that is shorter); > 0 and
+	// <= jwks_refresh_interval.
+	MinRefreshInterval time.Duration `yaml:"jwks_min_refresh_interval"`
+}
+
+// loginSpec is where browsers are sent to sign in (S7). Required.
+type loginSpec struct {
+	// URL of the sign-in page. Required; absolute http(s) with a host, no
+	// fragment; may carry its own query.
+	URL string `yaml:"url"`
+	// ReturnParam is the query parameter carrying the original URL.
+	// Default "rd"; non-empty.
+	ReturnParam string `yaml:"return_param"`
+	// ReauthParams are added when a session ended rather than never
+	// existed, to force a fresh sign-in. Default {prompt: login,
+	// max_age: "0"}; {} for none. Values are strings (numbers are taken as
+	// written); no key may equal return_param.
+	ReauthParams map[string]string `yaml:"reauth_params"`
+}
+
+// logoutSpec is the sign-out endpoint (S6). Optional.
+type logoutSpec struct {
+	// Path is the exact sign-out path. Default none (no sign-out handling).
+	// Starts with "/", no query; must not be under a bypass prefix nor
+	// equal a passive path, or sign-out would never end the session.
+	Path string `yaml:"path"`
+	// RedirectURL is where the client goes after signing out. Required
+	// when path is set, and only then; absolute http(s).
+	RedirectURL string `yaml:"redirect_url"`
+}

@@ -1,0 +1,539 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sessiongate/sessiongate/authz"
+)
+
+// TokenConfig is what a policy says about verifying its tokens (S5), with
+// defaults applied: the input of Options.NewVerifier. Plain data; never
+// mutate a TokenConfig handed out.
+type TokenConfig struct {
+	Issuer    string
+	Audiences []string
+	// Exactly one of JWKSFile (absolute, resolved against the policy file's
+	// directory without resolving symlinks, so re-reads follow ConfigMap
+	// swaps) and JWKSURI is set.
+	JWKSFile   string
+	JWKSURI    string
+	Algorithms []string
+	ClockSkew  time.Duration
+	MaxBytes   int
+	// BindClaims are the claims a verifier copies into authz.Claims.Bind, in
+	// this order.
+	BindClaims []string
+	// RefreshInterval is the period of re-fetching (re-reading) the key set;
+	// MinRefreshInterval the least time between re-fetches triggered by an
+	// unknown key id.
+	RefreshInterval    time.Duration
+	MinRefreshInterval time.Duration
+}
+
+// compiled is one valid-looking policy file, ready to join a Set.
+type compiled struct {
+	file      string
+	policy    *authz.Policy
+	token     TokenConfig
+	tokenLine int
+	hosts     []hostRef
+}
+
+// hostRef remembers where a host was written, to place cross-file errors.
+type hostRef struct {
+	host string
+	at   Error
+}
+
+// has reports whether field is present in the file.
+func (d *decoder) has(field string) bool {
+	_, ok := d.lines[field]
+	return ok
+}
+
+// line places a problem of field: its own line, else the nearest enclosing
+// field's (a missing field is reported where its section is), else line 1.
+func (d *decoder) line(field string) int {
+	for ; field != ""; field = parentField(field) {
+		if l, ok := d.lines[field]; ok {
+			return l
+		}
+	}
+	return 1
+}
+
+// broken reports whether field or an enclosing field already has a problem.
+func (d *decoder) broken(field string) bool {
+	for ; field != ""; field = parentField(field) {
+		if d.bad[field] {
+			return true
+		}
+	}
+	return false
+}
+
+func parentField(f string) string {
+	if i := strings.LastIndexAny(f, ".["); i >= 0 {
+		return f[:i]
+	}
+	return ""
+}
+
+// fail reports a validation problem of field unless it already has one.
+func (d *decoder) fail(field, format string, args ...any) {
+	if !d.broken(field) {
+		d.errorf(d.line(field), field, format, args...)
+	}
+}
+
+// required reports a missing field (unless its whole section is missing,
+// which is reported once) and whether the field is there to be checked.
+func (d *decoder) required(field string) bool {
+	if d.broken(field) {
+		return false
+	}
+	if d.has(field) {
+		return true
+	}
+	if parent := parentField(field); parent == "" || d.has(parent) {
+		d.fail(field, "required")
+	}
+	return false
+}
+
+func (d *decoder) nonEmpty(field, v string) {
+	if d.required(field) && v == "" {
+		d.fail(field, "must not be empty")
+	}
+}
+
+// compile validates a decoded file, applies defaults and builds its policy.
+func (d *decoder) compile(name string, sp *spec) *compiled {
+	p := &authz.Policy{Name: name}
+	c := &compiled{file: d.file, policy: p, tokenLine: d.line("token")}
+	p.Hosts, c.hosts = d.hosts(sp.Hosts)
+	switch mode := sp.Mode; {
+	case !d.has("mode"), mode == "enforce":
+	case mode == "dry-run":
+		p.DryRun = true
+	default:
+		d.fail("mode", "must be enforce or dry-run, not %q", sp.Mode)
+	}
+	d.session(p, &sp.Session)
+	p.Bypass = d.paths("bypass", sp.Bypass)
+	c.token = d.token(&sp.Token, p)
+	d.login(&p.Login, &sp.Login)
+	d.logout(p, &sp.Logout)
+	return c
+}
+
+func (d *decoder) hosts(in []string) ([]string, []hostRef) {
+	if !d.required("hosts") {
+		return nil, nil
+	}
+	if len(in) == 0 {
+		d.fail("hosts", "must not be empty")
+		return nil, nil
+	}
+	var hosts []string
+	var refs []hostRef
+	seen := map[string]string{}
+	for i, h := range in {
+		f := fmt.Sprintf("hosts[%d]", i)
+		host, problem := normalizeHost(h)
+		if problem != "" {
+			d.fail(f, "%q %s", h, problem)
+			continue
+		}
+		if first, dup := seen[host]; dup {
+			d.fail(f, "%q repeats %s", h, first)
+			continue
+		}
+		seen[host] = f
+		hosts = append(hosts, host)
+		refs = append(refs, hostRef{host, Error{File: d.file, Line: d.line(f), Field: f}})
+	}
+	return hosts, refs
+}
+
+// normalizeHost returns the form Match compares against: lower case, no
+// trailing dot, IPv6 without brackets; or what is wrong with h.
+func normalizeHost(h string) (string, string) {
+	h = strings.ToLower(h)
+	switch {
+	case h == "*":
+		return h, ""
+	case strings.Contains(h, "://"):
+		return "", "must be a host name, not a URL"
+	case strings.ContainsAny(h, "/?#"):
+		return "", "must be a host name without a path"
+	}
+	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil {
+		if ip.Zone() != "" {
+			return "", "must not carry an IPv6 zone"
+		}
+		return ip.String(), ""
+	}
+	if strings.Contains(h, ":") {
+		return "", "must not carry a port (ports are stripped before matching)"
+	}
+	h = strings.TrimSuffix(h, ".")
+	if !validDNSName(strings.TrimPrefix(h, "*.")) {
+		return "", `is not a valid host name ("*" may only stand alone or as the first label, "*.example.com")`
+	}
+	return h, ""
+}
+
+func validDNSName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (d *decoder) session(p *authz.Policy, s *sessionSpec) {
+	if !d.required("session") {
+		return
+	}
+	abs, idle := s.AbsoluteTimeout, s.IdleTimeout
+	if d.required("session.absolute_timeout") && abs <= 0 {
+		d.fail("session.absolute_timeout", "must be > 0")
+	}
+	if d.required("session.idle_timeout") {
+		switch {
+		case idle <= 0:
+			d.fail("session.idle_timeout", "must be > 0")
+		case abs > 0 && idle >= abs:
+			d.fail("session.idle_timeout", "must be less than session.absolute_timeout (%s)", abs)
+		}
+	}
+	switch w := s.WarnBefore; {
+	case w < 0:
+		d.fail("session.warn_before", "must be >= 0")
+	case abs > 0 && w >= abs:
+		d.fail("session.warn_before", "must be less than session.absolute_timeout (%s)", abs)
+	}
+	gran := s.ActivityGranularity
+	switch {
+	case !d.has("session.activity_granularity"):
+		gran = idle / defaultGranularityDivisor
+	case gran < 0:
+		d.fail("session.activity_granularity", "must be >= 0")
+	case idle > 0 && gran > idle/maxGranularityDivisor:
+		d.fail("session.activity_granularity", "must be at most a quarter of session.idle_timeout (%s)", idle/maxGranularityDivisor)
+	}
+	p.AbsoluteTimeout, p.IdleTimeout, p.WarnBefore, p.ActivityGranularity = abs, idle, s.WarnBefore, gran
+	p.PassivePaths = d.paths("session.passive_paths", s.PassivePaths)
+	for i, c := range s.BindClaims {
+		f := fmt.Sprintf("session.bind_claims[%d]", i)
+		if c == "" {
+			d.fail(f, "must not be empty")
+		} else if j := slices.Index(s.BindClaims, c); j < i {
+			d.fail(f, "%q repeats session.bind_claims[%d]", c, j)
+		}
+	}
+	p.BindClaims = s.BindClaims
+	switch sf := s.StoreFailure; {
+	case !d.has("session.store_failure"), sf == "deny":
+	case sf == "continue":
+		p.StoreFailOpen = true
+	default:
+		d.fail("session.store_failure", "must be deny or continue, not %q", s.StoreFailure)
+	}
+
+	p.Cookie = authz.Cookie{Name: s.Cookie.Name, SameSite: "Lax"}
+	if !d.has("session.cookie.name") {
+		p.Cookie.Name = defaultCookieName
+	} else if !isToken(p.Cookie.Name) {
+		d.fail("session.cookie.name", "%q is not a valid cookie name", p.Cookie.Name)
+	}
+	if d.has("session.cookie.same_site") {
+		modes := []string{"Lax", "Strict", "None"}
+		if i := slices.IndexFunc(modes, func(m string) bool { return strings.EqualFold(m, s.Cookie.SameSite) }); i >= 0 {
+			p.Cookie.SameSite = modes[i]
+		} else {
+			d.fail("session.cookie.same_site", "must be Lax, Strict or None, not %q", s.Cookie.SameSite)
+		}
+	}
+}
+
+// paths checks request paths: bypass prefixes, passive paths.
+func (d *decoder) paths(field string, in []string) []string {
+	for i, p := range in {
+		if problem := pathProblem(p); problem != "" {
+			d.fail(fmt.Sprintf("%s[%d]", field, i), "%q %s", p, problem)
+		}
+	}
+	return in
+}
+
+func pathProblem(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return `must start with "/"`
+	case strings.ContainsAny(p, "?#"):
+		return "must not contain a query or fragment"
+	}
+	return ""
+}
+
+func (d *decoder) token(t *tokenSpec, p *authz.Policy) TokenConfig {
+	cfg := TokenConfig{
+		Issuer:             t.Issuer,
+		Audiences:          t.Audiences,
+		Algorithms:         t.Algorithms,
+		ClockSkew:          t.ClockSkew,
+		MaxBytes:           t.MaxBytes,
+		BindClaims:         p.BindClaims,
+		RefreshInterval:    t.RefreshInterval,
+		MinRefreshInterval: t.MinRefreshInterval,
+	}
+	if !d.required("token") {
+		return cfg
+	}
+	d.nonEmpty("token.issuer", t.Issuer)
+	if d.required("token.audiences") && len(t.Audiences) == 0 {
+		d.fail("token.audiences", "must not be empty")
+	}
+	for i, a := range t.Audiences {
+		if a == "" {
+			d.fail(fmt.Sprintf("token.audiences[%d]", i), "must not be empty")
+		}
+	}
+
+	switch file, uri := d.has("token.jwks_file"), d.has("token.jwks_uri"); {
+	case file && uri:
+		d.fail("token.jwks_uri", "set only one of token.jwks_file and token.jwks_uri")
+	case file:
+		cfg.JWKSFile = d.jwksFile(t.JWKSFile)
+	case uri:
+		if u := d.absURL("token.jwks_uri", t.JWKSURI); u != nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			d.fail("token.jwks_uri", "must use https (http only for 127.0.0.1, localhost or [::1])")
+		}
+		cfg.JWKSURI = t.JWKSURI
+	default:
+		d.fail("token", "one of jwks_file or jwks_uri is required")
+	}
+
+	p.TokenSources = []authz.TokenSource{{Kind: authz.FromHeader, Name: "authorization"}}
+	if d.has("token.from") {
+		p.TokenSources = d.sources(t.From)
+	}
+
+	if !d.has("token.algorithms") {
+		cfg.Algorithms = defaultAlgorithms()
+	} else if len(t.Algorithms) == 0 {
+		d.fail("token.algorithms", "must not be empty (omit it for the default)")
+	}
+	for i, a := range t.Algorithms {
+		f := fmt.Sprintf("token.algorithms[%d]", i)
+		switch {
+		case strings.EqualFold(a, "none"):
+			d.fail(f, `"none" is never accepted: tokens must be signed`)
+		case strings.HasPrefix(strings.ToUpper(a), "HS"):
+			d.fail(f, "%q is not accepted: HMAC would let anyone holding the public JWKS forge tokens", a)
+		case !slices.Contains(defaultAlgorithms(), a):
+			d.fail(f, "unsupported algorithm %q (supported: %s)", a, strings.Join(defaultAlgorithms(), ", "))
+		case slices.Index(t.Algorithms, a) < i:
+			d.fail(f, "%q repeats token.algorithms[%d]", a, slices.Index(t.Algorithms, a))
+		}
+	}
+
+	if !d.has("token.clock_skew") {
+		cfg.ClockSkew = defaultClockSkew
+	} else if cfg.ClockSkew < 0 || cfg.ClockSkew > maxClockSkew {
+		d.fail("token.clock_skew", "must be between 0s and %s", maxClockSkew)
+	}
+	if !d.has("token.max_bytes") {
+		cfg.MaxBytes = defaultMaxTokenBytes
+	} else if cfg.MaxBytes < minTokenBytes || cfg.MaxBytes > maxTokenBytes {
+		d.fail("token.max_bytes", "must be between %d and %d", minTokenBytes, maxTokenBytes)
+	}
+	p.MaxTokenBytes = cfg.MaxBytes
+	if !d.has("token.jwks_refresh_interval") {
+		cfg.RefreshInterval = defaultJWKSRefresh
+	} else if cfg.RefreshInterval < minJWKSRefresh {
+		d.fail("token.jwks_refresh_interval", "must be at least %s", minJWKSRefresh)
+	}
+	switch {
+	case !d.has("token.jwks_min_refresh_interval"):
+		cfg.MinRefreshInterval = min(defaultJWKSMinRefresh, max(cfg.RefreshInterval, minJWKSRefresh))
+	case cfg.MinRefreshInterval <= 0:
+		d.fail("token.jwks_min_refresh_interval", "must be > 0")
+	case cfg.RefreshInterval > 0 && cfg.MinRefreshInterval > cfg.RefreshInterval:
+		d.fail("token.jwks_min_refresh_interval", "must not exceed token.jwks_refresh_interval (%s)", cfg.RefreshInterval)
+	}
+	return cfg
+}
+
+// jwksFile checks the key file can be read now, so that a typo fails
+// validation instead of every request, and returns its absolute path.
+func (d *decoder) jwksFile(name string) string {
+	const field = "token.jwks_file"
+	if name == "" {
+		d.fail(field, "must not be empty")
+		return ""
+	}
+	path := name
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(d.file), path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		d.fail(field, "%s: %s", path, ioMsg(err))
+		return ""
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		d.fail(field, "cannot read %s: %s", path, ioMsg(err))
+		return abs
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.IsDir() {
+		d.fail(field, "%s is not a readable file", path)
+	}
+	return abs
+}
+
+func (d *decoder) sources(from []string) []authz.TokenSource {
+	if len(from) == 0 {
+		d.fail("token.from", "must not be empty (omit it for the default header:authorization)")
+	}
+	var out []authz.TokenSource
+	for i, s := range from {
+		f := fmt.Sprintf("token.from[%d]", i)
+		kind, name, _ := strings.Cut(s, ":")
+		var src authz.TokenSource
+		switch kind {
+		case "header":
+			src = authz.TokenSource{Kind: authz.FromHeader, Name: strings.ToLower(name)}
+		case "cookie":
+			src = authz.TokenSource{Kind: authz.FromCookie, Name: name}
+		default:
+			d.fail(f, "%q must be header:NAME or cookie:NAME", s)
+			continue
+		}
+		if !isToken(name) {
+			d.fail(f, "%q: %q is not a valid %s name", s, name, kind)
+			continue
+		}
+		if slices.Contains(out, src) {
+			d.fail(f, "%q repeats an earlier source", s)
+			continue
+		}
+		out = append(out, src)
+	}
+	return out
+}
+
+func (d *decoder) login(l *authz.Login, s *loginSpec) {
+	if !d.required("login") {
+		return
+	}
+	if d.required("login.url") {
+		if u := d.absURL("login.url", s.URL); u != nil && u.Fragment != "" {
+			d.fail("login.url", "must not have a fragment: the return parameter is appended to the query")
+		}
+	}
+	l.URL = s.URL
+	l.ReturnParam = s.ReturnParam
+	if !d.has("login.return_param") {
+		l.ReturnParam = defaultReturnParam
+	} else if l.ReturnParam == "" {
+		d.fail("login.return_param", "must not be empty")
+	}
+	params := s.ReauthParams
+	if !d.has("login.reauth_params") {
+		params = map[string]string{"prompt": "login", "max_age": "0"}
+	}
+	q := url.Values{}
+	for k, v := range params {
+		if k == l.ReturnParam {
+			d.fail("login.reauth_params."+k, "collides with login.return_param")
+		}
+		q.Set(k, v)
+	}
+	l.ReauthQuery = q.Encode() // sorted by key: stable across reloads
+}
+
+func (d *decoder) logout(p *authz.Policy, s *logoutSpec) {
+	if !d.has("logout.path") {
+		if d.has("logout.redirect_url") {
+			d.fail("logout.redirect_url", "has no effect without logout.path")
+		}
+		return
+	}
+	if problem := pathProblem(s.Path); problem != "" {
+		d.fail("logout.path", "%q %s", s.Path, problem)
+	}
+	for i, b := range p.Bypass {
+		if authz.MatchPath(s.Path, b) {
+			d.fail("logout.path", "%q is under bypass[%d] %q: sign-out would never end the session", s.Path, i, b)
+			break
+		}
+	}
+	if i := slices.Index(p.PassivePaths, s.Path); i >= 0 {
+		d.fail("logout.path", "%q equals session.passive_paths[%d]", s.Path, i)
+	}
+	if d.required("logout.redirect_url") {
+		d.absURL("logout.redirect_url", s.RedirectURL)
+	}
+	p.Logout = authz.Logout{Path: s.Path, RedirectURL: s.RedirectURL}
+}
+
+// absURL checks raw is an absolute http(s) URL with a host and without
+// credentials (policy files are not the place for secrets, and error
+// messages and logs echo URLs). It returns nil after reporting a problem.
+func (d *decoder) absURL(field, raw string) *url.URL {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		d.fail(field, "not a valid URL: %v", err.(*url.Error).Err)
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		d.fail(field, "must be an absolute http(s) URL with a host, such as https://login.example.com/start")
+	case u.User != nil:
+		d.fail(field, "must not carry user credentials")
+	default:
+		return u
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// isToken reports whether s is an RFC 7230 token, the syntax of header and
+// cookie names.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
