@@ -113,10 +113,15 @@ func (c *check) run(ctx context.Context) Decision {
 	}
 	raw := c.token(cookies)
 	if raw != "" {
+		var cl *Claims
+		var err error
 		if len(raw) > c.p.MaxTokenBytes {
-			return c.deny(ReasonInvalidToken, false)
+			// Never handed to the verifier; on the logout path it is an
+			// invalid token like any other, which must not stop the sign-out.
+			err = &TokenError{Reason: ReasonInvalidToken, Detail: "token longer than the policy's limit"}
+		} else {
+			cl, err = c.p.Verifier.Verify(ctx, raw, c.now)
 		}
-		cl, err := c.p.Verifier.Verify(ctx, raw, c.now)
 		if err != nil {
 			if c.p.Logout.Path == "" || path != c.p.Logout.Path {
 				c.e.log.Debug("token rejected", "policy", c.p.Name, "err", err)
@@ -230,9 +235,14 @@ func (c *check) withToken(ctx context.Context) Decision {
 	if scopeEnd != 0 && signIn <= scopeEnd {
 		return c.deny(ReasonReauthRequired, true)
 	}
-	if !lk.SessionFound && c.cookie == "" && lk.ScopeFound && lk.Scope.Current != "" {
+	// A live session of another IdP session of the same user says nothing
+	// about this token's session.
+	foreign := lk.SessionFound && !lk.Session.Ended() && lk.Session.Identity == cl.Identity && lk.Session.Scope != cl.Scope
+	if (!lk.SessionFound || foreign) && lk.ScopeFound && lk.Scope.Current != "" {
 		// A client without cookies (an API client) continues its scope's
-		// current session, so that S1/S2 hold for every client.
+		// current session, so that S1/S2 hold for every client. So does one
+		// whose cookie names no session of this scope: a made-up or foreign
+		// cookie must not open a fresh session per request and dodge S1/S2.
 		cur, err := c.e.store.Load(ctx, c.p.Name, lk.Scope.Current, Digest{})
 		if err != nil {
 			return c.storeFailure(err)
@@ -246,6 +256,20 @@ func (c *check) withToken(ctx context.Context) Decision {
 	}
 	s := &lk.Session
 	if s.Identity != cl.Identity {
+		if s.Ended() {
+			// Already over: ending it again would raise its scope's end and
+			// sign its owner out of newer sessions, on the word of whoever
+			// kept a dead cookie. Refuse it, and drop the cookie so that the
+			// presenter's next sign-in is not refused with it again.
+			c.e.log.Warn("ended session presented with another identity's token",
+				"policy", c.p.Name, "session_subject", s.Subject, "token_subject", cl.Subject,
+				"source", c.r.SourceAddr, "request_id", c.r.RequestID)
+			d := c.deny(ReasonReauthRequired, true)
+			if c.cookie == s.ID {
+				d.SetCookie = append(d.SetCookie, c.clearCookie())
+			}
+			return d
+		}
 		return c.mismatch(ctx, s)
 	}
 	// The session died with its scope (another session of the same sign-in
@@ -387,23 +411,33 @@ func (c *check) logout(ctx context.Context) Decision {
 	if c.cookie != "" {
 		lk, err := c.e.store.Load(ctx, c.p.Name, c.cookie, Digest{})
 		if err != nil {
-			return c.storeFailure(err)
+			return c.logoutFailure(err)
 		}
-		if lk.SessionFound {
+		// An ended session stays ended; ending it again would raise its
+		// scope's end and sign its owner out of newer sessions on the word
+		// of anyone who kept the dead cookie.
+		if lk.SessionFound && !lk.Session.Ended() {
 			if err := c.endFor(ctx, &lk.Session, lk.Session.Scope); err != nil {
-				return c.storeFailure(err)
+				return c.logoutFailure(err)
 			}
 		}
 	}
 	if c.claims != nil {
 		if err := c.endFor(ctx, &Session{Policy: c.p.Name, Subject: c.claims.Subject}, scope); err != nil {
-			return c.storeFailure(err)
+			return c.logoutFailure(err)
 		}
 	}
 	return Decision{
 		Reason: ReasonSignedOut, Status: 302, Location: c.p.Logout.RedirectURL,
 		SetCookie: []string{c.clearCookie()}, ExpiresIn: -1,
 	}
+}
+
+// logoutFailure never fails open: forwarding a sign-out that was not
+// recorded would pretend the session ended (S6, S9).
+func (c *check) logoutFailure(err error) Decision {
+	c.e.log.Error("session store failure; sign-out not recorded", "policy", c.p.Name, "err", err)
+	return Decision{Reason: ReasonStoreUnavailable, Status: 503, ExpiresIn: -1}
 }
 
 func (c *check) endFor(ctx context.Context, s *Session, scope Digest) error {
@@ -476,7 +510,9 @@ func challenge(reason Reason, reauth bool) string {
 }
 
 func (c *check) sessionCookie(id string) string {
-	return c.p.Cookie.Name + "=" + id + "; Path=/; Max-Age=" + strconv.FormatInt(int64(c.p.AbsoluteTimeout/time.Second), 10) +
+	// Rounded up: a sub-second lifetime must not become Max-Age=0 (delete).
+	maxAge := int64((c.p.AbsoluteTimeout + time.Second - 1) / time.Second)
+	return c.p.Cookie.Name + "=" + id + "; Path=/; Max-Age=" + strconv.FormatInt(maxAge, 10) +
 		"; Secure; HttpOnly; SameSite=" + c.p.Cookie.SameSite
 }
 

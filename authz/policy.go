@@ -85,7 +85,7 @@ type PolicySource interface {
 // "/public" matches "/public" and "/public/x" but not "/publicity"; a prefix
 // ending in "/" matches everything below it.
 func MatchPath(path, prefix string) bool {
-	if !strings.HasPrefix(path, prefix) {
+	if prefix == "" || !strings.HasPrefix(path, prefix) { // "": a broken policy matches nothing
 		return false
 	}
 	return len(path) == len(prefix) || prefix[len(prefix)-1] == '/' || path[len(prefix)] == '/'

@@ -107,18 +107,31 @@ func writeEscaped(b *strings.Builder, s string) {
 }
 
 func stripTokenParams(q string) string {
-	if !containsTokenParam(q) {
+	// A name may be percent-encoded ("access%5Ftoken"), which servers decode.
+	if !containsTokenParam(q) && strings.IndexByte(q, '%') < 0 {
 		return q
 	}
 	parts := strings.Split(q, "&")
 	kept := parts[:0]
 	for _, part := range parts {
-		name, _, _ := strings.Cut(part, "=")
-		if !isTokenParam(name) {
+		if !hasTokenParam(part) {
 			kept = append(kept, part)
 		}
 	}
 	return strings.Join(kept, "&")
+}
+
+// hasTokenParam reports whether an &-separated part names a token parameter,
+// also after a ";", which some servers still take as a separator.
+func hasTokenParam(part string) bool {
+	for part != "" {
+		var p string
+		p, part, _ = strings.Cut(part, ";")
+		if name, _, _ := strings.Cut(p, "="); isTokenParam(name) {
+			return true
+		}
+	}
+	return false
 }
 
 func containsTokenParam(q string) bool {
