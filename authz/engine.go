@@ -17,7 +17,6 @@ import (
 type Engine struct {
 	policies PolicySource
 	store    Store
-	verify   func(p *Policy) Verifier
 	clock    Clock
 	events   Events
 	log      *slog.Logger
@@ -333,7 +332,17 @@ func (c *check) resume(ctx context.Context, s *Session) Decision {
 	if c.nowMs-s.SignIn > c.p.AbsoluteTimeout.Milliseconds() {
 		return c.end(ctx, s, CauseAbsolute)
 	}
-	if c.nowMs-s.LastActivity > c.p.IdleTimeout.Milliseconds() {
+	if idleAt := s.LastActivity + c.p.IdleTimeout.Milliseconds(); c.nowMs > idleAt {
+		if cl.AuthTime > idleAt {
+			// The user signed in again after the session had idled out. The
+			// session ends at its deadline, and the new sign-in opens a new
+			// session rather than being refused and asked for yet another.
+			// Tokens signed in before the deadline stay refused (S3).
+			if err := c.record(ctx, s, CauseIdle, idleAt); err != nil {
+				return c.storeFailure(err)
+			}
+			return c.begin(ctx)
+		}
 		return c.end(ctx, s, CauseIdle)
 	}
 	if !c.passive() && c.nowMs-s.LastActivity >= c.p.ActivityGranularity.Milliseconds() {
@@ -379,16 +388,23 @@ func (c *check) passive() bool {
 // end ends a session that this request found over a limit, and answers with
 // that cause (later requests get reauth_required).
 func (c *check) end(ctx context.Context, s *Session, cause EndCause) Decision {
-	if _, ended, err := c.e.store.End(ctx, c.p.Name, s.ID, s.Scope, End{Cause: cause, At: c.nowMs, KeepUntil: c.keep(c.nowMs)}); err != nil {
+	if err := c.record(ctx, s, cause, c.nowMs); err != nil {
 		return c.storeFailure(err)
-	} else if ended {
-		c.e.events.SessionEnded(c.event(s, cause))
 	}
 	d := c.deny(cause.Reason(), true)
 	if c.cookie == s.ID {
 		d.SetCookie = append(d.SetCookie, c.clearCookie())
 	}
 	return d
+}
+
+// record ends s with cause at time at, emitting the event once.
+func (c *check) record(ctx context.Context, s *Session, cause EndCause, at int64) error {
+	_, ended, err := c.e.store.End(ctx, c.p.Name, s.ID, s.Scope, End{Cause: cause, At: at, KeepUntil: c.keep(at)})
+	if err == nil && ended {
+		c.e.events.SessionEnded(c.event(s, cause))
+	}
+	return err
 }
 
 // mismatch handles S4: the session is presented with another identity's
