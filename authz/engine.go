@@ -76,7 +76,7 @@ func (e *Engine) decide(ctx context.Context, r *Request, now time.Time) Decision
 	if p == nil {
 		return Decision{Reason: ReasonUnknownHost, Status: 403, ExpiresIn: -1}
 	}
-	c := check{e: e, p: p, r: r, now: now, nowMs: now.UnixMilli()}
+	c := check{e: e, p: p, r: r, now: now, nowMs: now.UnixMilli(), store: e.store}
 	d := c.run(ctx)
 	d.Policy = p.Name
 	if p.DryRun && !d.Allow {
@@ -96,6 +96,9 @@ type check struct {
 	nowMs  int64
 	cookie string // the session id presented, "" if none or malformed
 	claims *Claims
+	store  Store // the engine's store, or its local fallback once degraded
+	// degraded is set once the decision runs on the store's fallback.
+	degraded bool
 }
 
 func (c *check) run(ctx context.Context) Decision {
@@ -214,15 +217,15 @@ func (c *check) cookieSessionEnded(ctx context.Context) bool {
 	if c.cookie == "" {
 		return false
 	}
-	lk, err := c.e.store.Load(ctx, c.p.Name, c.cookie, Digest{})
+	lk, err := c.store.Load(ctx, c.p.Name, c.cookie, Digest{})
 	return err == nil && lk.SessionFound && lk.Session.Ended()
 }
 
 func (c *check) withToken(ctx context.Context) Decision {
 	cl := c.claims
-	lk, err := c.e.store.Load(ctx, c.p.Name, c.cookie, cl.Scope)
+	lk, err := c.store.Load(ctx, c.p.Name, c.cookie, cl.Scope)
 	if err != nil {
-		return c.storeFailure(err)
+		return c.storeFailure(ctx, err)
 	}
 	signIn := cl.SignIn()
 	scopeEnd := int64(0)
@@ -242,9 +245,9 @@ func (c *check) withToken(ctx context.Context) Decision {
 		// current session, so that S1/S2 hold for every client. So does one
 		// whose cookie names no session of this scope: a made-up or foreign
 		// cookie must not open a fresh session per request and dodge S1/S2.
-		cur, err := c.e.store.Load(ctx, c.p.Name, lk.Scope.Current, Digest{})
+		cur, err := c.store.Load(ctx, c.p.Name, lk.Scope.Current, Digest{})
 		if err != nil {
-			return c.storeFailure(err)
+			return c.storeFailure(ctx, err)
 		}
 		if cur.SessionFound && cur.Session.Identity == cl.Identity && !cur.Session.Ended() {
 			lk.Session, lk.SessionFound = cur.Session, true
@@ -295,8 +298,8 @@ func (c *check) begin(ctx context.Context) Decision {
 		if c.nowMs-signIn > c.p.AbsoluteTimeout.Milliseconds() {
 			// S1 on first sight: the sign-in itself is too old. Record the
 			// end so that silently refreshed tokens of it stay refused.
-			if _, _, err := c.e.store.End(ctx, c.p.Name, "", cl.Scope, End{Cause: CauseAbsolute, At: c.nowMs, KeepUntil: c.keep(c.nowMs)}); err != nil {
-				return c.storeFailure(err)
+			if _, _, err := c.store.End(ctx, c.p.Name, "", cl.Scope, End{Cause: CauseAbsolute, At: c.nowMs, KeepUntil: c.keep(c.nowMs)}); err != nil {
+				return c.storeFailure(ctx, err)
 			}
 			return c.deny(ReasonAbsoluteTimeout, true)
 		}
@@ -304,14 +307,14 @@ func (c *check) begin(ctx context.Context) Decision {
 	id, err := c.e.newID()
 	if err != nil {
 		c.e.log.Error("session id generation failed", "err", err)
-		return c.storeFailure(err)
+		return c.storeFailure(ctx, err)
 	}
 	s := Session{
 		ID: id, Policy: c.p.Name, Subject: cl.Subject, Identity: cl.Identity, Scope: cl.Scope,
 		SignIn: signIn, Created: c.nowMs, LastActivity: c.nowMs, KeepUntil: c.keep(c.nowMs),
 	}
-	if err := c.e.store.Begin(ctx, &s); err != nil {
-		return c.storeFailure(err)
+	if err := c.store.Begin(ctx, &s); err != nil {
+		return c.storeFailure(ctx, err)
 	}
 	c.e.events.SessionStarted(c.event(&s, CauseNone))
 	d := c.allow(&s)
@@ -339,7 +342,7 @@ func (c *check) resume(ctx context.Context, s *Session) Decision {
 			// session rather than being refused and asked for yet another.
 			// Tokens signed in before the deadline stay refused (S3).
 			if err := c.record(ctx, s, CauseIdle, idleAt); err != nil {
-				return c.storeFailure(err)
+				return c.storeFailure(ctx, err)
 			}
 			return c.begin(ctx)
 		}
@@ -352,9 +355,9 @@ func (c *check) resume(ctx context.Context, s *Session) Decision {
 		t.KeepUntil = keep
 	}
 	if t != (Touch{}) {
-		ns, found, err := c.e.store.Touch(ctx, c.p.Name, s.ID, t)
+		ns, found, err := c.store.Touch(ctx, c.p.Name, s.ID, t)
 		if err != nil {
-			return c.storeFailure(err)
+			return c.storeFailure(ctx, err)
 		}
 		if !found || ns.Ended() {
 			// Ended by a concurrent request or another replica: S3 wins.
@@ -389,7 +392,7 @@ func (c *check) passive() bool {
 // that cause (later requests get reauth_required).
 func (c *check) end(ctx context.Context, s *Session, cause EndCause) Decision {
 	if err := c.record(ctx, s, cause, c.nowMs); err != nil {
-		return c.storeFailure(err)
+		return c.storeFailure(ctx, err)
 	}
 	d := c.deny(cause.Reason(), true)
 	if c.cookie == s.ID {
@@ -400,7 +403,7 @@ func (c *check) end(ctx context.Context, s *Session, cause EndCause) Decision {
 
 // record ends s with cause at time at, emitting the event once.
 func (c *check) record(ctx context.Context, s *Session, cause EndCause, at int64) error {
-	_, ended, err := c.e.store.End(ctx, c.p.Name, s.ID, s.Scope, End{Cause: cause, At: at, KeepUntil: c.keep(at)})
+	_, ended, err := c.store.End(ctx, c.p.Name, s.ID, s.Scope, End{Cause: cause, At: at, KeepUntil: c.keep(at)})
 	if err == nil && ended {
 		c.e.events.SessionEnded(c.event(s, cause))
 	}
@@ -425,7 +428,7 @@ func (c *check) logout(ctx context.Context) Decision {
 		scope = c.claims.Scope
 	}
 	if c.cookie != "" {
-		lk, err := c.e.store.Load(ctx, c.p.Name, c.cookie, Digest{})
+		lk, err := c.store.Load(ctx, c.p.Name, c.cookie, Digest{})
 		if err != nil {
 			return c.logoutFailure(err)
 		}
@@ -457,7 +460,7 @@ func (c *check) logoutFailure(err error) Decision {
 }
 
 func (c *check) endFor(ctx context.Context, s *Session, scope Digest) error {
-	_, ended, err := c.e.store.End(ctx, c.p.Name, s.ID, scope, End{Cause: CauseSignedOut, At: c.nowMs, KeepUntil: c.keep(c.nowMs)})
+	_, ended, err := c.store.End(ctx, c.p.Name, s.ID, scope, End{Cause: CauseSignedOut, At: c.nowMs, KeepUntil: c.keep(c.nowMs)})
 	if err == nil && ended {
 		c.e.events.SessionEnded(c.event(s, CauseSignedOut))
 	}
@@ -475,12 +478,20 @@ func (c *check) keep(at int64) int64 {
 	return k + retainMargin.Milliseconds()
 }
 
-func (c *check) storeFailure(err error) Decision {
-	c.e.log.Error("session store failure", "policy", c.p.Name, "err", err)
-	if c.p.StoreFailOpen && c.claims != nil {
-		// Opt-in fail-open (S9): the token was verified; the session could not
-		// be checked. Identity goes upstream, deadlines are unknown.
-		return Decision{Allow: true, Reason: ReasonStoreUnavailable, User: c.claims.Subject, ExpiresIn: -1}
+func (c *check) storeFailure(ctx context.Context, err error) Decision {
+	c.e.log.Error("session store failure", "policy", c.p.Name, "degraded", c.degraded, "err", err)
+	if c.p.StoreFailOpen && errors.Is(err, ErrStoreUnavailable) {
+		// Opt-in fail-open (S9), for outages only. A store with a local copy
+		// (the near cache of a shared store) decides again on that copy.
+		if fb, ok := c.e.store.(FallbackStore); ok && !c.degraded {
+			c.degraded, c.store, c.claims, c.cookie = true, fb.Fallback(), nil, ""
+			return c.run(ctx)
+		}
+		if c.claims != nil {
+			// Without one: the token was verified, the session could not be
+			// checked. Identity goes upstream, deadlines are unknown.
+			return Decision{Allow: true, Reason: ReasonStoreUnavailable, User: c.claims.Subject, ExpiresIn: -1}
+		}
 	}
 	return Decision{Reason: ReasonStoreUnavailable, Status: 503, ExpiresIn: -1}
 }

@@ -52,3 +52,13 @@ type End struct {
 	At        int64
 	KeepUntil int64
 }
+
+// FallbackStore is implemented by stores that keep a local copy of what they
+// serve (the near cache of a shared store). While the shared store is
+// unreachable, a policy that opted in to fail-open decides on the local copy;
+// the store is responsible for carrying ends recorded there back to the
+// shared store when it returns, so that nothing is revived (S3).
+type FallbackStore interface {
+	Store
+	Fallback() Store
+}
