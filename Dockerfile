@@ -5,7 +5,6 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=devel
 RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/sessiongate ./cmd/sessiongate
 
 FROM gcr.io/distroless/static-debian12:nonroot

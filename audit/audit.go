@@ -1,7 +1,9 @@
 // Package audit writes the session audit trail: one structured JSON event per
 // session lifecycle change (started, ended with its cause, reauthenticated),
 // for auditors who ask who was signed out when and why. It never writes a
-// token or cookie value: session ids are hashed, subjects optionally too.
+// token or cookie value: session ids and scopes are hashed, subjects
+// optionally too. File is the append-only destination that logrotate can
+// move away (Reopen).
 package audit
 
 import (
@@ -18,29 +20,25 @@ import (
 // Log is an authz.Events sink for lifecycle events; decisions are ignored
 // (they are counted by metrics and logged at debug level elsewhere).
 type Log struct {
-	log         *slog.Logger
+	h           slog.Handler
 	hashSubject bool
+	onError     func(error)
 }
 
 // Options configure the audit log.
 type Options struct {
-	// HashSubject writes sha256(subject) instead of the subject, for logs
+	// HashSubject writes Hash(subject) instead of the subject, for logs
 	// that must not hold user identifiers.
 	HashSubject bool
+	// OnError is told of every event that could not be written (a full
+	// disk, a closed pipe), so that operators can be alerted; default none.
+	OnError func(error)
 }
 
-// New writes JSON lines to w.
+// New writes JSON lines to w, one Write per event: slog's handler
+// serializes concurrent events, so lines never interleave.
 func New(w io.Writer, o Options) *Log {
-	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey && a.Value.Kind() == slog.KindTime {
-				// Event time is the decision time from the engine's clock.
-				return slog.Attr{}
-			}
-			return a
-		},
-	})
-	return &Log{log: slog.New(h), hashSubject: o.HashSubject}
+	return &Log{h: slog.NewJSONHandler(w, nil), hashSubject: o.HashSubject, onError: o.OnError}
 }
 
 // Decided implements authz.Events; decisions are not audit events.
@@ -65,22 +63,30 @@ func (l *Log) SessionReauthenticated(e authz.SessionEvent) {
 }
 
 func (l *Log) write(lvl slog.Level, event string, e authz.SessionEvent) {
-	attrs := make([]slog.Attr, 0, 9)
-	attrs = append(attrs,
-		slog.String("time", e.At.UTC().Format(time.RFC3339Nano)),
+	// The event time is the decision time from the engine's clock, in UTC
+	// so that lines from replicas in any zone sort as text.
+	r := slog.NewRecord(e.At.UTC(), lvl, "audit", 0)
+	r.AddAttrs(
 		slog.String("event", event),
 		slog.String("policy", e.Policy),
 		slog.String("subject", l.subject(e.Subject)),
 		slog.String("session", Hash(e.SessionID)),
 	)
+	if e.Scope != (authz.Digest{}) {
+		r.AddAttrs(slog.String("scope", Hash(string(e.Scope[:]))))
+	}
 	if e.Cause != authz.CauseNone {
-		attrs = append(attrs, slog.String("cause", e.Cause.String()))
+		r.AddAttrs(slog.String("cause", e.Cause.String()))
 	}
 	if e.Presented != "" {
-		attrs = append(attrs, slog.String("presented_subject", l.subject(e.Presented)))
+		r.AddAttrs(slog.String("presented_subject", l.subject(e.Presented)))
 	}
-	attrs = append(attrs, slog.String("source", e.SourceAddr), slog.String("request_id", e.RequestID))
-	l.log.LogAttrs(context.Background(), lvl, "audit", attrs...)
+	r.AddAttrs(slog.String("source", e.SourceAddr), slog.String("request_id", e.RequestID))
+	// The decision stands either way (the store holds the session); a lost
+	// event is the operator's to know about.
+	if err := l.h.Handle(context.Background(), r); err != nil && l.onError != nil {
+		l.onError(err)
+	}
 }
 
 func (l *Log) subject(s string) string {
@@ -90,8 +96,10 @@ func (l *Log) subject(s string) string {
 	return s
 }
 
-// Hash is the hex SHA-256 prefix (128 bits) used for session ids and, when
-// configured, subjects. "" stays "" so that absent values stay visible.
+// Hash is the hex SHA-256 prefix (128 bits) used for session ids, scopes
+// and, when configured, subjects. "" stays "" so that absent values stay
+// visible. An auditor who knows a subject finds its hash with
+// `printf %s SUBJECT | sha256sum | cut -c1-32`.
 func Hash(s string) string {
 	if s == "" {
 		return ""

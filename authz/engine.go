@@ -80,6 +80,8 @@ func (e *Engine) decide(ctx context.Context, r *Request, now time.Time) Decision
 	d := c.run(ctx)
 	d.Policy = p.Name
 	if p.DryRun && !d.Allow {
+		e.log.Debug("dry-run: would deny; allowed", "policy", p.Name, "reason", d.Reason.String(),
+			"status", d.Status, "source", r.SourceAddr, "request_id", r.RequestID)
 		// S9 dry-run: decided, recorded, allowed. The cookie changes still go
 		// out so that the session model keeps tracking what the client holds.
 		d = Decision{Allow: true, DryRun: true, Reason: d.Reason, Policy: p.Name, ExpiresIn: -1, SetCookie: d.SetCookie}
@@ -332,6 +334,13 @@ func (c *check) resume(ctx context.Context, s *Session) Decision {
 		t.SignIn = cl.AuthTime
 		s.SignIn = cl.AuthTime
 	}
+	over := c.nowMs-s.SignIn > c.p.AbsoluteTimeout.Milliseconds() || c.nowMs > s.LastActivity+c.p.IdleTimeout.Milliseconds()
+	if over && !ReadsConfirmed(ctx) {
+		// A timeout ends the session for good (S3), so it is decided on the
+		// store of record: a shared store's near cache may not have seen a
+		// newer sign-in or activity on another replica yet. Decide again.
+		return c.withToken(ConfirmReads(ctx))
+	}
 	if c.nowMs-s.SignIn > c.p.AbsoluteTimeout.Milliseconds() {
 		return c.end(ctx, s, CauseAbsolute)
 	}
@@ -442,7 +451,16 @@ func (c *check) logout(ctx context.Context) Decision {
 		}
 	}
 	if c.claims != nil {
-		if err := c.endFor(ctx, &Session{Policy: c.p.Name, Subject: c.claims.Subject}, scope); err != nil {
+		// The token's scope ends; its current session, which a client
+		// without the cookie has been continuing, is ended by id so that
+		// the sign-out is audited and counted, not only implied by the
+		// scope (ended is false if the cookie's end above covered it).
+		lk, err := c.store.Load(ctx, c.p.Name, "", scope)
+		if err != nil {
+			return c.logoutFailure(err)
+		}
+		cur := Session{ID: lk.Scope.Current, Policy: c.p.Name, Subject: c.claims.Subject, Scope: scope}
+		if err := c.endFor(ctx, &cur, scope); err != nil {
 			return c.logoutFailure(err)
 		}
 	}
@@ -549,7 +567,7 @@ func (c *check) clearCookie() string {
 
 func (c *check) event(s *Session, cause EndCause) SessionEvent {
 	ev := SessionEvent{
-		At: c.now, Policy: c.p.Name, Subject: s.Subject, SessionID: s.ID, Cause: cause,
+		At: c.now, Policy: c.p.Name, Subject: s.Subject, SessionID: s.ID, Scope: s.Scope, Cause: cause,
 		SourceAddr: c.r.SourceAddr, RequestID: c.r.RequestID,
 	}
 	if cause == CauseIdentityMismatch && c.claims != nil {

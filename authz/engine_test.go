@@ -956,7 +956,9 @@ func TestS6Logout(t *testing.T) {
 		{"cookie only", true, "", true, true, 1},
 		{"cookie and invalid token", true, "invalid", true, true, 1},
 		{"cookie and oversized token", true, "oversized", true, true, 1},
-		{"token only", false, "valid", false, true, 0},
+		// The token's scope's current session is the cookie's: ended by id,
+		// so that a cookie-less sign-out is audited too.
+		{"token only", false, "valid", true, true, 1},
 		{"nothing", false, "", false, false, 0},
 	}
 	for _, tc := range tests {

@@ -20,7 +20,10 @@ type SessionEvent struct {
 	Policy    string
 	Subject   string // the session's subject
 	SessionID string
-	Cause     EndCause // for ends
+	// Scope is the session's S3 scope (the token's sid, else the user): an
+	// end ends every session of its scope, which auditors link through it.
+	Scope Digest
+	Cause EndCause // for ends
 	// Presented is the subject of the token that presented the session, set
 	// for identity mismatches (S4).
 	Presented  string

@@ -53,18 +53,25 @@ func ReturnURL(r *Request) string {
 // LoginURL is the redirect target for a browser: the policy's login URL with
 // the return URL and, when a session ended, the re-authentication parameters.
 func LoginURL(p *Policy, r *Request, reauth bool) string {
+	var param, ret string
+	if p.Login.ReturnParam != "" {
+		if ret = ReturnURL(r); ret != "" {
+			param, ret = url.QueryEscape(p.Login.ReturnParam), url.QueryEscape(ret)
+		}
+	}
 	var b strings.Builder
+	b.Grow(len(p.Login.URL) + len(param) + len(ret) + len(p.Login.ReauthQuery) + 3) // one allocation
 	b.WriteString(p.Login.URL)
 	sep := byte('?')
 	if strings.IndexByte(p.Login.URL, '?') >= 0 {
 		sep = '&'
 	}
-	if ret := ReturnURL(r); ret != "" && p.Login.ReturnParam != "" {
+	if ret != "" {
 		b.WriteByte(sep)
 		sep = '&'
-		b.WriteString(url.QueryEscape(p.Login.ReturnParam))
+		b.WriteString(param)
 		b.WriteByte('=')
-		b.WriteString(url.QueryEscape(ret))
+		b.WriteString(ret)
 	}
 	if reauth && p.Login.ReauthQuery != "" {
 		b.WriteByte(sep)

@@ -111,17 +111,12 @@ func (s *Session) UnmarshalBinary(b []byte) error {
 		return ErrCorruptRecord
 	}
 	s.Cause = EndCause(b[1])
-	b = b[2:]
-	var ok bool
-	if s.ID, b, ok = readString(b); !ok {
+	var strs [3]string
+	b, ok := readStrings(b[2:], strs[:])
+	if !ok {
 		return ErrCorruptRecord
 	}
-	if s.Policy, b, ok = readString(b); !ok {
-		return ErrCorruptRecord
-	}
-	if s.Subject, b, ok = readString(b); !ok {
-		return ErrCorruptRecord
-	}
+	s.ID, s.Policy, s.Subject = strs[0], strs[1], strs[2]
 	if len(b) != 32+5*8 || s.Cause >= causeCount {
 		return ErrCorruptRecord
 	}
@@ -152,10 +147,12 @@ func (st *ScopeState) UnmarshalBinary(b []byte) error {
 	if len(b) < 1 || b[0] != scopeRecordV1 {
 		return ErrCorruptRecord
 	}
-	var ok bool
-	if st.Current, b, ok = readString(b[1:]); !ok || len(b) != 16 {
+	var cur [1]string
+	b, ok := readStrings(b[1:], cur[:])
+	if !ok || len(b) != 16 {
 		return ErrCorruptRecord
 	}
+	st.Current = cur[0]
 	st.EndedAt = int64(binary.BigEndian.Uint64(b))
 	st.KeepUntil = int64(binary.BigEndian.Uint64(b[8:]))
 	return nil
@@ -166,13 +163,26 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func readString(b []byte) (string, []byte, bool) {
-	if len(b) < 2 {
-		return "", b, false
+// readStrings reads len(dst) strings written by appendString into dst and
+// returns the rest of b. They share one allocation: stores decode a record
+// on every request, and its strings live and die together.
+func readStrings(b []byte, dst []string) ([]byte, bool) {
+	end := 0
+	for range dst {
+		if len(b) < end+2 {
+			return b, false
+		}
+		end += 2 + int(binary.BigEndian.Uint16(b[end:]))
+		if len(b) < end {
+			return b, false
+		}
 	}
-	n := int(binary.BigEndian.Uint16(b))
-	if len(b) < 2+n {
-		return "", b, false
+	all := string(b[:end]) // length prefixes included: a few bytes, no second pass
+	off := 0
+	for i := range dst {
+		n := int(binary.BigEndian.Uint16(b[off:]))
+		dst[i] = all[off+2 : off+2+n]
+		off += 2 + n
 	}
-	return string(b[2 : 2+n]), b[2+n:], true
+	return b[end:], true
 }

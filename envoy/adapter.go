@@ -72,71 +72,127 @@ func ToRequest(req *authv3.CheckRequest) authz.Request {
 
 // ToResponse translates a decision into Envoy's CheckResponse, with an
 // explicit append_action on every header and one entry per Set-Cookie.
+//
+// Each response is built in one allocation (okAnswer, deniedAnswer) rather
+// than one per message: a response is a dozen small protos that all live
+// exactly as long as each other, until gRPC has marshalled them.
 func ToResponse(d *authz.Decision) *authv3.CheckResponse {
 	if d.Allow {
-		return &authv3.CheckResponse{
-			Status:       &status.Status{Code: int32(codes.OK)},
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: okResponse(d)},
-		}
+		return okResponse(d)
 	}
-	code := codes.Unauthenticated
-	if d.Reason == authz.ReasonUnknownHost {
-		code = codes.PermissionDenied
-	}
-	headers := make([]*corev3.HeaderValueOption, 0, 4+len(d.SetCookie))
-	headers = append(headers,
-		overwrite("cache-control", "no-store"),
-		overwrite(HeaderReason, d.Reason.String()))
-	if d.Location != "" {
-		headers = append(headers, overwrite("location", d.Location))
-	}
-	if d.Authenticate != "" {
-		headers = append(headers, overwrite("www-authenticate", d.Authenticate))
-	}
-	for _, c := range d.SetCookie {
-		headers = append(headers, appendHeader("set-cookie", c))
-	}
-	return &authv3.CheckResponse{
-		Status: &status.Status{Code: int32(code), Message: d.Reason.String()},
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
-			Headers: headers,
-			Body:    d.Reason.String() + "\n",
-		}},
-	}
+	return deniedResponse(d)
 }
 
-func okResponse(d *authz.Decision) *authv3.OkHttpResponse {
-	ok := &authv3.OkHttpResponse{}
+// okAnswer is an allowed response and everything it points to.
+type okAnswer struct {
+	resp     authv3.CheckResponse
+	status   status.Status
+	oneof    authv3.CheckResponse_OkResponse
+	ok       authv3.OkHttpResponse
+	identity [3]header // user and the two deadlines
+	headers  [3]*corev3.HeaderValueOption
+}
+
+// header is one HeaderValueOption with its HeaderValue.
+type header struct {
+	opt corev3.HeaderValueOption
+	val corev3.HeaderValue
+}
+
+func (h *header) set(k, v string, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+	h.val.Key, h.val.Value = k, v
+	h.opt.Header, h.opt.AppendAction = &h.val, action
+	return &h.opt
+}
+
+func okResponse(d *authz.Decision) *authv3.CheckResponse {
+	a := &okAnswer{}
+	a.resp.Status, a.resp.HttpResponse = &a.status, &a.oneof
+	a.oneof.OkResponse = &a.ok
+	ok := &a.ok
 	if d.User != "" {
-		ok.Headers = []*corev3.HeaderValueOption{
-			overwrite(HeaderUser, d.User),
-			overwrite(HeaderSessionExpiry, strconv.FormatInt(d.SessionExpiresAt, 10)),
-			overwrite(HeaderIdleExpiry, strconv.FormatInt(d.IdleExpiresAt, 10)),
+		// Both deadlines in one string: one allocation for two headers.
+		var buf [40]byte
+		b := strconv.AppendInt(buf[:0], d.SessionExpiresAt, 10)
+		n := len(b)
+		deadlines := string(strconv.AppendInt(b, d.IdleExpiresAt, 10))
+		a.headers = [3]*corev3.HeaderValueOption{
+			a.identity[0].set(HeaderUser, d.User, overwriteAction),
+			a.identity[1].set(HeaderSessionExpiry, deadlines[:n], overwriteAction),
+			a.identity[2].set(HeaderIdleExpiry, deadlines[n:], overwriteAction),
 		}
+		ok.Headers = a.headers[:]
 		ok.HeadersToRemove = upstreamHeaders[3:]
 	} else {
 		ok.HeadersToRemove = upstreamHeaders
 	}
-	if d.ExpiresIn >= 0 {
-		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, overwrite(HeaderExpiresIn, strconv.FormatInt(d.ExpiresIn, 10)))
+	if n := len(d.SetCookie); n > 0 || d.ExpiresIn >= 0 {
+		hs := make([]header, 0, n+1)
+		ok.ResponseHeadersToAdd = make([]*corev3.HeaderValueOption, 0, n+1)
+		if d.ExpiresIn >= 0 {
+			hs = append(hs, header{})
+			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd,
+				hs[len(hs)-1].set(HeaderExpiresIn, strconv.FormatInt(d.ExpiresIn, 10), overwriteAction))
+		}
+		for _, c := range d.SetCookie {
+			hs = append(hs, header{})
+			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, hs[len(hs)-1].set("set-cookie", c, appendAction))
+		}
+	}
+	return &a.resp
+}
+
+// deniedAnswer is a denial and everything it points to, with room for the
+// usual headers: cache-control, the reason, location (302) or
+// www-authenticate (401), and a cookie.
+type deniedAnswer struct {
+	resp    authv3.CheckResponse
+	status  status.Status
+	oneof   authv3.CheckResponse_DeniedResponse
+	denied  authv3.DeniedHttpResponse
+	code    typev3.HttpStatus
+	hs      [4]header
+	headers [4]*corev3.HeaderValueOption
+}
+
+func deniedResponse(d *authz.Decision) *authv3.CheckResponse {
+	a := &deniedAnswer{}
+	code := codes.Unauthenticated
+	if d.Reason == authz.ReasonUnknownHost {
+		code = codes.PermissionDenied
+	}
+	reason := d.Reason.String()
+	a.status = status.Status{Code: int32(code), Message: reason}
+	a.code.Code = typev3.StatusCode(d.Status)
+	a.denied.Status, a.denied.Body = &a.code, reason+"\n"
+	a.resp.Status, a.resp.HttpResponse = &a.status, &a.oneof
+	a.oneof.DeniedResponse = &a.denied
+
+	hs := a.hs[:0]
+	if extra := 4 + len(d.SetCookie) - len(a.hs); extra > 0 {
+		hs = make([]header, 0, len(a.hs)+extra)
+	}
+	headers := a.headers[:0]
+	put := func(k, v string, action corev3.HeaderValueOption_HeaderAppendAction) {
+		hs = append(hs, header{})
+		headers = append(headers, hs[len(hs)-1].set(k, v, action))
+	}
+	put("cache-control", "no-store", overwriteAction)
+	put(HeaderReason, reason, overwriteAction)
+	if d.Location != "" {
+		put("location", d.Location, overwriteAction)
+	}
+	if d.Authenticate != "" {
+		put("www-authenticate", d.Authenticate, overwriteAction)
 	}
 	for _, c := range d.SetCookie {
-		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, appendHeader("set-cookie", c))
+		put("set-cookie", c, appendAction)
 	}
-	return ok
+	a.denied.Headers = headers
+	return &a.resp
 }
 
-func overwrite(k, v string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: k, Value: v},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-	}
-}
-
-func appendHeader(k, v string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: k, Value: v},
-		AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
-	}
-}
+const (
+	overwriteAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	appendAction    = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+)

@@ -47,10 +47,12 @@ type Server struct {
 	health *health.Server
 }
 
-// NewServer builds the gRPC server. Keepalive accepts Envoy's HTTP/2 pings
-// (Envoy may ping idle connections every few seconds) without GOAWAY.
-func NewServer(c Checker, opts ...grpc.ServerOption) *Server {
-	base := []grpc.ServerOption{
+// ServerOptions are the transport options of the gRPC server: message
+// limits, and keepalive that accepts Envoy's HTTP/2 pings (Envoy may ping
+// idle connections every few seconds) without GOAWAY. Exported so that the
+// load harness's no-op floor server runs with exactly the same transport.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -62,7 +64,11 @@ func NewServer(c Checker, opts ...grpc.ServerOption) *Server {
 			Timeout: 10 * time.Second,
 		}),
 	}
-	g := grpc.NewServer(append(base, opts...)...)
+}
+
+// NewServer builds the gRPC server with ServerOptions and then opts.
+func NewServer(c Checker, opts ...grpc.ServerOption) *Server {
+	g := grpc.NewServer(append(append(ServerOptions(), grpc.ForceServerCodecV2(newVTCodec())), opts...)...)
 	h := health.NewServer()
 	authv3.RegisterAuthorizationServer(g, NewService(c))
 	healthpb.RegisterHealthServer(g, h)

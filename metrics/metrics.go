@@ -18,8 +18,8 @@ const ns = "sessiongate"
 // Metrics holds every collector.
 type Metrics struct {
 	checks         *prometheus.CounterVec
+	checkCache     checkCounters // checks' counters by decision, for Decided
 	duration       prometheus.Histogram
-	active         *prometheus.GaugeVec
 	started        *prometheus.CounterVec
 	ended          *prometheus.CounterVec
 	reauth         *prometheus.CounterVec
@@ -32,25 +32,26 @@ type Metrics struct {
 	lastReloadOK   prometheus.Gauge
 	lastReloadTime prometheus.Gauge
 	storeUp        prometheus.Gauge
+	auditErrors    prometheus.Counter
 }
 
 // New creates and registers the collectors on reg.
 func New(reg prometheus.Registerer) *Metrics {
-	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &Metrics{
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "checks_total",
 			Help: "Authorization checks by policy, decision (allow, deny, dry_run_deny) and reason."},
 			[]string{"policy", "decision", "reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "check_duration_seconds",
 			Help: "Time to decide one check inside sessiongate (excluding gRPC transport).",
-			// Decisions take microseconds; the buckets resolve 5µs to 250ms.
-			Buckets:                         []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.25},
+			// A decision on a cached token takes microseconds, a signature
+			// check tens of them, a shared store's round trip milliseconds;
+			// the classic buckets resolve 5µs to 1s, the native ones (for
+			// scrapes in protobuf) every 10%.
+			Buckets:                         []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1},
 			NativeHistogramBucketFactor:     1.1,
 			NativeHistogramMaxBucketNumber:  160,
 			NativeHistogramMinResetDuration: time.Hour,
 		}),
-		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sessions_active",
-			Help: "Sessions started minus sessions ended, as seen by this replica."}, []string{"policy"}),
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_started_total",
 			Help: "Sessions started."}, []string{"policy"}),
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_ended_total",
@@ -75,12 +76,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Unix time of the last successful policy load."}),
 		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "store_up",
 			Help: "1 if the session store answered its last readiness check."}),
+		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "audit_write_errors_total",
+			Help: "Audit events that could not be written (the session change itself took effect)."}),
 	}
-	for _, c := range []prometheus.Collector{m.checks, m.duration, m.active, m.started, m.ended, m.reauth,
+	reg.MustRegister(m.checks, m.duration, m.started, m.ended, m.reauth,
 		m.cacheHits, m.cacheMisses, m.jwksRefreshes, m.storeOps, m.storeErrors, m.reloads,
-		m.lastReloadOK, m.lastReloadTime, m.storeUp} {
-		f(c)
-	}
+		m.lastReloadOK, m.lastReloadTime, m.storeUp, m.auditErrors)
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
 		m.jwksRefreshes.WithLabelValues(r)
@@ -89,35 +90,42 @@ func New(reg prometheus.Registerer) *Metrics {
 }
 
 // Policies pre-creates the per-policy series so that dashboards and alerts
-// see zeros rather than absent series.
+// see zeros rather than absent series: a rate over a series that appears
+// with its first denial would miss that denial, and a spike of a reason
+// never seen before would have no baseline to compare with. Series of
+// policies no longer loaded stay (they stop growing); the set of names is
+// bounded by the policy files an operator ever deployed.
 func (m *Metrics) Policies(names []string) {
 	for _, p := range names {
-		m.active.WithLabelValues(p)
 		m.started.WithLabelValues(p)
 		m.reauth.WithLabelValues(p)
 		for _, c := range authz.Causes() {
 			m.ended.WithLabelValues(p, c.String())
 		}
 		m.checks.WithLabelValues(p, "allow", "")
+		for _, r := range authz.Reasons() {
+			if r != authz.ReasonUnknownHost { // only ever without a policy
+				m.checks.WithLabelValues(p, "deny", r.String())
+			}
+		}
 	}
+	m.checks.WithLabelValues("", "deny", authz.ReasonUnknownHost.String())
 }
 
 // Decided implements authz.Events.
 func (m *Metrics) Decided(d *authz.Decision, elapsed time.Duration) {
-	m.checks.WithLabelValues(d.Policy, d.Label(), d.Reason.String()).Inc()
+	m.checkCache.get(m.checks, d).Inc()
 	m.duration.Observe(elapsed.Seconds())
 }
 
 // SessionStarted implements authz.Events.
 func (m *Metrics) SessionStarted(e authz.SessionEvent) {
 	m.started.WithLabelValues(e.Policy).Inc()
-	m.active.WithLabelValues(e.Policy).Inc()
 }
 
 // SessionEnded implements authz.Events.
 func (m *Metrics) SessionEnded(e authz.SessionEvent) {
 	m.ended.WithLabelValues(e.Policy, e.Cause.String()).Inc()
-	m.active.WithLabelValues(e.Policy).Dec()
 }
 
 // SessionReauthenticated implements authz.Events.
@@ -135,6 +143,9 @@ func (m *Metrics) KeysRefreshed(_ string, ok bool) { m.jwksRefreshes.WithLabelVa
 
 // StoreUp records the store's readiness.
 func (m *Metrics) StoreUp(up bool) { m.storeUp.Set(b2f(up)) }
+
+// AuditWriteFailed counts an audit event that could not be written.
+func (m *Metrics) AuditWriteFailed() { m.auditErrors.Inc() }
 
 // PolicyReloaded records one policy load.
 func (m *Metrics) PolicyReloaded(ok bool, at time.Time) {

@@ -9,13 +9,26 @@ import (
 )
 
 // InstrumentStore counts every operation of s and its failures. Counters are
-// resolved once here, not per request.
+// resolved once here, not per request. A store with a local fallback (the
+// near cache of a shared store) keeps offering it, uncounted: the counters
+// are about the store of record, and wrapping must not turn fail-open off.
 func InstrumentStore(s authz.Store, m *Metrics) authz.Store {
 	op := func(name string) opCounters {
 		return opCounters{m.storeOps.WithLabelValues(name), m.storeErrors.WithLabelValues(name)}
 	}
-	return &store{s: s, load: op("load"), begin: op("begin"), touch: op("touch"), end: op("end")}
+	i := &store{s: s, load: op("load"), begin: op("begin"), touch: op("touch"), end: op("end")}
+	if fb, ok := s.(authz.FallbackStore); ok {
+		return &fallbackStore{store: i, fb: fb}
+	}
+	return i
 }
+
+type fallbackStore struct {
+	*store
+	fb authz.FallbackStore
+}
+
+func (f *fallbackStore) Fallback() authz.Store { return f.fb.Fallback() }
 
 type opCounters struct{ ops, errs prometheus.Counter }
 

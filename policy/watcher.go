@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,9 @@ type Watcher struct {
 	opts WatcherOptions
 	log  *slog.Logger
 	cur  atomic.Pointer[Set]
+	// watching is set while the directory has a file watch; the directory
+	// being deleted or moved away ends it, and the poll sets it up again.
+	watching atomic.Bool
 
 	mu sync.Mutex // serialises reloads; guards the fields below
 	// Fingerprints at the last load attempt: of the policy files, and of
@@ -139,18 +143,22 @@ func (w *Watcher) load(force bool) (loaded bool, err error) {
 // than the files, so that the atomic ..data symlink swap of a Kubernetes
 // ConfigMap update is seen; every event (re)starts the debounce timer.
 // Without file events (unsupported, or the watch failed) it still polls.
+// A directory deleted or moved away takes its watch with it; the poll
+// watches it again once it is back, so that edits apply on their events.
 func (w *Watcher) Run(ctx context.Context) {
 	var events <-chan fsnotify.Event
 	var errs <-chan error
-	if fw, err := fsnotify.NewWatcher(); err != nil {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
 		w.log.Warn("file events unavailable; polling only", "dir", w.dir, "err", err)
 	} else {
 		defer fw.Close()
 		if err := fw.Add(w.dir); err != nil {
 			w.log.Warn("cannot watch policy directory; polling only", "dir", w.dir, "err", err)
 		} else {
-			events, errs = fw.Events, fw.Errors
+			w.watching.Store(true)
 		}
+		events, errs = fw.Events, fw.Errors
 	}
 	// Changes made between the initial load and the watch have no event.
 	_ = w.reload(false)
@@ -163,10 +171,14 @@ func (w *Watcher) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				events = nil // closed: keep polling
 				continue
+			}
+			if filepath.Clean(ev.Name) == filepath.Clean(w.dir) && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				_ = fw.Remove(w.dir) // a moved directory's watch would follow it
+				w.watching.Store(false)
 			}
 			debounce.Reset(w.opts.Debounce)
 		case err, ok := <-errs:
@@ -178,6 +190,10 @@ func (w *Watcher) Run(ctx context.Context) {
 		case <-debounce.C:
 			_ = w.reload(false) // logged and reported through OnReload
 		case <-poll.C:
+			if fw != nil && !w.watching.Load() && fw.Add(w.dir) == nil {
+				w.watching.Store(true)
+				w.log.Info("watching the policy directory again", "dir", w.dir)
+			}
 			_ = w.reload(false) // logged and reported through OnReload
 		}
 	}

@@ -71,7 +71,24 @@ type keySet struct {
 
 	mu       sync.Mutex
 	last     time.Time     // last fetch attempt, for rate limiting
+	failures int           // consecutive failed fetches, for the retry backoff
 	inflight chan struct{} // closed when the running fetch ends
+}
+
+// Retries of a failed periodic refresh back off from retryMin, doubling up to
+// the refresh interval: an IdP that is down is not hammered, and one that
+// comes back is noticed within a bounded time instead of a full interval.
+const retryMin = time.Second
+
+// period is how long after the last attempt Run fetches again.
+func (ks *keySet) period() time.Duration {
+	every := time.Duration(ks.every.Load())
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.failures == 0 {
+		return every
+	}
+	return min(every, retryMin<<min(ks.failures-1, 30))
 }
 
 func (p *Provider) newKeySet(cfg Config) *keySet {
@@ -99,37 +116,46 @@ func (ks *keySet) askEvery(d time.Duration) {
 }
 
 // maybeRefresh refetches the keys unless a fetch was attempted less than
-// every ago. Concurrent callers share one fetch and wait for it (or ctx).
+// every ago. Concurrent callers share one fetch and wait for it, or for
+// their ctx: a request is never held past its deadline by a slow IdP.
 func (ks *keySet) maybeRefresh(ctx context.Context, p *Provider, every time.Duration) {
 	ks.mu.Lock()
-	if ch := ks.inflight; ch != nil {
-		ks.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
+	ch := ks.inflight
+	if ch == nil {
+		now := p.clock.Now()
+		if !ks.last.IsZero() && now.Sub(ks.last) < every {
+			ks.mu.Unlock()
+			return
 		}
-		return
+		ks.last = now
+		ch = make(chan struct{})
+		ks.inflight = ch
+		// The fetch is shared: one caller's cancellation must not fail it
+		// for all, so it runs on its own, bounded by fetchTimeout.
+		go ks.fetch(context.WithoutCancel(ctx), p, ch)
 	}
-	now := p.clock.Now()
-	if !ks.last.IsZero() && now.Sub(ks.last) < every {
-		ks.mu.Unlock()
-		return
-	}
-	ks.last = now
-	ch := make(chan struct{})
-	ks.inflight = ch
 	ks.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
 
-	defer func() {
-		ks.mu.Lock()
-		ks.inflight = nil
-		ks.mu.Unlock()
-		close(ch)
-	}()
-	// The fetch is shared: one caller's cancellation must not fail it for all.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+// fetch loads the keys of ks and closes ch when done.
+func (ks *keySet) fetch(ctx context.Context, p *Provider, ch chan struct{}) {
+	fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
-	if err := p.load(fctx, ks); err != nil {
+	err := p.load(fctx, ks)
+	ks.mu.Lock()
+	if err != nil {
+		ks.failures++
+	} else {
+		ks.failures = 0
+	}
+	ks.inflight = nil
+	ks.mu.Unlock()
+	close(ch)
+	if err != nil {
 		p.log.Warn("token: JWKS refresh failed, keeping the last good keys", "source", ks.name, "err", err)
 	}
 }

@@ -149,7 +149,8 @@ func (p *Provider) liveSets() []*keySet {
 	return out
 }
 
-// Run refreshes every key set in use each RefreshInterval until ctx is done.
+// Run refreshes every key set in use each RefreshInterval, retrying a failed
+// refresh sooner with backoff, until ctx is done.
 func (p *Provider) Run(ctx context.Context) {
 	t := time.NewTicker(runTick)
 	defer t.Stop()
@@ -169,6 +170,6 @@ func (p *Provider) refreshDue(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		ks.maybeRefresh(ctx, p, time.Duration(ks.every.Load()))
+		ks.maybeRefresh(ctx, p, ks.period())
 	}
 }

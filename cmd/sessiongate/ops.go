@@ -3,14 +3,19 @@ package main
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sessiongate/sessiongate/forwardauth"
 )
 
-// opsHandler serves the operator endpoints on --http-addr.
-func opsHandler(reg *prometheus.Registry, ready func(context.Context) error) http.Handler {
+// opsHandler serves the operator endpoints on --http-addr, and the HTTP
+// forward-auth endpoints under forwardauth.PathPrefix ahead of the mux, which
+// would clean and redirect the original paths Envoy forwards there.
+func opsHandler(reg *prometheus.Registry, ready func(context.Context) error, auth http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -28,5 +33,11 @@ func opsHandler(reg *prometheus.Registry, ready func(context.Context) error) htt
 		}
 		w.Write([]byte("ready\n"))
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, forwardauth.PathPrefix) {
+			auth.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }

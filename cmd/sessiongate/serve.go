@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,9 +20,10 @@ import (
 	"github.com/sessiongate/sessiongate/audit"
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/envoy"
+	"github.com/sessiongate/sessiongate/forwardauth"
 	"github.com/sessiongate/sessiongate/metrics"
 	"github.com/sessiongate/sessiongate/policy"
-	"github.com/sessiongate/sessiongate/store/memory"
+	redisstore "github.com/sessiongate/sessiongate/store/redis"
 	"github.com/sessiongate/sessiongate/token"
 )
 
@@ -30,6 +31,7 @@ type serveConfig struct {
 	policies        string
 	grpcAddr        string
 	httpAddr        string
+	trustedProxies  string
 	store           string
 	stateFile       string
 	logLevel        string
@@ -44,8 +46,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var c serveConfig
 	fs.StringVar(&c.policies, "policies", "", "directory of policy files (required)")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", ":9001", "ext_authz gRPC and grpc.health.v1 listen address")
-	fs.StringVar(&c.httpAddr, "http-addr", ":9002", "HTTP listen address for /metrics, /healthz and /readyz")
-	fs.StringVar(&c.store, "store", "memory", "session store: memory (embedded)")
+	fs.StringVar(&c.httpAddr, "http-addr", ":9002", "HTTP listen address for /metrics, /healthz, /readyz and forward-auth (/auth/...)")
+	fs.StringVar(&c.trustedProxies, "trusted-proxies", forwardauth.DefaultTrustedProxies, "comma-separated CIDRs or IPs whose X-Forwarded-*/X-Original-* headers forward-auth believes (empty: none)")
+	fs.StringVar(&c.store, "store", "memory", "session store: memory (embedded), or a Redis/Valkey URL: redis[s]://, valkey[s]://, with +sentinel or +cluster (docs/scale-out.md)")
 	fs.StringVar(&c.stateFile, "state-file", "", "file that keeps the embedded store's sessions across restarts")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
@@ -72,22 +75,26 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.Logger) error {
-	if c.store != "memory" && c.store != "" {
-		return fmt.Errorf("--store %q: only the embedded store (memory) is supported by this build", redactURL(c.store))
-	}
-	if c.stateFile != "" {
-		return errors.New("--state-file: not supported by this build yet")
+	trustedProxies, err := forwardauth.ParsePrefixes(c.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
 	clock := authz.SystemClock{}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 
-	auditOut, closeAudit, err := openAudit(c.auditLog, stdout)
+	auditOut, auditFile, err := openAudit(c.auditLog, stdout)
 	if err != nil {
 		return err
 	}
-	defer closeAudit()
+	if auditFile != nil {
+		defer auditFile.Close()
+	}
+	auditLog := audit.New(auditOut, audit.Options{HashSubject: c.auditHashSub, OnError: func(err error) {
+		m.AuditWriteFailed()
+		log.Error("audit event not written", "err", err)
+	}})
 
 	tokens := token.NewProvider(token.Options{Logger: log, Clock: clock, Observer: m})
 	var watcher *policy.Watcher
@@ -108,18 +115,26 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	}
 	m.Policies(watcher.Current().Names())
 
-	store, err := memory.New(memory.Options{Clock: clock})
+	store, err := openStore(c, clock, log)
 	if err != nil {
-		return fmt.Errorf("session store: %w", err)
+		return err
 	}
-	defer store.Close()
+	defer func() {
+		// With --state-file this writes the final snapshot.
+		if err := store.Close(); err != nil {
+			log.Error("session store: closing", "err", err)
+		}
+	}()
 	instrumented := metrics.InstrumentStore(store, m)
+	if live, ok := store.(metrics.LiveSessions); ok { // the embedded store; Redis is not scanned on scrape
+		reg.MustRegister(metrics.NewSessionsActive(live, func() []*authz.Policy { return watcher.Current().Policies() }, clock))
+	}
 
 	engine, err := authz.NewEngine(authz.Options{
 		Policies: watcher,
 		Store:    instrumented,
 		Clock:    clock,
-		Events:   authz.Fanout{m, audit.New(auditOut, audit.Options{HashSubject: c.auditHashSub})},
+		Events:   authz.Fanout{m, auditLog},
 		Logger:   log,
 	})
 	if err != nil {
@@ -143,8 +158,18 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		}
 		return instrumented.Ready(ctx)
 	}
+	// /readyz fails from the start of shutdown, as gRPC health does, so
+	// that Kubernetes takes the pod out of its endpoints while it drains.
+	var stopping atomic.Bool
+	readyz := func(ctx context.Context) error {
+		if stopping.Load() {
+			return errors.New("shutting down")
+		}
+		return ready(ctx)
+	}
 	httpSrv := &http.Server{
-		Handler:           opsHandler(reg, ready),
+		Handler: opsHandler(reg, readyz, forwardauth.NewHandler(engine,
+			forwardauth.Options{TrustedProxies: trustedProxies, Logger: log})),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 
@@ -160,10 +185,10 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	go watcher.Run(ctx)
 	go tokens.Run(ctx)
 	go watchReadiness(ctx, ready, grpcSrv, m)
-	go reloadOnHUP(ctx, watcher, log)
+	go reloadOnHUP(ctx, watcher, auditFile, log)
 
 	log.Info("sessiongate serving", "version", version(), "grpc_addr", grpcLis.Addr().String(),
-		"http_addr", httpLis.Addr().String(), "policies", watcher.Current().Names(), "store", "memory")
+		"http_addr", httpLis.Addr().String(), "policies", watcher.Current().Names(), "store", redisstore.Redact(c.store))
 
 	var serveErr error
 	select {
@@ -173,6 +198,7 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	log.Info("sessiongate shutting down")
 	sctx, scancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer scancel()
+	stopping.Store(true)
 	cancel()
 	grpcSrv.Stop(sctx)
 	_ = httpSrv.Shutdown(sctx)
@@ -196,7 +222,9 @@ func watchReadiness(ctx context.Context, ready func(context.Context) error, s *e
 	}
 }
 
-func reloadOnHUP(ctx context.Context, w *policy.Watcher, log *slog.Logger) {
+// reloadOnHUP reloads the policies on SIGHUP, and reopens the audit log file
+// (if there is one) so that logrotate's postrotate can send the same signal.
+func reloadOnHUP(ctx context.Context, w *policy.Watcher, auditFile *audit.File, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -209,22 +237,29 @@ func reloadOnHUP(ctx context.Context, w *policy.Watcher, log *slog.Logger) {
 			if err := w.Reload(); err != nil {
 				log.Error("policy reload failed; keeping the last good policies", "err", err)
 			}
+			if auditFile != nil {
+				if err := auditFile.Reopen(); err != nil {
+					log.Error("audit log not reopened; writing on to the old file", "err", err)
+				}
+			}
 		}
 	}
 }
 
-func openAudit(dest string, stdout io.Writer) (io.Writer, func(), error) {
+// openAudit returns where audit events go; the file is nil for the
+// standard streams, which have nothing to reopen or close.
+func openAudit(dest string, stdout io.Writer) (io.Writer, *audit.File, error) {
 	switch dest {
 	case "", "stdout":
-		return stdout, func() {}, nil
+		return stdout, nil, nil
 	case "stderr":
-		return os.Stderr, func() {}, nil
+		return os.Stderr, nil, nil
 	}
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := audit.OpenFile(dest)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--audit-log: %w", err)
 	}
-	return f, func() { f.Close() }, nil
+	return f, f, nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -240,14 +275,4 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want json or text", format)
-}
-
-// redactURL drops credentials from a store URL before it is printed.
-func redactURL(s string) string {
-	if i := strings.Index(s, "@"); i >= 0 {
-		if j := strings.Index(s, "://"); j >= 0 && j < i {
-			return s[:j+3] + "REDACTED" + s[i:]
-		}
-	}
-	return s
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,21 @@ type Options struct {
 	ColdWindow time.Duration
 	// Shards is the number of bigcache shards per tier, a power of two (256).
 	Shards int
+
+	// StateFile, when set, keeps the store across restarts (see state.go):
+	// every End is journaled and fsynced before it returns, and a snapshot
+	// of every record is written at Close and loaded by New.
+	StateFile string
+	// JournalLimit is the journal size in bytes that triggers a snapshot
+	// (64 MiB).
+	JournalLimit int64
+	// SnapshotInterval is how often a snapshot is written anyway (5m), which
+	// bounds the sessions and activity a crash can lose. Negative: never.
+	SnapshotInterval time.Duration
+	// Logger receives the state file's background failures (discard).
+	Logger *slog.Logger
+
+	openFile openFunc // tests inject file failures; default os.OpenFile
 }
 
 // Store is the embedded authz.Store.
@@ -57,6 +73,7 @@ type Store struct {
 	stripes   [stripeCount]stripe
 	closed    atomic.Bool
 	done      chan struct{}
+	state     *state // nil without a state file
 }
 
 var _ authz.Store = (*Store)(nil)
@@ -92,6 +109,15 @@ func New(opts Options) (*Store, error) {
 	if opts.Shards == 0 {
 		opts.Shards = 256
 	}
+	if opts.JournalLimit == 0 {
+		opts.JournalLimit = 64 << 20
+	}
+	if opts.SnapshotInterval == 0 {
+		opts.SnapshotInterval = 5 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	// bigcache counts ages in whole seconds.
 	if opts.HotWindow < time.Second || opts.ColdWindow < time.Second {
 		return nil, fmt.Errorf("memory store: windows must be at least 1s (hot %v, cold %v)", opts.HotWindow, opts.ColdWindow)
@@ -124,18 +150,29 @@ func New(opts Options) (*Store, error) {
 		s.cold.Close()
 		return nil, fmt.Errorf("memory store: %w", err)
 	}
+	if opts.StateFile != "" {
+		if s.state, err = s.openState(opts); err != nil {
+			s.hot.Close()
+			s.cold.Close()
+			return nil, err
+		}
+	}
 	go s.refreshLoop(opts.ColdWindow / 4)
 	return s, nil
 }
 
-// Close stops the background upkeep; later calls fail with
-// authz.ErrStoreUnavailable.
+// Close stops the background upkeep and writes the state file's final
+// snapshot; later calls fail with authz.ErrStoreUnavailable.
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
 	close(s.done)
-	return errors.Join(s.hot.Close(), s.cold.Close())
+	var err error
+	if s.state != nil {
+		err = s.state.close()
+	}
+	return errors.Join(err, s.hot.Close(), s.cold.Close())
 }
 
 // Len reports the number of records in each tier, including records whose
@@ -226,9 +263,9 @@ func (s *Store) End(_ context.Context, policy, id string, scope authz.Digest, e 
 	now := s.now()
 	buf := &s.stripes[i].buf
 	var r authz.Session
-	ended := false
+	ended, found := false, false
 	if id != "" {
-		var found, inHot bool
+		var inHot bool
 		var err error
 		if r, found, inHot, err = s.session(sk, now); err != nil {
 			return authz.Session{}, false, err
@@ -249,6 +286,14 @@ func (s *Store) End(_ context.Context, policy, id string, scope authz.Digest, e 
 	st.KeepUntil = max(st.KeepUntil, e.KeepUntil)
 	if err := s.putScope(ck, &st, buf); err != nil {
 		return authz.Session{}, false, err
+	}
+	if s.state != nil {
+		// Memory first: if the journal fails, this process still refuses
+		// the session, and the end is reported as not done (the engine
+		// denies with store_unavailable); the next snapshot makes it durable.
+		if err := s.state.journalEnd(sk, &r, found, ck, &st); err != nil {
+			return authz.Session{}, false, err
+		}
 	}
 	return r, ended, nil
 }

@@ -1,0 +1,167 @@
+package deploy
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// composeService holds the fields of a compose service the checks use.
+type composeService struct {
+	Image string `yaml:"image"`
+	Build *struct {
+		Context    string `yaml:"context"`
+		Dockerfile string `yaml:"dockerfile"`
+	} `yaml:"build"`
+	Command     []string          `yaml:"command"`
+	Environment map[string]string `yaml:"environment"`
+	Volumes     []string          `yaml:"volumes"`
+	Ports       []string          `yaml:"ports"`
+	DependsOn   map[string]struct {
+		Condition string `yaml:"condition"`
+	} `yaml:"depends_on"`
+	ReadOnly bool     `yaml:"read_only"`
+	CapDrop  []string `yaml:"cap_drop"`
+}
+
+// mount is a bind mount of a compose volume entry.
+type mount struct{ source, target string }
+
+// binds returns the bind mounts (sources relative to the compose file).
+func (s composeService) binds() []mount {
+	var out []mount
+	for _, v := range s.Volumes {
+		f := strings.Split(v, ":")
+		if len(f) >= 2 && strings.HasPrefix(f[0], ".") {
+			out = append(out, mount{source: filepath.Join(filepath.Dir(composeFile), f[0]), target: f[1]})
+		}
+	}
+	return out
+}
+
+func loadCompose(t *testing.T) map[string]composeService {
+	t.Helper()
+	var f struct {
+		Services map[string]composeService `yaml:"services"`
+	}
+	if err := yamlDocs(t, composeFile)[0].Decode(&f); err != nil {
+		t.Fatalf("%s: %v", composeFile, err)
+	}
+	for _, name := range []string{"envoy", "sessiongate", "redis", "upstream"} {
+		if _, ok := f.Services[name]; !ok {
+			t.Fatalf("%s: no service %q", composeFile, name)
+		}
+	}
+	return f.Services
+}
+
+// TestCompose checks that the compose services fit together: Envoy runs the
+// validated envoy.yaml, whose clusters name the services and their ports;
+// sessiongate is this repository's image, on Redis, with policies that
+// validate.
+func TestCompose(t *testing.T) {
+	svcs := loadCompose(t)
+
+	// Envoy runs compose/envoy.yaml (TestEnvoyExample validates it).
+	ev := svcs["envoy"]
+	i := slices.Index(ev.Command, "-c")
+	if i < 0 || i+1 >= len(ev.Command) || !slices.Contains(ev.binds(), mount{composeEnvoyConfig, ev.Command[i+1]}) {
+		t.Errorf("envoy: command %q with mounts %v, want -c on %s mounted", ev.Command, ev.binds(), composeEnvoyConfig)
+	}
+	// Its clusters are the compose services, on the ports they listen on.
+	sg, up := svcs["sessiongate"], svcs["upstream"]
+	p := parts(t, composeEnvoyConfig, loadBootstrap(t, composeEnvoyConfig))
+	for cluster, want := range map[string]string{
+		sessiongateCluster: "sessiongate:" + port(t, sg.Environment["SESSIONGATE_GRPC_ADDR"]),
+		"app":              "upstream:" + up.Environment["PORT"],
+	} {
+		c := p.clusters[cluster]
+		if c == nil {
+			t.Errorf("%s: no cluster %q", composeEnvoyConfig, cluster)
+			continue
+		}
+		ep := endpoints(c)
+		if len(ep) != 1 || ep[0].GetAddress()+":"+strconv.Itoa(int(ep[0].GetPortValue())) != want {
+			t.Errorf("%s: cluster %s endpoints %v, want %s", composeEnvoyConfig, cluster, ep, want)
+		}
+	}
+	// Envoy starts once the image's HEALTHCHECK passes.
+	if ev.DependsOn["sessiongate"].Condition != "service_healthy" {
+		t.Errorf("envoy: want depends_on sessiongate condition service_healthy")
+	}
+
+	// sessiongate is built from this repository's Dockerfile.
+	if sg.Build == nil || filepath.Join(filepath.Dir(composeFile), sg.Build.Context, sg.Build.Dockerfile) != dockerfilePath {
+		t.Errorf("sessiongate: build %+v, want the repository's Dockerfile", sg.Build)
+	}
+	if !sg.ReadOnly || !slices.Equal(sg.CapDrop, []string{"ALL"}) {
+		t.Errorf("sessiongate: want read_only: true and cap_drop: [ALL]")
+	}
+	if want := "redis://redis:6379"; sg.Environment["SESSIONGATE_STORE"] != want {
+		t.Errorf("sessiongate: SESSIONGATE_STORE=%q, want %s", sg.Environment["SESSIONGATE_STORE"], want)
+	}
+	if sg.DependsOn["redis"].Condition != "service_healthy" {
+		t.Errorf("sessiongate: want depends_on redis condition service_healthy")
+	}
+	// The policies it mounts validate.
+	dir := composePolicies(t, sg)
+	if out, code := runBin(t, "validate", dir); code != 0 {
+		t.Errorf("sessiongate validate %s (mounted by compose): exit %d\n%s", dir, code, out)
+	}
+}
+
+// composePolicies returns the host directory mounted where
+// SESSIONGATE_POLICIES points.
+func composePolicies(t *testing.T, sg composeService) string {
+	t.Helper()
+	for _, m := range sg.binds() {
+		if m.target == sg.Environment["SESSIONGATE_POLICIES"] {
+			return m.source
+		}
+	}
+	t.Fatalf("sessiongate: nothing mounted at SESSIONGATE_POLICIES=%q", sg.Environment["SESSIONGATE_POLICIES"])
+	return ""
+}
+
+// TestComposeServerHealthy starts the binary with the compose service's
+// environment and mounted policies and runs the Envoy cluster's gRPC health
+// check against it, as Envoy will in the trial.
+func TestComposeServerHealthy(t *testing.T) {
+	sg := loadCompose(t)["sessiongate"]
+	s := startServe(t, sg.Environment, map[string]string{
+		"SESSIONGATE_POLICIES": composePolicies(t, sg),
+		"SESSIONGATE_STORE":    "memory", // Redis is the store's tests' business
+	})
+	c := parts(t, composeEnvoyConfig, loadBootstrap(t, composeEnvoyConfig)).clusters[sessiongateCluster]
+	for _, hc := range c.GetHealthChecks() {
+		svc := hc.GetGrpcHealthCheck().GetServiceName()
+		if st := s.health(t, svc); st != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("Envoy's health check of %q: %v", svc, st)
+		}
+	}
+}
+
+// TestComposeRedisArgs starts redis-server with the compose command.
+func TestComposeRedisArgs(t *testing.T) {
+	bin := requireExternal(t, "redis-server", "redis-server")
+	startRedis(t, bin, loadCompose(t)["redis"].Command)
+}
+
+// TestComposeConfig has docker-compose itself validate the file against the
+// Compose schema (no Docker engine needed).
+func TestComposeConfig(t *testing.T) {
+	bin := requireExternal(t, "docker-compose", "docker-compose")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--ansi", "never", "-f", composeFile, "config", "--quiet")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("docker-compose config: %v\n%s", err, out)
+	}
+}

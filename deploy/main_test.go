@@ -1,0 +1,296 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Paths of the configuration under test, relative to this package.
+const (
+	repoRoot       = ".."
+	dockerfilePath = "../Dockerfile"
+	envoyExample   = "../envoy/examples/envoy.yaml"
+	kubernetesDir  = "kubernetes"
+	composeFile    = "compose/compose.yaml"
+	istioDir       = "istio"
+)
+
+// binPath is the sessiongate binary that TestMain builds with the
+// Dockerfile's own build command: the binary the image would contain.
+var binPath string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	tmp, err := os.MkdirTemp("", "sessiongate-deploy-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "deploy: temp dir:", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	df, err := parseDockerfile(dockerfilePath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "deploy:", err)
+		return 1
+	}
+	binPath = filepath.Join(tmp, "sessiongate")
+	if err := df.build.run(repoRoot, binPath); err != nil {
+		fmt.Fprintln(os.Stderr, "deploy: the Dockerfile's build command fails here:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// run executes the go build command with its environment, writing the
+// binary to out instead of the image path.
+func (b goBuild) run(dir, out string) error {
+	args := append([]string(nil), b.args...)
+	args[b.outIndex] = out
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), b.env...)
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s go %s: %v\n%s", strings.Join(b.env, " "), strings.Join(args, " "), err, o)
+	}
+	return nil
+}
+
+// cleanEnv is the test's environment without SESSIONGATE_* variables, which
+// the binary would read as flags, plus extra.
+func cleanEnv(extra map[string]string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SESSIONGATE_") {
+			env = append(env, kv)
+		}
+	}
+	for k, v := range extra {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// runBin runs the binary (not serve) and returns its output and exit status.
+func runBin(t *testing.T, args ...string) (out string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd.Env = cleanEnv(nil)
+	o, err := cmd.CombinedOutput()
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+		return string(o), ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run sessiongate %v: %v", args, err)
+	}
+	return string(o), 0
+}
+
+// freePort picks a free loopback port by listening on :0 and closing.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
+
+// syncBuffer collects a process's output while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// process is a child process that the test stops (SIGTERM, then SIGKILL
+// after 20s) when it ends.
+type process struct {
+	out  syncBuffer
+	done chan struct{}
+}
+
+func startProcess(t *testing.T, env []string, bin string, args ...string) *process {
+	t.Helper()
+	p := &process{done: make(chan struct{})}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = &p.out, &p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-p.done
+			t.Errorf("%s did not stop within 20s of SIGTERM", bin)
+		}
+	})
+	return p
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *process) output() string { return p.out.String() }
+
+// server is a running `sessiongate serve`.
+type server struct {
+	*process
+	grpcAddr, httpAddr string
+}
+
+// startServe runs `sessiongate serve` with exactly the environment env (the
+// configuration under test), except the listen addresses, which move to
+// free loopback ports, and what override replaces. It waits until /readyz
+// answers 200.
+func startServe(t *testing.T, env, override map[string]string) *server {
+	t.Helper()
+	s := &server{grpcAddr: "127.0.0.1:" + freePort(t), httpAddr: "127.0.0.1:" + freePort(t)}
+	merged := maps.Clone(env)
+	maps.Copy(merged, override)
+	merged["SESSIONGATE_GRPC_ADDR"] = s.grpcAddr
+	merged["SESSIONGATE_HTTP_ADDR"] = s.httpAddr
+	s.process = startProcess(t, cleanEnv(merged), binPath, "serve")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, _, err := s.get("/readyz")
+		switch {
+		case err == nil && code == http.StatusOK:
+			return s
+		case s.exited():
+			t.Fatalf("sessiongate serve exited before it was ready:\n%s", s.output())
+		case time.Now().After(deadline):
+			t.Fatalf("sessiongate serve not ready within 15s (last: %d %v):\n%s", code, err, s.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitPing waits up to 10s for a Redis server at addr to answer PING.
+func waitPing(addr string, p *process) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := ping(addr)
+		switch {
+		case err == nil:
+			return nil
+		case p.exited():
+			return fmt.Errorf("exited: %v", err)
+		case time.Now().After(deadline):
+			return fmt.Errorf("no PONG within 10s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+// get sends GET path to the HTTP listener.
+func (s *server) get(path string) (int, string, error) {
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + s.httpAddr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// health asks grpc.health.v1 about service on the gRPC listener.
+func (s *server) health(t *testing.T, service string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		t.Fatalf("grpc health %q: %v", service, err)
+	}
+	return resp.GetStatus()
+}
+
+// requireExternal skips a test whose external binary is missing, unless
+// SESSIONGATE_REQUIRE_EXTERNAL=1 (CI), where it fails.
+func requireExternal(t *testing.T, name, debianPackage string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	msg := fmt.Sprintf("%s not found (Debian package %s): %v", name, debianPackage, err)
+	if os.Getenv("SESSIONGATE_REQUIRE_EXTERNAL") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg + "; set SESSIONGATE_REQUIRE_EXTERNAL=1 to make this a failure")
+	return ""
+}

@@ -1,0 +1,37 @@
+package envoy
+
+import (
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+func BenchmarkToRequest(b *testing.B) {
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: "203.0.113.7"}}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Host: "app.example.com", Path: "/app/orders?page=2", Method: "GET", Scheme: "https",
+			Headers: map[string]string{":authority": "app.example.com", "x-request-id": "rid",
+				"authorization": "Bearer t", "cookie": "__Host-sessiongate=abc", "accept": "application/json"},
+		}},
+	}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := ToRequest(req); r.RequestID != "rid" {
+			b.Fatal(r)
+		}
+	}
+}
+
+func BenchmarkToResponse(b *testing.B) {
+	for _, d := range benchDecisions() {
+		b.Run(d.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ToResponse(&d.d)
+			}
+		})
+	}
+}

@@ -1,0 +1,134 @@
+package envoy
+
+import (
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sessiongate/sessiongate/authz"
+)
+
+func over(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
+}
+
+func add(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD}
+}
+
+func okResp(ok *authv3.OkHttpResponse) *authv3.CheckResponse {
+	return &authv3.CheckResponse{Status: &status.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok}}
+}
+
+func deniedResp(code int32, reason string, httpStatus int32, headers ...*corev3.HeaderValueOption) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status: &status.Status{Code: code, Message: reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(httpStatus)},
+			Headers: append([]*corev3.HeaderValueOption{over("cache-control", "no-store"), over(HeaderReason, reason)}, headers...),
+			Body:    reason + "\n",
+		}},
+	}
+}
+
+// TestToResponse pins the CheckResponse conventions of DESIGN §2 for every
+// shape of decision: what Envoy does with the answer depends on each field.
+func TestToResponse(t *testing.T) {
+	const cookie = "__Host-sessiongate=abc; Path=/; Max-Age=28800; Secure; HttpOnly; SameSite=Lax"
+	const clear = "__Host-sessiongate=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"
+	allRemoved := []string{HeaderUser, HeaderSessionExpiry, HeaderIdleExpiry, HeaderExpiresIn, HeaderReason}
+	identity := []*corev3.HeaderValueOption{over(HeaderUser, "alice"),
+		over(HeaderSessionExpiry, "1767225600"), over(HeaderIdleExpiry, "1767198600")}
+	live := authz.Decision{Allow: true, Policy: "app", User: "alice", SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600, ExpiresIn: -1}
+	with := func(d authz.Decision, f func(*authz.Decision)) authz.Decision { f(&d); return d }
+	tests := []struct {
+		name string
+		d    authz.Decision
+		want *authv3.CheckResponse
+	}{
+		{"allow with a session", live, okResp(&authv3.OkHttpResponse{
+			Headers: identity, HeadersToRemove: []string{HeaderExpiresIn, HeaderReason}})},
+		{"allow opening a session inside the warning window",
+			with(live, func(d *authz.Decision) { d.ExpiresIn, d.SetCookie = 0, []string{cookie} }),
+			okResp(&authv3.OkHttpResponse{Headers: identity, HeadersToRemove: []string{HeaderExpiresIn, HeaderReason},
+				ResponseHeadersToAdd: []*corev3.HeaderValueOption{over(HeaderExpiresIn, "0"), add("set-cookie", cookie)}})},
+		{"allow on a bypass path", authz.Decision{Allow: true, Policy: "app", ExpiresIn: -1},
+			okResp(&authv3.OkHttpResponse{HeadersToRemove: allRemoved})},
+		{"dry-run denial with cookies", authz.Decision{Allow: true, DryRun: true, Reason: authz.ReasonIdleTimeout, Policy: "app",
+			ExpiresIn: -1, SetCookie: []string{clear, cookie}},
+			okResp(&authv3.OkHttpResponse{HeadersToRemove: allRemoved,
+				ResponseHeadersToAdd: []*corev3.HeaderValueOption{add("set-cookie", clear), add("set-cookie", cookie)}})},
+		{"302 to the login page", authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 302, ExpiresIn: -1,
+			Location: "https://login.example.com/start?rd=x"},
+			deniedResp(16, "no_token", 302, over("location", "https://login.example.com/start?rd=x"))},
+		{"401 ending a session", authz.Decision{Reason: authz.ReasonIdleTimeout, Policy: "app", Status: 401, ExpiresIn: -1,
+			Authenticate: `Bearer realm="sessiongate"`, SetCookie: []string{clear}},
+			deniedResp(16, "idle_timeout", 401, over("www-authenticate", `Bearer realm="sessiongate"`), add("set-cookie", clear))},
+		{"302 with every header and two cookies", authz.Decision{Reason: authz.ReasonSignedOut, Policy: "app", Status: 302,
+			ExpiresIn: -1, Location: "https://x/", Authenticate: "Bearer", SetCookie: []string{clear, cookie}},
+			deniedResp(16, "signed_out", 302, over("location", "https://x/"), over("www-authenticate", "Bearer"),
+				add("set-cookie", clear), add("set-cookie", cookie))},
+		{"unknown host", authz.Decision{Reason: authz.ReasonUnknownHost, Status: 403, ExpiresIn: -1},
+			deniedResp(7, "unknown_host", 403)},
+		{"store unavailable", authz.Decision{Reason: authz.ReasonStoreUnavailable, Policy: "app", Status: 503, ExpiresIn: -1},
+			deniedResp(16, "store_unavailable", 503)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ToResponse(&tc.d)
+			if !proto.Equal(got, tc.want) {
+				t.Errorf("ToResponse:\n got %s\nwant %s", prototext.Format(got), prototext.Format(tc.want))
+			}
+			// The wire form is what Envoy sees.
+			if _, err := proto.Marshal(got); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestToRequest(t *testing.T) {
+	source := &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+		SocketAddress: &corev3.SocketAddress{Address: "203.0.113.7"}}}}
+	t.Run("headers map", func(t *testing.T) {
+		headers := map[string]string{"x-request-id": "rid", "authorization": "Bearer t"}
+		r := ToRequest(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Source: source,
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Host: "App.Example.com:443", Path: "/a?b", Method: "POST", Scheme: "https", Headers: headers}}}})
+		want := authz.Request{Host: "App.Example.com:443", Path: "/a?b", Method: "POST", Scheme: "https",
+			SourceAddr: "203.0.113.7", RequestID: "rid"}
+		if r.Headers == nil || r.Headers.Get("authorization") != "Bearer t" {
+			t.Fatalf("headers not passed through: %v", r.Headers)
+		}
+		r.Headers = nil
+		if r != want {
+			t.Errorf("got %+v, want %+v", r, want)
+		}
+	})
+	t.Run("pseudo headers and header_map", func(t *testing.T) {
+		// encode_raw_headers: header_map with raw values; repeated names
+		// joined with commas; missing fields from pseudo headers.
+		hm := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+			{Key: ":authority", RawValue: []byte("app.example.com")}, {Key: ":path", Value: "/p"},
+			{Key: "x-forwarded-proto", Value: "http"}, {Key: "accept", Value: "a"}, {Key: "accept", RawValue: []byte("b")},
+		}}
+		r := ToRequest(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{HeaderMap: hm}}}})
+		if r.Host != "app.example.com" || r.Path != "/p" || r.Scheme != "http" || r.Headers.Get("accept") != "a,b" {
+			t.Errorf("got %+v (accept %q)", r, r.Headers.Get("accept"))
+		}
+	})
+	t.Run("empty request", func(t *testing.T) {
+		r := ToRequest(&authv3.CheckRequest{})
+		if r.Host != "" || r.Path != "" || r.Headers.Get("x") != "" {
+			t.Errorf("got %+v", r)
+		}
+	})
+}

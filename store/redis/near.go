@@ -1,0 +1,287 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/allegro/bigcache/v3"
+
+	"github.com/sessiongate/sessiongate/authz"
+)
+
+// nearCache is one replica's copy of records it has read from or written to
+// Redis, and of every change other replicas published. It lives in bigcache,
+// whose index holds no pointers, in three tiers:
+//
+//   - live holds recent session and scope records as Redis has them
+//     (LifeWindow NearCacheTTL). Touches rewrite records, and bigcache keeps
+//     each old copy until it ages out, so this window stays short.
+//   - ends holds ended sessions and ended scopes (LifeWindow EndsTTL). They
+//     are written about once each, so they can be kept long: they are what
+//     the fallback needs to refuse ended sessions during an outage (S3).
+//   - local holds what the fallback decided while Redis was unreachable
+//     (LifeWindow EndsTTL). Only the fallback reads it, so sessions that
+//     exist nowhere but here are never served as Redis' own; it is dropped
+//     once Redis is back and the fallback's ends are written there.
+//
+// Records from Redis reads are "filled" only if no change to a key of their
+// stripe arrived since the read began (the stripe's generation), so a change
+// published while a read was in flight can never be overwritten by the older
+// record the read returns. Every read-modify-write of an entry holds its
+// key's stripe.
+type nearCache struct {
+	live, ends, local *bigcache.BigCache
+	seed              maphash.Seed
+	stripes           [stripes]sync.Mutex
+	gens              [stripes]atomic.Uint64 // bumped before every change to the stripe
+	buf               [stripes][]byte        // encode buffers, used only with their stripe held
+}
+
+const stripes = 256
+
+func newNearCache(liveTTL, endsTTL time.Duration) (*nearCache, error) {
+	n := &nearCache{seed: maphash.MakeSeed()}
+	config := func(life time.Duration) bigcache.Config {
+		return bigcache.Config{
+			Shards: 64, LifeWindow: life, CleanWindow: max(life/10, time.Second),
+			MaxEntrySize: 256, Hasher: seededHash{n.seed},
+		}
+	}
+	var err error
+	if n.live, err = bigcache.New(context.Background(), config(liveTTL)); err != nil {
+		return nil, err
+	}
+	if n.ends, err = bigcache.New(context.Background(), config(endsTTL)); err != nil {
+		n.live.Close()
+		return nil, err
+	}
+	if n.local, err = bigcache.New(context.Background(), config(endsTTL)); err != nil {
+		n.live.Close()
+		n.ends.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *nearCache) close() error {
+	return errors.Join(n.live.Close(), n.ends.Close(), n.local.Close())
+}
+
+// seededHash hashes keys for bigcache with a per-process seed: bigcache
+// indexes entries by hash alone, so fixed-hash collisions chosen by a client
+// could evict other entries (harmless here, a miss, but pointless).
+type seededHash struct{ seed maphash.Seed }
+
+func (h seededHash) Sum64(s string) uint64 { return maphash.String(h.seed, s) }
+
+func (n *nearCache) stripe(k string) int { return int(maphash.String(n.seed, k) % stripes) }
+
+func (n *nearCache) lock(k string) int {
+	i := n.stripe(k)
+	n.stripes[i].Lock()
+	return i
+}
+
+// gen is the generation of k's stripe, taken before a read of k from Redis.
+func (n *nearCache) gen(k string) uint64 { return n.gens[n.stripe(k)].Load() }
+
+// entry is a decoded cache entry: a session or a scope record.
+type entry struct {
+	session authz.Session
+	scope   authz.ScopeState
+	isScope bool
+}
+
+func (e *entry) ended() bool {
+	if e.isScope {
+		return e.scope.EndedAt != 0
+	}
+	return e.session.Ended()
+}
+
+func (e *entry) keepUntil() int64 {
+	if e.isScope {
+		return e.scope.KeepUntil
+	}
+	return e.session.KeepUntil
+}
+
+func decode(b []byte) (entry, error) {
+	var e entry
+	if len(b) > 0 && b[0] == 2 {
+		e.isScope = true
+		return e, e.scope.UnmarshalBinary(b)
+	}
+	return e, e.session.UnmarshalBinary(b)
+}
+
+func (e *entry) appendBinary(b []byte) ([]byte, error) {
+	if e.isScope {
+		return e.scope.AppendBinary(b)
+	}
+	return e.session.AppendBinary(b)
+}
+
+// merge folds the newer knowledge nw into old: an ended session stays ended
+// (S3), times only grow, a scope's current session is the newer one's.
+func merge(old, nw entry) entry {
+	if old.isScope != nw.isScope {
+		return nw
+	}
+	if old.isScope {
+		nw.scope.EndedAt = max(old.scope.EndedAt, nw.scope.EndedAt)
+		nw.scope.KeepUntil = max(old.scope.KeepUntil, nw.scope.KeepUntil)
+		return nw
+	}
+	if old.session.Ended() {
+		old.session.KeepUntil = max(old.session.KeepUntil, nw.session.KeepUntil)
+		return old
+	}
+	nw.session.LastActivity = max(old.session.LastActivity, nw.session.LastActivity)
+	nw.session.SignIn = max(old.session.SignIn, nw.session.SignIn)
+	nw.session.KeepUntil = max(old.session.KeepUntil, nw.session.KeepUntil)
+	return nw
+}
+
+// get reads k from c; a miss, a record past its KeepUntil and a record that
+// does not decode are all absent (Redis is the record; the cache only spares
+// round trips).
+func get(c *bigcache.BigCache, k string, now int64) (entry, bool) {
+	b, err := c.Get(k)
+	if err != nil {
+		return entry{}, false
+	}
+	e, err := decode(b)
+	if err != nil || e.keepUntil() < now {
+		return entry{}, false
+	}
+	return e, true
+}
+
+// lookup returns k from the live tier: Redis' records as last known.
+func (n *nearCache) lookup(k string, now int64) (entry, bool) { return get(n.live, k, now) }
+
+// lookupAll returns everything this replica knows of k, for the fallback:
+// the ends tier, overlaid by the live tier, overlaid by the fallback's own.
+func (n *nearCache) lookupAll(k string, now int64) (entry, bool) {
+	var e entry
+	found := false
+	for _, c := range [...]*bigcache.BigCache{n.ends, n.live, n.local} {
+		if d, ok := get(c, k, now); ok {
+			if found {
+				d = merge(e, d)
+			}
+			e, found = d, true
+		}
+	}
+	return e, found
+}
+
+// put merges e into k's entry in tier c, and into the ends tier when it
+// records an end, with k's stripe i held.
+func (n *nearCache) put(i int, c *bigcache.BigCache, k string, e entry, now int64) error {
+	for _, c := range [...]*bigcache.BigCache{c, n.ends} {
+		if c == n.ends && !e.ended() {
+			return nil
+		}
+		if old, ok := get(c, k, now); ok {
+			e = merge(old, e)
+		}
+		b, err := e.appendBinary(n.buf[i][:0])
+		if err != nil {
+			return err
+		}
+		n.buf[i] = b
+		if err := c.Set(k, b); err != nil {
+			return fmt.Errorf("near cache: %w", err)
+		}
+	}
+	return nil
+}
+
+// apply records a change: published by a replica, returned by a script, or
+// made locally by the fallback.
+func (n *nearCache) apply(k string, e entry, now int64) error {
+	i := n.lock(k)
+	n.gens[i].Add(1)
+	defer n.stripes[i].Unlock()
+	return n.put(i, n.live, k, e, now)
+}
+
+// putLocal records a decision of the fallback.
+func (n *nearCache) putLocal(k string, e entry, now int64) error {
+	i := n.lock(k)
+	defer n.stripes[i].Unlock()
+	return n.put(i, n.local, k, e, now)
+}
+
+// fill caches a record read from Redis when the read began at generation
+// gen, unless a change has been applied since.
+func (n *nearCache) fill(gen uint64, k string, e entry, now int64) {
+	i := n.lock(k)
+	defer n.stripes[i].Unlock()
+	if n.gens[i].Load() == gen {
+		_ = n.put(i, n.live, k, e, now) // a cache that cannot hold it just misses
+	}
+}
+
+// touch applies t to the cached live session k. ok is false when k is not
+// cached; an ended session is returned unchanged.
+func (n *nearCache) touch(k string, t authz.Touch, now int64) (s authz.Session, ok bool) {
+	i := n.lock(k)
+	defer n.stripes[i].Unlock()
+	e, ok := get(n.live, k, now)
+	if !ok || e.isScope {
+		return authz.Session{}, false
+	}
+	if e.session.Ended() {
+		return e.session, true
+	}
+	old := e.session
+	e.session.LastActivity = max(e.session.LastActivity, t.LastActivity)
+	e.session.SignIn = max(e.session.SignIn, t.SignIn)
+	e.session.KeepUntil = max(e.session.KeepUntil, t.KeepUntil)
+	if e.session != old {
+		if err := n.put(i, n.live, k, e, now); err != nil {
+			return authz.Session{}, false
+		}
+	}
+	return e.session, true
+}
+
+// reset forgets tier c, with every stripe held so that no fill that began
+// before it lands after it. The ends tier is never reset: ends stay ends.
+func (n *nearCache) reset(c *bigcache.BigCache) {
+	for i := range n.stripes {
+		n.stripes[i].Lock()
+		n.gens[i].Add(1)
+	}
+	_ = c.Reset()
+	for i := range n.stripes {
+		n.stripes[i].Unlock()
+	}
+}
+
+// touchLocal applies t, for the fallback, to what this replica knows of
+// session k, and records the result in the local tier. ok is false when k is
+// unknown; an ended session is returned unchanged.
+func (n *nearCache) touchLocal(k string, t authz.Touch, now int64) (s authz.Session, ok bool, err error) {
+	i := n.lock(k)
+	defer n.stripes[i].Unlock()
+	e, ok := n.lookupAll(k, now)
+	if !ok || e.isScope {
+		return authz.Session{}, false, nil
+	}
+	if e.session.Ended() {
+		return e.session, true, nil
+	}
+	e.session.LastActivity = max(e.session.LastActivity, t.LastActivity)
+	e.session.SignIn = max(e.session.SignIn, t.SignIn)
+	e.session.KeepUntil = max(e.session.KeepUntil, t.KeepUntil)
+	return e.session, true, n.put(i, n.local, k, e, now)
+}

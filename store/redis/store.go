@@ -1,0 +1,564 @@
+// Package redisstore owns the shared session store: sessions and S3 scope
+// ends kept in Redis or Valkey (standalone, Sentinel or Cluster) so that
+// every replica sees the same sessions, with a near cache in each replica
+// that answers most reads and coalesces activity writes. It implements
+// authz.Store and authz.FallbackStore.
+//
+// Consistency, in short (docs/scale-out.md has the long form):
+//   - Redis is the record. Every read-modify-write is one Lua script on one
+//     key; nothing an ended session's record says can be undone (S3).
+//   - Ends and scope changes are published on a channel by the script that
+//     writes them; every replica applies them to its near cache. The near
+//     cache answers reads only while this replica's subscription is known
+//     to be current: a heartbeat on the subscription connection must have
+//     been answered within MaxStale. Otherwise reads go to Redis.
+//   - Activity (Touch) is applied to the near cache at once and written to
+//     Redis every FlushInterval in one pipeline. Other replicas' caches do
+//     not follow activity; the engine re-reads Redis (authz.ConfirmReads)
+//     before it ends a session for a timeout.
+//   - While Redis is unreachable, Fallback decides on the near cache; ends
+//     recorded there are queued and written before this replica trusts its
+//     near cache or reads Redis again.
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessiongate/sessiongate/authz"
+)
+
+// Options configures New; zero fields take the defaults shown.
+type Options struct {
+	// Prefix starts every key and the change channel ("sessiongate"), so
+	// that deployments sharing a Redis do not share sessions.
+	Prefix string
+	// FlushInterval is how often coalesced activity is written to Redis
+	// (1s). A replica that crashes loses at most this much activity, and
+	// a session may time out up to this much (plus the policy's activity
+	// granularity) early, never late.
+	FlushInterval time.Duration
+	// MaxStale bounds how far the near cache may lag Redis' ends (1s): if
+	// the subscription's heartbeat (sent every MaxStale/4) has not been
+	// answered for this long, reads go to Redis.
+	MaxStale time.Duration
+	// NearCacheTTL is how long a record stays in the near cache after it
+	// was last written there (1m). Whole seconds.
+	NearCacheTTL time.Duration
+	// EndsTTL is how long the near cache remembers an end for the fallback
+	// (24h): set it above the longest absolute_timeout. Whole seconds.
+	EndsTTL time.Duration
+	// Clock decides whether a cached record's KeepUntil has passed.
+	Clock authz.Clock
+	// Logger receives state changes (Redis lost, Redis back); never a
+	// session id or a token.
+	Logger *slog.Logger
+}
+
+// Store is the Redis-backed authz.Store with a near cache.
+type Store struct {
+	c       redis.UniversalClient
+	o       Options
+	channel string
+	near    *nearCache
+	log     *slog.Logger
+
+	// trustedSince is the send time (Unix ns) of the newest answered
+	// heartbeat while the near cache may answer reads; 0 when it may not.
+	trustedSince atomic.Int64
+	lastErr      atomic.Pointer[string] // why the store is not ready
+	// down is set by a failed command and cleared when the subscription
+	// hears from Redis again: meanwhile commands fail at once instead of
+	// each waiting out dial timeouts that Envoy's check timeout would not.
+	down atomic.Bool
+
+	pendingMu sync.Mutex
+	pending   map[string]pendingTouch // coalesced activity, by session key
+
+	queueMu     sync.Mutex
+	queue       []queuedEnd // ends decided by the fallback, oldest first
+	queued      atomic.Int64
+	reconcileMu sync.Mutex // one reconcile at a time
+
+	closeOnce sync.Once
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+var (
+	_ authz.Store         = (*Store)(nil)
+	_ authz.FallbackStore = (*Store)(nil)
+)
+
+type pendingTouch struct {
+	policy, id string
+	t          authz.Touch
+}
+
+type queuedEnd struct {
+	policy, id string
+	scope      authz.Digest
+	e          authz.End
+}
+
+// maxQueuedEnds bounds the ends kept for Redis during an outage (about 200
+// bytes each). Past it the fallback refuses to end more sessions, which
+// denies those requests (S9) rather than forget an end (S3).
+const maxQueuedEnds = 1 << 20
+
+// New returns a store on c and starts its subscriber and flusher; Close
+// stops them and closes c.
+func New(c redis.UniversalClient, o Options) (*Store, error) {
+	if o.Prefix == "" {
+		o.Prefix = "sessiongate"
+	}
+	if o.FlushInterval == 0 {
+		o.FlushInterval = time.Second
+	}
+	if o.MaxStale == 0 {
+		o.MaxStale = time.Second
+	}
+	if o.NearCacheTTL == 0 {
+		o.NearCacheTTL = time.Minute
+	}
+	if o.EndsTTL == 0 {
+		o.EndsTTL = 24 * time.Hour
+	}
+	if o.Clock == nil {
+		o.Clock = authz.SystemClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.FlushInterval < 0 || o.MaxStale < 4*time.Millisecond {
+		return nil, fmt.Errorf("redis store: flush interval %v must be positive and max stale %v at least 4ms", o.FlushInterval, o.MaxStale)
+	}
+	if o.NearCacheTTL < time.Second || o.EndsTTL < time.Second {
+		return nil, fmt.Errorf("redis store: near cache TTL %v and ends TTL %v must be at least 1s", o.NearCacheTTL, o.EndsTTL)
+	}
+	near, err := newNearCache(o.NearCacheTTL, o.EndsTTL)
+	if err != nil {
+		return nil, fmt.Errorf("redis store: near cache: %w", err)
+	}
+	s := &Store{c: c, o: o, channel: o.Prefix + ":changes", near: near, log: o.Logger, pending: map[string]pendingTouch{}}
+	s.setErr("connecting")
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.subscribeLoop(ctx) }()
+	go func() { defer s.wg.Done(); s.flushLoop(ctx) }()
+	return s, nil
+}
+
+// Open parses a store URL (see ParseURL) and returns a store on it. Options
+// given in the URL override those in o.
+func Open(rawURL string, o Options) (*Store, error) {
+	cfg, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	c, err := cfg.NewClient()
+	if err != nil {
+		return nil, err
+	}
+	o.Prefix = cfg.Prefix
+	if cfg.FlushInterval != 0 {
+		o.FlushInterval = cfg.FlushInterval
+	}
+	if cfg.MaxStale != 0 {
+		o.MaxStale = cfg.MaxStale
+	}
+	s, err := New(c, o)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close writes the activity not yet flushed (bounded by a few seconds), stops
+// the background work and closes the client.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		s.flush(ctx)
+		err = errors.Join(s.c.Close(), s.near.close())
+	})
+	return err
+}
+
+// Ready implements authz.Store: the subscription is current and no end
+// recorded during an outage is still waiting for Redis.
+func (s *Store) Ready(context.Context) error {
+	if s.trusted() {
+		return nil
+	}
+	return fmt.Errorf("%w: redis store: %s", authz.ErrStoreUnavailable, *s.lastErr.Load())
+}
+
+// Fallback implements authz.FallbackStore.
+func (s *Store) Fallback() authz.Store { return fallback{s} }
+
+func (s *Store) setErr(msg string) { s.lastErr.Store(&msg) }
+
+// trusted reports whether the near cache may answer reads.
+func (s *Store) trusted() bool {
+	since := s.trustedSince.Load()
+	return since != 0 && time.Since(time.Unix(0, since)) <= s.o.MaxStale && s.queued.Load() == 0
+}
+
+func (s *Store) now() int64 { return s.o.Clock.Now().UnixMilli() }
+
+// Keys: policy names are file stems and hold no "/"; ids are base64url and
+// digests hex, so no two records share a key. No hash tags: every script
+// touches one key, so Cluster mode spreads records over all slots.
+func (s *Store) sessionKey(policy, id string) string {
+	return s.o.Prefix + ":s:" + policy + "/" + id
+}
+
+func (s *Store) scopeKey(policy string, d authz.Digest) string {
+	const hexDigits = "0123456789abcdef"
+	var h [32]byte
+	for i, b := range d {
+		h[2*i], h[2*i+1] = hexDigits[b>>4], hexDigits[b&15]
+	}
+	return s.o.Prefix + ":c:" + policy + "/" + string(h[:])
+}
+
+// unavailable wraps a failure to reach Redis, and marks Redis down.
+func (s *Store) unavailable(op string, err error) error {
+	s.down.Store(true)
+	return fmt.Errorf("%w: redis store: %s: %v", authz.ErrStoreUnavailable, op, err)
+}
+
+// isDown fails a command at once while Redis is known to be down.
+func (s *Store) isDown(op string) error {
+	if s.down.Load() {
+		return fmt.Errorf("%w: redis store: %s: Redis unreachable (%s)", authz.ErrStoreUnavailable, op, *s.lastErr.Load())
+	}
+	return nil
+}
+
+// scriptError maps a script's failure: a corrupt record is not an outage
+// (fail-open must not apply to it, S9); anything else is.
+func (s *Store) scriptError(op string, err error) error {
+	if isCorrupt(err) {
+		return fmt.Errorf("redis store: %s: %w", op, authz.ErrCorruptRecord)
+	}
+	return s.unavailable(op, err)
+}
+
+func isCorrupt(err error) bool { return strings.Contains(err.Error(), "sessiongate: corrupt") }
+
+// Load implements authz.Store: from the near cache when it is trusted and
+// holds both records and ctx does not ask for confirmed reads, else with one
+// pipelined round trip to Redis.
+func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
+	var sk string
+	if id != "" {
+		sk = s.sessionKey(policy, id)
+	}
+	ck := s.scopeKey(policy, scope)
+	now := s.now()
+	if !authz.ReadsConfirmed(ctx) && s.trusted() {
+		if lk, ok := s.cached(sk, ck, now); ok {
+			return lk, nil
+		}
+	}
+	if s.queued.Load() != 0 {
+		return authz.Lookup{}, fmt.Errorf("%w: redis store: ends recorded during the outage are not written yet", authz.ErrStoreUnavailable)
+	}
+	if err := s.isDown("load"); err != nil {
+		return authz.Lookup{}, err
+	}
+	var sgen uint64
+	if sk != "" {
+		sgen = s.near.gen(sk)
+	}
+	cgen := s.near.gen(ck)
+	var sc, cc *redis.StringCmd
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if sk != "" {
+			sc = p.Get(ctx, sk)
+		}
+		cc = p.Get(ctx, ck)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return authz.Lookup{}, s.unavailable("load", err)
+	}
+	var lk authz.Lookup
+	if sc != nil {
+		e, found, err := s.decodeReply(sc)
+		if err != nil {
+			return authz.Lookup{}, err
+		}
+		if found {
+			s.overlayPending(sk, &e.session)
+			s.near.fill(sgen, sk, e, now)
+			lk.Session, lk.SessionFound = e.session, true
+		}
+	}
+	e, found, err := s.decodeReply(cc)
+	if err != nil {
+		return authz.Lookup{}, err
+	}
+	if found {
+		s.near.fill(cgen, ck, e, now)
+		lk.Scope, lk.ScopeFound = e.scope, true
+	}
+	return lk, nil
+}
+
+func (s *Store) decodeReply(cmd *redis.StringCmd) (entry, bool, error) {
+	b, err := cmd.Bytes()
+	if errors.Is(err, redis.Nil) {
+		return entry{}, false, nil
+	}
+	if err != nil {
+		return entry{}, false, s.unavailable("load", err)
+	}
+	e, err := decode(b)
+	if err != nil {
+		return entry{}, false, fmt.Errorf("redis store: %s: %w", cmd.Args()[1], err)
+	}
+	return e, true, nil
+}
+
+// cached answers a Load from the live tier when it holds everything asked.
+func (s *Store) cached(sk, ck string, now int64) (authz.Lookup, bool) {
+	var lk authz.Lookup
+	if sk != "" {
+		e, ok := s.near.lookup(sk, now)
+		if !ok || e.isScope {
+			return lk, false
+		}
+		lk.Session, lk.SessionFound = e.session, true
+	}
+	e, ok := s.near.lookup(ck, now)
+	if !ok || !e.isScope {
+		return authz.Lookup{}, false
+	}
+	lk.Scope, lk.ScopeFound = e.scope, true
+	return lk, true
+}
+
+// overlayPending applies activity not yet flushed to a record read from
+// Redis, so that a read never moves last_activity backwards.
+func (s *Store) overlayPending(k string, r *authz.Session) {
+	s.pendingMu.Lock()
+	p, ok := s.pending[k]
+	s.pendingMu.Unlock()
+	if ok && !r.Ended() {
+		r.LastActivity = max(r.LastActivity, p.t.LastActivity)
+		r.SignIn = max(r.SignIn, p.t.SignIn)
+		r.KeepUntil = max(r.KeepUntil, p.t.KeepUntil)
+	}
+}
+
+// Begin implements authz.Store: the session record, then its scope's
+// current session. A failure between the two leaves a record nothing points
+// to, which expires at its KeepUntil.
+func (s *Store) Begin(ctx context.Context, r *authz.Session) error {
+	b, err := r.AppendBinary(nil)
+	if err != nil {
+		return fmt.Errorf("redis store: begin: %w", err)
+	}
+	if err := s.isDown("begin"); err != nil {
+		return err
+	}
+	sk, ck := s.sessionKey(r.Policy, r.ID), s.scopeKey(r.Policy, r.Scope)
+	if err := s.c.Do(ctx, "SET", sk, b, "PXAT", r.KeepUntil).Err(); err != nil {
+		return s.unavailable("begin", err)
+	}
+	st, err := s.scopeChange(ctx, ck, 0, r.KeepUntil, r.ID)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	_ = s.near.apply(sk, entry{session: *r}, now)
+	_ = s.near.apply(ck, entry{scope: st, isScope: true}, now)
+	return nil
+}
+
+func (s *Store) scopeChange(ctx context.Context, ck string, endedAt, keepUntil int64, current string) (authz.ScopeState, error) {
+	b, err := scopeScript.Run(ctx, s.c, []string{ck}, endedAt, keepUntil, current, s.channel).Text()
+	if err != nil {
+		return authz.ScopeState{}, s.scriptError("scope", err)
+	}
+	var st authz.ScopeState
+	if err := st.UnmarshalBinary([]byte(b)); err != nil {
+		return authz.ScopeState{}, fmt.Errorf("redis store: %s: %w", ck, err)
+	}
+	return st, nil
+}
+
+// Touch implements authz.Store. With a trusted near cache holding the
+// session, it is applied there and queued for the next flush: no round
+// trip. Otherwise it runs in Redis at once.
+func (s *Store) Touch(ctx context.Context, policy, id string, t authz.Touch) (authz.Session, bool, error) {
+	k := s.sessionKey(policy, id)
+	now := s.now()
+	if s.trusted() {
+		if r, ok := s.near.touch(k, t, now); ok {
+			if !r.Ended() {
+				s.pend(k, pendingTouch{policy: policy, id: id, t: t})
+			}
+			return r, true, nil
+		}
+	}
+	if err := s.isDown("touch"); err != nil {
+		return authz.Session{}, false, err
+	}
+	gen := s.near.gen(k)
+	res, err := touchScript.Run(ctx, s.c, []string{k}, t.LastActivity, t.SignIn, t.KeepUntil).Text()
+	if errors.Is(err, redis.Nil) {
+		return authz.Session{}, false, nil
+	}
+	if err != nil {
+		return authz.Session{}, false, s.scriptError("touch", err)
+	}
+	var r authz.Session
+	if err := r.UnmarshalBinary([]byte(res)); err != nil {
+		return authz.Session{}, false, fmt.Errorf("redis store: touch: %w", err)
+	}
+	s.near.fill(gen, k, entry{session: r}, now)
+	return r, true, nil
+}
+
+func (s *Store) pend(k string, p pendingTouch) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if old, ok := s.pending[k]; ok {
+		p.t.LastActivity = max(p.t.LastActivity, old.t.LastActivity)
+		p.t.SignIn = max(p.t.SignIn, old.t.SignIn)
+		p.t.KeepUntil = max(p.t.KeepUntil, old.t.KeepUntil)
+	}
+	s.pending[k] = p
+}
+
+// End implements authz.Store in two atomic steps, each a script on one key
+// (in Cluster mode the session and its scope live in different slots): the
+// scope's EndedAt first, then the session. Between them no interleaving
+// revives anything: a reader that sees the session still live also sees the
+// scope's end and refuses every token signed in before it (S3); a Touch in
+// between is an activity that preceded the end and cannot undo it. The
+// other order would leave a window where the ended session's cookie-less
+// clients, finding no live current session, could open a new one with a
+// token the end should refuse.
+func (s *Store) End(ctx context.Context, policy, id string, scope authz.Digest, e authz.End) (authz.Session, bool, error) {
+	if e.At <= 0 {
+		return authz.Session{}, false, fmt.Errorf("redis store: end at %d", e.At)
+	}
+	if err := s.isDown("end"); err != nil {
+		return authz.Session{}, false, err
+	}
+	ck := s.scopeKey(policy, scope)
+	st, err := s.scopeChange(ctx, ck, e.At, e.KeepUntil, "")
+	if err != nil {
+		return authz.Session{}, false, err
+	}
+	now := s.now()
+	_ = s.near.apply(ck, entry{scope: st, isScope: true}, now)
+	if id == "" {
+		return authz.Session{}, false, nil
+	}
+	sk := s.sessionKey(policy, id)
+	vals, err := endScript.Run(ctx, s.c, []string{sk}, e.At, int64(e.Cause), e.KeepUntil, s.channel).Slice()
+	if err != nil {
+		return authz.Session{}, false, s.scriptError("end", err)
+	}
+	if len(vals) < 2 {
+		return authz.Session{}, false, nil
+	}
+	rec, _ := vals[1].(string)
+	var r authz.Session
+	if err := r.UnmarshalBinary([]byte(rec)); err != nil {
+		return authz.Session{}, false, fmt.Errorf("redis store: end: %w", err)
+	}
+	_ = s.near.apply(sk, entry{session: r}, now)
+	ended, _ := vals[0].(int64)
+	return r, ended == 1, nil
+}
+
+// flushLoop writes coalesced activity every FlushInterval.
+func (s *Store) flushLoop(ctx context.Context) {
+	t := time.NewTicker(s.o.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.flush(ctx)
+			// After a passing failure the subscription may never have
+			// broken: reconcile here too, or the queue would wait forever.
+			// Only while subscribed, which shows Redis is reachable: the
+			// fallback's sessions must outlive a real outage.
+			if s.trustedSince.Load() != 0 && (s.queued.Load() > 0 || s.near.local.Len() > 0) {
+				if err := s.reconcile(ctx); err != nil {
+					s.log.Debug("redis store: reconcile", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// flush writes the pending touches in one pipeline (one round trip per
+// Redis node). Touches that fail for want of Redis stay pending, merged with
+// newer ones; the scripts refuse to revive anything that ended meanwhile.
+func (s *Store) flush(ctx context.Context) {
+	s.pendingMu.Lock()
+	batch := s.pending
+	if len(batch) == 0 || s.down.Load() {
+		s.pendingMu.Unlock()
+		return
+	}
+	s.pending = make(map[string]pendingTouch, len(batch))
+	s.pendingMu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, max(s.o.FlushInterval, time.Second))
+	defer cancel()
+	keys := make([]string, 0, len(batch))
+	cmds := make([]*redis.Cmd, 0, len(batch))
+	_, _ = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for k, pt := range batch {
+			keys = append(keys, k)
+			cmds = append(cmds, touchScript.EvalSha(ctx, p, []string{k}, pt.t.LastActivity, pt.t.SignIn, pt.t.KeepUntil))
+		}
+		return nil
+	})
+	failed := 0
+	for i, cmd := range cmds {
+		err := cmd.Err()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// A node that restarted or never ran the script: once with EVAL.
+			pt := batch[keys[i]]
+			err = touchScript.Run(ctx, s.c, []string{keys[i]}, pt.t.LastActivity, pt.t.SignIn, pt.t.KeepUntil).Err()
+		}
+		if err == nil || errors.Is(err, redis.Nil) {
+			continue
+		}
+		if isCorrupt(err) {
+			continue // nothing to retry; the next read reports it
+		}
+		failed++
+		s.pend(keys[i], batch[keys[i]])
+	}
+	if failed > 0 {
+		s.down.Store(true)
+		s.log.Debug("redis store: activity not written; retrying", "sessions", failed)
+	}
+}

@@ -1,0 +1,146 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// subscribeLoop keeps this replica subscribed to the change channel for as
+// long as the store is open, starting over after any failure. go-redis
+// would resubscribe by itself, but silently: whatever was published while
+// the connection was down would be missed. Starting over makes every
+// reconnection pass through the same steps, in this order: subscribe,
+// write the fallback's ends, forget the live tier, trust again.
+func (s *Store) subscribeLoop(ctx context.Context) {
+	const minBackoff, maxBackoff = 50 * time.Millisecond, time.Second
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := s.subscribeOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.distrust(err)
+		if time.Since(start) > 10*maxBackoff {
+			backoff = minBackoff
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// distrust stops the near cache answering reads.
+func (s *Store) distrust(err error) {
+	s.setErr(err.Error())
+	s.down.Store(true)
+	if s.trustedSince.Swap(0) != 0 {
+		s.log.Warn("redis store: lost the change channel; reads go to Redis until it is back", "err", err)
+	}
+}
+
+// subscribeOnce subscribes, becomes trusted, and then applies published
+// changes and heartbeat answers until something fails.
+func (s *Store) subscribeOnce(ctx context.Context) error {
+	ps := s.c.Subscribe(ctx)
+	defer ps.Close()
+	if err := ps.Subscribe(ctx, s.channel); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	msg, err := ps.ReceiveTimeout(ctx, max(5*time.Second, s.o.MaxStale))
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	if _, ok := msg.(*redis.Subscription); !ok {
+		return fmt.Errorf("subscribe: unexpected %T", msg)
+	}
+	s.down.Store(false)
+	// Every change published from now on reaches this replica. Changes
+	// before now may have been missed: the live tier is forgotten, after
+	// the fallback's ends are in Redis, where the next reads will look.
+	if err := s.reconcile(ctx); err != nil {
+		return err
+	}
+	s.near.reset(s.near.live)
+	s.trustedSince.Store(time.Now().UnixNano())
+	s.log.Info("redis store: subscribed to the change channel; near cache in use")
+
+	hbCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.heartbeat(hbCtx, ps)
+	}()
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, s.o.MaxStale)
+		if err != nil {
+			return fmt.Errorf("change channel: %w", err)
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			s.applyChange(m.Payload)
+		case *redis.Pong:
+			// Redis answers on this connection in order: every change
+			// published before the PING was sent has been applied.
+			if t, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+				s.trustedSince.Store(max(t, s.trustedSince.Load()))
+			}
+			s.down.Store(false)
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				return errors.New("change channel: resubscribed after a reconnection; changes may have been missed")
+			}
+		}
+	}
+}
+
+// heartbeat pings the subscription connection every MaxStale/4, carrying
+// the send time that its answer will vouch for.
+func (s *Store) heartbeat(ctx context.Context, ps *redis.PubSub) {
+	t := time.NewTicker(s.o.MaxStale / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := ps.Ping(ctx, strconv.FormatInt(time.Now().UnixNano(), 10)); err != nil {
+				return // the receiver sees the failure too
+			}
+		}
+	}
+}
+
+// applyChange applies one published record to the near cache.
+func (s *Store) applyChange(payload string) {
+	if len(payload) < 2 {
+		return
+	}
+	n := int(payload[0])<<8 | int(payload[1])
+	if len(payload) < 2+n {
+		return
+	}
+	k, rec := payload[2:2+n], payload[2+n:]
+	e, err := decode([]byte(rec))
+	if err != nil {
+		s.log.Warn("redis store: undecodable change ignored", "err", err)
+		return
+	}
+	if err := s.near.apply(k, e, s.now()); err != nil {
+		s.near.reset(s.near.live) // the entry may be stale now: forget them all
+	}
+}

@@ -1,0 +1,92 @@
+package redisstore
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseURL(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Config
+	}{
+		{"redis://127.0.0.1:6380", Config{Mode: Standalone, Addrs: []string{"127.0.0.1:6380"}}},
+		{"redis://cache", Config{Mode: Standalone, Addrs: []string{"cache:6379"}}},
+		{"valkeys://u:p%40ss@cache:6390/3?ca_file=/ca.pem&prefix=crm",
+			Config{Mode: Standalone, TLS: true, Addrs: []string{"cache:6390"}, Username: "u", Password: "p@ss", DB: 3, CAFile: "/ca.pem", Prefix: "crm"}},
+		{"rediss://:secret@[::1]:7000/", Config{Mode: Standalone, TLS: true, Addrs: []string{"[::1]:7000"}, Password: "secret"}},
+		{"redis+sentinel://:pw@s1,s2:26380/mymaster/2?sentinel_password=spw&timeout=250ms",
+			Config{Mode: Sentinel, Addrs: []string{"s1:26379", "s2:26380"}, Password: "pw", MasterName: "mymaster", DB: 2, SentinelPassword: "spw", Timeout: 250 * time.Millisecond}},
+		{"valkey+cluster://n1:7000,n2:7001,[::1]?pool_size=20&flush_interval=2s&max_stale=500ms&dial_timeout=1s",
+			Config{Mode: Cluster, Addrs: []string{"n1:7000", "n2:7001", "[::1]:6379"}, PoolSize: 20, FlushInterval: 2 * time.Second, MaxStale: 500 * time.Millisecond, DialTimeout: time.Second}},
+	} {
+		got, err := ParseURL(tc.in)
+		if tc.want.Prefix == "" {
+			tc.want.Prefix = "sessiongate"
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseURL(%q) =\n%+v, %v\nwant\n%+v", tc.in, got, err, tc.want)
+		}
+		if !IsURL(tc.in) {
+			t.Errorf("IsURL(%q) = false", tc.in)
+		}
+	}
+}
+
+func TestParseURLErrors(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"cache:6379", "want scheme://"},
+		{"http://cache", `unknown scheme "http"`},
+		{"redis://a:1,b:2", "one host only"},
+		{"redis://cache:0", "port must be 1-65535"},
+		{"redis://cache:x", "port must be 1-65535"},
+		{"redis://::1", "brackets"},
+		{"redis://", "empty host"},
+		{"redis://cache/x", `database "x"`},
+		{"redis://cache/1/2", "unexpected"},
+		{"redis+cluster://a:1/0", "a cluster has no databases"},
+		{"redis+sentinel://s1", "master-name"},
+		{"redis://cache?timeout=soon", "timeout"},
+		{"redis://cache?pool_size=0", "pool_size"},
+		{"redis://cache?ca_file=/x", "only for TLS"},
+		{"redis://cache?sentinel_password=x", "only for +sentinel"},
+		{"redis://cache?bogus=1", `unknown parameter "bogus"`},
+		{"redis://cache?prefix=a&prefix=b", "given 2 times"},
+		{"redis://cache?prefix={x}", "prefix"},
+		{"redis://cache#frag", "fragment"},
+		{"redis://u:@cache", "empty password"},
+	} {
+		_, err := ParseURL(tc.in)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseURL(%q) = %v, want an error containing %q", tc.in, err, tc.want)
+		}
+	}
+	// Every problem at once, and never the password.
+	_, err := ParseURL("redis://u:hunter2@a:1,b:2,c:99999/x?bogus=1")
+	for _, want := range []string{"port", "one host only", "database", "bogus"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("combined error %v lacks %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error quotes the password: %v", err)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis://u:hunter2@h:1/0": "redis://u:REDACTED@h:1/0",
+		"rediss://:hunter2@h":     "rediss://:REDACTED@h",
+		"redis://hunter2@h":       "redis://REDACTED@h",
+		"redis://h:1":             "redis://h:1",
+		"redis+sentinel://s/m?sentinel_password=hunter2&x=1": "redis+sentinel://s/m?sentinel_password=REDACTED&x=1",
+		"redis://u:p@ss@h/0": "redis://u:REDACTED@h/0",
+		"memory":             "memory",
+	} {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

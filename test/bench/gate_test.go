@@ -1,0 +1,98 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sessiongate/sessiongate/audit"
+	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/envoy"
+	"github.com/sessiongate/sessiongate/metrics"
+	"github.com/sessiongate/sessiongate/policy"
+	"github.com/sessiongate/sessiongate/store/memory"
+	"github.com/sessiongate/sessiongate/test/load/fixture"
+	"github.com/sessiongate/sessiongate/token"
+)
+
+// gate is sessiongate's engine wired as cmd/sessiongate's serve wires it.
+type gate struct {
+	fx     *fixture.Fixture
+	engine *authz.Engine
+	store  *memory.Store
+	reg    *prometheus.Registry
+}
+
+// newGate wires a gate on the policy directory of fx; a nil fx gets a new
+// one. cacheSize 0 is the default verified-token cache.
+func newGate(tb testing.TB, fx *fixture.Fixture, cacheSize int) *gate {
+	tb.Helper()
+	if fx == nil {
+		var err error
+		if fx, err = fixture.New(tb.TempDir()); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	tokens := token.NewProvider(token.Options{Observer: m, CacheSize: cacheSize})
+	w, err := policy.NewWatcher(fx.Dir, policy.WatcherOptions{Options: policy.Options{
+		NewVerifier: func(_ string, tc policy.TokenConfig) (authz.Verifier, error) {
+			return tokens.Verifier(token.Config(tc))
+		},
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m.Policies(w.Current().Names())
+	store, err := memory.New(memory.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	engine, err := authz.NewEngine(authz.Options{
+		Policies: w,
+		Store:    metrics.InstrumentStore(store, m),
+		Events:   authz.Fanout{m, audit.New(io.Discard, audit.Options{})},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &gate{fx: fx, engine: engine, store: store, reg: reg}
+}
+
+// check runs one CheckRequest through the adapter and the engine, as the
+// gRPC service does.
+func (g *gate) check(ctx context.Context, req *authv3.CheckRequest) *authv3.CheckResponse {
+	r := envoy.ToRequest(req)
+	d := g.engine.Check(ctx, &r)
+	return envoy.ToResponse(&d)
+}
+
+// signIn opens a session for a new token of sub and returns the request
+// that presents token and session cookie.
+func (g *gate) signIn(tb testing.TB, sub string) *authv3.CheckRequest {
+	tb.Helper()
+	tok, err := g.fx.Token(sub, time.Now().Add(-time.Minute))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp := g.check(context.Background(), fixture.Request(appPath, tok, "", false))
+	id, ok := fixture.SessionCookie(resp)
+	if !ok {
+		tb.Fatalf("sign-in of %s: no session cookie in %v", sub, resp)
+	}
+	return fixture.Request(appPath, tok, id, false)
+}
+
+const appPath = "/app/orders?page=2"
+
+func mustAllow(tb testing.TB, resp *authv3.CheckResponse) {
+	if resp.GetStatus().GetCode() != 0 || len(resp.GetOkResponse().GetHeaders()) == 0 {
+		tb.Fatalf("want allowed with identity, got %v", resp)
+	}
+}

@@ -1,0 +1,84 @@
+package bench
+
+import (
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// heapInUse is the live heap after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// fullGC times one forced, complete collection: its mark phase is what
+// grows with the number of pointers the heap holds.
+func fullGC() time.Duration {
+	start := time.Now()
+	runtime.GC()
+	return time.Since(start)
+}
+
+// rss is the process's resident set (VmRSS of /proc/self/status), 0 if
+// unknown.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// pauseWatch reads the stop-the-world pauses of the collector since it was
+// made, from runtime/metrics' /gc/pauses:seconds histogram.
+type pauseWatch struct{ start *metrics.Float64Histogram }
+
+const pausesMetric = "/sched/pauses/total/gc:seconds"
+
+func newPauseWatch() *pauseWatch { return &pauseWatch{start: readPauses()} }
+
+func readPauses() *metrics.Float64Histogram {
+	s := []metrics.Sample{{Name: pausesMetric}}
+	metrics.Read(s)
+	return s[0].Value.Float64Histogram()
+}
+
+// since returns the median and the largest pause since the watch was made
+// (upper bucket bounds: the histogram is exact to a few percent).
+func (w *pauseWatch) since() (p50, max time.Duration) {
+	now := readPauses()
+	var total uint64
+	counts := make([]uint64, len(now.Counts))
+	for i := range now.Counts {
+		counts[i] = now.Counts[i] - w.start.Counts[i]
+		total += counts[i]
+	}
+	if total == 0 {
+		return 0, 0
+	}
+	var seen uint64
+	for i, c := range counts {
+		if c == 0 {
+			continue
+		}
+		upper := time.Duration(now.Buckets[i+1] * float64(time.Second))
+		if seen < (total+1)/2 && seen+c >= (total+1)/2 {
+			p50 = upper
+		}
+		seen += c
+		max = upper
+	}
+	return p50, max
+}

@@ -1,0 +1,199 @@
+package test
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// TestCheckAndHealthCommands: "sessiongate check" prints the decision of a
+// running server with the documented exit codes; "sessiongate health" exits
+// 0 while it serves.
+func TestCheckAndHealthCommands(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()})
+	tok := s.token(t, "alice")
+
+	out, errOut, code := runBin(t, "check", "--addr", s.grpcAddr, "--host", "app.test", "--path", "/x", "--token", tok)
+	if code != 0 {
+		t.Fatalf("check allow: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	for _, want := range []string{"decision: allow\n", "status:   200 (forwarded upstream)\n", "upstream header: x-sessiongate-user: alice\n",
+		"upstream header: x-sessiongate-session-expires-at: ", "client header: set-cookie: " + cookieName + "="} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check allow: stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, tok) {
+		t.Errorf("check prints the token it was given")
+	}
+
+	out, _, code = runBin(t, "check", "--addr", s.grpcAddr, "--host", "app.test", "--path", "/api")
+	if code != 3 {
+		t.Errorf("check deny: exit %d, want 3", code)
+	}
+	for _, want := range []string{"decision: deny\n", "status:   401\n", "reason:   no_token\n",
+		`client header: www-authenticate: Bearer realm="sessiongate"` + "\n", "client header: x-sessiongate-reason: no_token\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check deny: stdout lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, _, code = runBin(t, "check", "--addr", s.grpcAddr, "--host", "app.test", "--path", "/x?y=1", "--browser")
+	wantLoc := "client header: location: " + loginURL + "?rd=" + url.QueryEscape("https://app.test/x?y=1") + "\n"
+	if code != 3 || !strings.Contains(out, "status:   302\n") || !strings.Contains(out, wantLoc) {
+		t.Errorf("check browser deny: exit %d, want 3 and %q in:\n%s", code, wantLoc, out)
+	}
+
+	out, _, code = runBin(t, "check", "--addr", s.grpcAddr, "--host", "nowhere.test")
+	if code != 3 || !strings.Contains(out, "status:   403\n") || !strings.Contains(out, "reason:   unknown_host\n") {
+		t.Errorf("check unknown host: exit %d:\n%s", code, out)
+	}
+
+	out, errOut, code = runBin(t, "health", "--addr", s.grpcAddr)
+	if code != 0 || strings.TrimSpace(out) != "SERVING" {
+		t.Errorf("health: exit %d, stdout %q, stderr %q; want 0 and SERVING", code, out, errOut)
+	}
+	// Nothing listening: both fail with status 1.
+	dead := freeAddr(t)
+	if _, _, code := runBin(t, "health", "--addr", dead, "--timeout", "1s"); code != 1 {
+		t.Errorf("health against nothing: exit %d, want 1", code)
+	}
+	if _, _, code := runBin(t, "check", "--addr", dead, "--host", "app.test", "--timeout", "1s"); code != 1 {
+		t.Errorf("check against nothing: exit %d, want 1", code)
+	}
+	if _, _, code := runBin(t, "check", "--addr", s.grpcAddr); code != 2 {
+		t.Errorf("check without --host: exit %d, want 2", code)
+	}
+	if out, _, code := runBin(t, "version"); code != 0 || !strings.HasPrefix(out, "sessiongate ") {
+		t.Errorf("version: exit %d, stdout %q", code, out)
+	}
+}
+
+// TestServeRefusesBadPolicies: serve does not start on a broken policy
+// directory; it says where the problem is and exits 1.
+func TestServeRefusesBadPolicies(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := newIDP(t).WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "app.yaml"), strings.Replace(pol{Hosts: []string{"app.test"}}.yaml(), "idle_timeout: 30m0s", "idle_timeout: 2h", 1))
+	_, errOut, code := runBin(t, "serve", "--policies", dir, "--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t))
+	if code != 1 {
+		t.Fatalf("serve with a bad policy: exit %d, want 1; stderr %q", code, errOut)
+	}
+	if !strings.Contains(errOut, filepath.Join(dir, "app.yaml")+":5: session.idle_timeout: ") {
+		t.Errorf("serve's error does not name file, line and field:\n%s", errOut)
+	}
+	if _, _, code := runBin(t, "serve"); code != 2 {
+		t.Errorf("serve without --policies: exit %d, want 2", code)
+	}
+}
+
+// TestGracefulShutdown: on SIGTERM, grpc health turns NOT_SERVING first,
+// then the process stops and exits 0 within a few seconds.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()})
+	tok := s.token(t, "alice")
+	wantAllowed(t, s.client(t).Check("app.test", "/", tok, false))
+
+	// A separate connection watches health, as a load balancer would.
+	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, svc := range []string{"", "envoy.service.auth.v3.Authorization"} {
+		st, err := s.healthStatus(svc)
+		if err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health %q before shutdown: %v %v", svc, st, err)
+		}
+	}
+	watch, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health watch: first status %v %v, want SERVING", m.GetStatus(), err)
+	}
+
+	sent := time.Now()
+	s.signal(t, syscall.SIGTERM)
+	m, err := watch.Recv()
+	if err != nil || m.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health watch after SIGTERM: %v %v, want NOT_SERVING", m.GetStatus(), err)
+	}
+	cancel() // end the watch, so that the graceful stop does not wait for it
+	select {
+	case <-s.done:
+	case <-time.After(4 * time.Second):
+		t.Fatalf("still running 4s after SIGTERM")
+	}
+	t.Logf("exited %v after SIGTERM", time.Since(sent).Round(time.Millisecond))
+	if s.waitErr != nil {
+		t.Errorf("exit: %v, want status 0", s.waitErr)
+	}
+	if !s.waitLog("shutting down") {
+		t.Errorf("no shutdown log line")
+	}
+	if _, err := s.client(t).try("app.test", "/", tok, false); err == nil {
+		t.Errorf("a check succeeded after the process exited")
+	}
+}
+
+// TestSIGINTAlsoStops: Ctrl-C in a terminal stops the server cleanly.
+func TestSIGINTAlsoStops(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()})
+	s.signal(t, os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(4 * time.Second):
+		t.Fatalf("still running 4s after SIGINT")
+	}
+	if s.waitErr != nil {
+		t.Errorf("exit after SIGINT: %v, want status 0", s.waitErr)
+	}
+}
+
+// TestServeFromEnvironment (§2): serve's flags are also read from
+// SESSIONGATE_* variables; --audit-log sends audit events to a file.
+func TestServeFromEnvironment(t *testing.T) {
+	t.Parallel()
+	auditFile := filepath.Join(t.TempDir(), "audit.jsonl")
+	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()}, serverOpts{
+		viaEnv: true, extraArgs: []string{"--audit-log", auditFile},
+	})
+	wantAllowed(t, s.client(t).Check("app.test", "/", s.token(t, "alice"), false))
+	if !waitFor(3*time.Second, func() bool {
+		b, _ := os.ReadFile(auditFile)
+		return strings.Contains(string(b), `"event":"session_started"`) && strings.Contains(string(b), `"subject":"alice"`)
+	}) {
+		b, _ := os.ReadFile(auditFile)
+		t.Errorf("audit file lacks the session_started event: %q", b)
+	}
+	if out := s.stdout.String(); strings.Contains(out, "session_started") {
+		t.Errorf("audit events still on stdout with --audit-log FILE: %q", out)
+	}
+	for path, want := range map[string]string{"/healthz": "ok\n", "/readyz": "ready\n"} {
+		if code, body, err := s.httpGet(path); err != nil || code != 200 || body != want {
+			t.Errorf("GET %s: %d %q %v, want 200 %q", path, code, body, err, want)
+		}
+	}
+	if _, _, code := runBin(t, "serve", "--policies", s.dir, "--no-such-flag"); code != 2 {
+		t.Errorf("serve with an unknown flag: exit %d, want 2", code)
+	}
+}

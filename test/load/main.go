@@ -1,0 +1,338 @@
+// Command load measures sessiongate against a no-op floor: it builds
+// sessiongate and floor (a grpc-go ext_authz server that answers OK to
+// everything, with sessiongate's transport options), starts both on loopback,
+// and drives them with the same client (N concurrent streams over one
+// connection) in alternating runs — floor, sessiongate, floor, … — so that
+// noise from other work on the machine hits both alike. For each run it
+// prints throughput, p50 and p99 latency, server CPU per request (from
+// /proc/PID/stat) and the CPU other processes used meanwhile; for each
+// scenario, the median of the pairs' sessiongate/floor throughput ratios.
+//
+//	go run ./test/load -scenario all -pairs 5
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/sessiongate/sessiongate/test/load/fixture"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type config struct {
+	scenarios   []string
+	pairs       int
+	streams     int
+	requests    int // per run, live, deny and mix
+	newRequests int // per run, new-session: each needs a freshly minted token
+	warmup      int // unmeasured requests before each run
+	users       int // mix
+	limit       time.Duration
+	sgBin       string
+	floorBin    string
+	sgArgs      string
+	quiet       bool
+}
+
+func parse(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c config
+	scen := fs.String("scenario", "live", "comma-separated: live, new, deny, mix, or all")
+	fs.IntVar(&c.pairs, "pairs", 5, "alternating floor/sessiongate run pairs per scenario")
+	fs.IntVar(&c.streams, "streams", 50, "concurrent streams over the one connection")
+	fs.IntVar(&c.requests, "requests", 20000, "measured requests per run (live, deny, mix)")
+	fs.IntVar(&c.newRequests, "new-requests", 2000, "measured requests per run of new-session (one minted token each)")
+	fs.IntVar(&c.warmup, "warmup", 500, "unmeasured requests before each run")
+	fs.IntVar(&c.users, "users", 10000, "distinct users of the mix scenario")
+	fs.DurationVar(&c.limit, "run-timeout", time.Minute, "time limit of one run; a run cut short reports what it measured")
+	fs.StringVar(&c.sgBin, "sessiongate-bin", "", "sessiongate binary to measure (default: build ./cmd/sessiongate)")
+	fs.StringVar(&c.floorBin, "floor-bin", "", "floor binary (default: build ./test/load/floor)")
+	fs.StringVar(&c.sgArgs, "sessiongate-args", "", "extra arguments for sessiongate serve, space-separated")
+	fs.BoolVar(&c.quiet, "q", false, "print only the results")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, s := range strings.Split(*scen, ",") {
+		if s = strings.TrimSpace(s); s == "all" {
+			c.scenarios = append(c.scenarios, "live", "new", "deny", "mix")
+		} else if s != "" {
+			c.scenarios = append(c.scenarios, s)
+		}
+	}
+	switch {
+	case len(c.scenarios) == 0:
+		return c, errors.New("-scenario: none given")
+	case c.pairs < 1 || c.streams < 1 || c.requests < 1 || c.newRequests < 1 || c.users < 1 || c.warmup < 0:
+		return c, errors.New("-pairs, -streams, -requests, -new-requests and -users must be positive, -warmup not negative")
+	case c.limit <= 0:
+		return c, errors.New("-run-timeout must be positive")
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parse(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "load:", err)
+		return 2
+	}
+	if err := measure(ctx, cfg, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "load:", err)
+		return 1
+	}
+	return 0
+}
+
+func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	verbose := func(format string, args ...any) {
+		if !cfg.quiet {
+			fmt.Fprintf(stderr, "load: "+format+"\n", args...)
+		}
+	}
+	tmp, err := os.MkdirTemp("", "sessiongate-load-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if cfg.sgBin == "" || cfg.floorBin == "" {
+		verbose("building sessiongate and floor")
+		if cfg.sgBin == "" {
+			if cfg.sgBin, err = build(tmp, "./cmd/sessiongate"); err != nil {
+				return err
+			}
+		}
+		if cfg.floorBin == "" {
+			if cfg.floorBin, err = build(tmp, "./test/load/floor"); err != nil {
+				return err
+			}
+		}
+	}
+	policies := filepath.Join(tmp, "policies")
+	if err := os.Mkdir(policies, 0o755); err != nil {
+		return err
+	}
+	fx, err := fixture.New(policies)
+	if err != nil {
+		return err
+	}
+	floor, err := start("floor", cfg.floorBin, nil)
+	if err != nil {
+		return err
+	}
+	defer floor.stop()
+	sgArgs := append([]string{"serve", "--policies", policies, "--http-addr", "127.0.0.1:0",
+		"--audit-log", filepath.Join(tmp, "audit.log")}, strings.Fields(cfg.sgArgs)...)
+	sg, err := start("sessiongate", cfg.sgBin, sgArgs)
+	if err != nil {
+		return err
+	}
+	defer sg.stop()
+
+	header(stdout, cfg)
+	st := &setup{fx: fx, sg: sg, cfg: cfg, signIn: time.Now().Add(-time.Minute), verbose: verbose}
+	failed := false
+	for _, name := range cfg.scenarios {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		sc, err := st.build(name)
+		if err != nil {
+			return err
+		}
+		verbose("scenario %s: %d pairs", sc.name, cfg.pairs)
+		res, err := runScenario(ctx, cfg, sc, floor, sg)
+		if err != nil {
+			return err
+		}
+		report(stdout, cfg, sc, res)
+		for _, r := range res {
+			failed = failed || r.out.failures > 0
+		}
+	}
+	if failed {
+		return errors.New("sessiongate gave wrong answers (see failures above)")
+	}
+	return nil
+}
+
+// build compiles pkg of this module into dir.
+func build(dir, pkg string) (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin, nil
+}
+
+// result is one measured run.
+type result struct {
+	pair   int
+	server string
+	out    outcome
+	cpu    time.Duration // server CPU per request
+	client time.Duration // client CPU per request
+	other  float64       // cores used by other processes during the run
+}
+
+func (r result) rps() float64 { return float64(r.out.done) / r.out.elapsed.Seconds() }
+
+func runScenario(ctx context.Context, cfg config, sc *scenario, floor, sg *server) ([]result, error) {
+	var res []result
+	for p := range cfg.pairs {
+		for k, s := range []*server{floor, sg} {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			run := 2*p + k
+			var want func(*authv3.CheckResponse) error
+			if s == sg {
+				want = sc.want
+			}
+			req := func(i int) *authv3.CheckRequest { return sc.req(run, i) }
+			if cfg.warmup > 0 {
+				drive(s.api, cfg.streams, cfg.limit, load{n: cfg.warmup, req: req})
+			}
+			before, err := takeSample(s.pid())
+			if err != nil {
+				return nil, err
+			}
+			o := drive(s.api, cfg.streams, cfg.limit, load{
+				n:   sc.requests,
+				req: func(i int) *authv3.CheckRequest { return req(cfg.warmup + i) },
+				check: func(_ int, resp *authv3.CheckResponse) error {
+					if want == nil {
+						return nil
+					}
+					return want(resp)
+				},
+			})
+			after, err := takeSample(s.pid())
+			if err != nil {
+				return nil, err
+			}
+			if err := s.alive(); err != nil {
+				return nil, err
+			}
+			res = append(res, newResult(p, s.name, o, before, after))
+		}
+	}
+	return res, nil
+}
+
+func newResult(pair int, name string, o outcome, before, after sample) result {
+	r := result{pair: pair, server: name, out: o}
+	tick := time.Second / clockTicks
+	if o.done > 0 {
+		r.cpu = time.Duration(after.server-before.server) * tick / time.Duration(o.done)
+		r.client = time.Duration(after.client-before.client) * tick / time.Duration(o.done)
+	}
+	other := (after.machine - before.machine) - (after.server - before.server) - (after.client - before.client)
+	r.other = max(float64(other)/clockTicks/o.elapsed.Seconds(), 0)
+	return r
+}
+
+func header(w io.Writer, cfg config) {
+	model, cores := cpuModel()
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Fprintf(w, "machine: %s, %d CPUs (GOMAXPROCS %d), %s %s/%s; load average %s",
+		model, cores, runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH, load)
+	fmt.Fprintf(w, "client: %d streams over one connection, %d warm-up requests per run, alternating floor/sessiongate\n\n",
+		cfg.streams, cfg.warmup)
+}
+
+func cpuModel() (string, int) {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	model := "unknown CPU"
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			model = strings.TrimSpace(v)
+			break
+		}
+	}
+	return model, runtime.NumCPU()
+}
+
+func report(w io.Writer, cfg config, sc *scenario, res []result) {
+	fmt.Fprintf(w, "scenario %s — %s; %d requests per run\n", sc.name, sc.about, sc.requests)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "pair\tserver\tanswered\trps\tp50\tp99\tserver CPU/req\tclient CPU/req\tother load (cores)\tfailures\t")
+	var ratios, cpuRatios, floorRPS, sgRPS, floorCPU, sgCPU []float64
+	for i, r := range res {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f\t%d\t\n", r.pair+1, r.server, r.out.done, r.rps(),
+			round(percentile(r.out.latencies, 0.5)), round(percentile(r.out.latencies, 0.99)),
+			round(r.cpu), round(r.client), r.other, r.out.failures)
+		if r.out.firstErr != nil {
+			fmt.Fprintf(tw, "\t\tfirst failure: %v\t\t\t\t\t\t\t\t\n", r.out.firstErr)
+		}
+		if i%2 == 1 {
+			f := res[i-1]
+			ratios = append(ratios, r.rps()/f.rps())
+			if r.cpu > 0 {
+				cpuRatios = append(cpuRatios, float64(r.cpu)/float64(f.cpu))
+			}
+			floorRPS, sgRPS = append(floorRPS, f.rps()), append(sgRPS, r.rps())
+			floorCPU, sgCPU = append(floorCPU, float64(f.cpu)), append(sgCPU, float64(r.cpu))
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "=> %s: sessiongate/floor throughput %.3f (median of %d pair ratios; min %.3f, max %.3f); "+
+		"median rps floor %.0f, sessiongate %.0f; median server CPU/req floor %s, sessiongate %s (×%.2f)\n\n",
+		sc.name, median(ratios), len(ratios), minOf(ratios), maxOf(ratios), median(floorRPS), median(sgRPS),
+		round(time.Duration(median(floorCPU))), round(time.Duration(median(sgCPU))), median(cpuRatios))
+}
+
+func round(d time.Duration) time.Duration {
+	if d > 10*time.Millisecond {
+		return d.Round(100 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+func minOf(xs []float64) float64 {
+	m := xs[0]
+	for _, x := range xs {
+		m = min(m, x)
+	}
+	return m
+}
+
+func maxOf(xs []float64) float64 {
+	m := xs[0]
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
+}

@@ -1,0 +1,252 @@
+package test
+
+import (
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/sessiongate/sessiongate/store/redis/redistest"
+)
+
+// startReplicas starts two sessiongate processes on one shared store, with
+// the same policies and the same identity provider, as a Deployment of two
+// replicas would run.
+func startReplicas(t *testing.T, storeA, storeB string, policies map[string]string) (a, b *server) {
+	t.Helper()
+	a = startServerOpts(t, policies, serverOpts{extraArgs: []string{"--store", storeA}})
+	b = startServerOpts(t, policies, serverOpts{
+		extraArgs: []string{"--store", storeB},
+		setup: func(dir string) {
+			if err := a.idp.WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+	b.idp = a.idp
+	return a, b
+}
+
+// on returns a client of s that shares c's cookie jar: one browser whose
+// requests the load balancer sends to either replica. Use them in turn,
+// never at once.
+func (c *client) on(s *server) *client {
+	return &client{t: c.t, s: s, api: authv3.NewAuthorizationClient(s.conn), jar: c.jar, noCookies: c.noCookies}
+}
+
+func cookieOf(t *testing.T, r result) string {
+	t.Helper()
+	return "cookie: " + cookieName + "=" + wantNewSessionCookie(t, r, time.Hour)
+}
+
+// deniedWithin polls check until it is denied with reason, failing the test
+// if that takes longer than d.
+func deniedWithin(t *testing.T, d time.Duration, reason string, check func() result) {
+	t.Helper()
+	start := time.Now()
+	for {
+		r := check()
+		if !r.Allowed {
+			if r.Reason != reason {
+				t.Fatalf("want %s, got %v", reason, r)
+			}
+			t.Logf("%s after %v", reason, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > d {
+			t.Fatalf("still allowed %v after the change on the other replica: %v", d, r)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// replicaScenarios: activity on A keeps the session alive on B; a sign-out
+// on A is refused on B within 100 ms; an identity mismatch on B ends the
+// session on A.
+func replicaScenarios(t *testing.T, storeA, storeB string) {
+	const idle = 4 * time.Second
+	policies := map[string]string{"app": pol{Hosts: []string{"app.test"}, Absolute: time.Hour, Idle: idle, LogoutPath: "/logout"}.yaml()}
+	a, b := startReplicas(t, storeA, storeB, policies)
+	ca := a.client(t)
+	cb := ca.on(b)
+
+	tok := a.token(t, "alice")
+	r := ca.Check("app.test", "/", tok, false)
+	wantAllowed(t, r)
+	cookie := cookieOf(t, r)
+	r = cb.Check("app.test", "/", tok, false)
+	wantAllowed(t, r)
+	wantNoSetCookie(t, r) // the same session, found in Redis
+
+	// Activity on A only, for longer than the idle timeout; B last saw the
+	// session at the start, but confirms with Redis before it would deny.
+	until := time.Now().Add(idle + 1500*time.Millisecond)
+	for time.Now().Before(until) {
+		wantAllowed(t, ca.Check("app.test", "/work", tok, false))
+		time.Sleep(400 * time.Millisecond)
+	}
+	r = cb.Check("app.test", "/", tok, false)
+	wantAllowed(t, r)
+	wantNoSetCookie(t, r)
+	if got, min := unixHeader(t, r, idleHeader), time.Now().Add(idle-2*time.Second).Unix(); got < min {
+		t.Errorf("B's idle deadline %d ignores A's activity (want >= %d)", got, min)
+	}
+
+	// Sign-out on A, refused on B within 100 ms, with and without the cookie.
+	wantAllowed(t, cb.Check("app.test", "/", tok, false))
+	r = ca.Check("app.test", "/logout", tok, true)
+	wantDenied(t, r, 302, "signed_out")
+	deniedWithin(t, 100*time.Millisecond, "reauth_required", func() result { return cb.Check("app.test", "/", tok, false, cookie) })
+	wantAPIDenied(t, cb.Check("app.test", "/", tok, false), "reauth_required", true)
+
+	// A new sign-in; then B sees it presented with another user's token.
+	nextSecond()
+	tok2 := a.token(t, "alice")
+	r = ca.Check("app.test", "/", tok2, false)
+	wantAllowed(t, r)
+	cookie2 := cookieOf(t, r)
+	wantAllowed(t, cb.Check("app.test", "/", tok2, false, cookie2))
+	wantAllowed(t, ca.Check("app.test", "/", tok2, false, cookie2))
+	r = cb.Check("app.test", "/", a.token(t, "mallory"), false, cookie2)
+	wantAPIDenied(t, r, "identity_mismatch", true)
+	deniedWithin(t, 100*time.Millisecond, "reauth_required", func() result { return ca.Check("app.test", "/", tok2, false, cookie2) })
+	wantAPIDenied(t, ca.Check("app.test", "/", tok2, false), "reauth_required", true)
+	if evs := b.waitEvents(t, 1, map[string]string{"event": "session_ended", "cause": "identity_mismatch"}); len(evs) != 1 {
+		t.Errorf("B's audit log: %d identity_mismatch ends, want 1", len(evs))
+	}
+}
+
+// TestRedisReplicas: two replicas on one Redis.
+func TestRedisReplicas(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	replicaScenarios(t, srv.URL(), srv.URL())
+}
+
+// TestRedisClusterReplicas: two replicas on a three-master Redis Cluster,
+// each given a different seed node.
+func TestRedisClusterReplicas(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, 3)
+	replicaScenarios(t, cl.URL(), "redis+cluster://"+cl.Nodes[2].Addr())
+}
+
+// TestRedisOutage: Redis stops mid-traffic and comes back. A policy with
+// store_failure deny answers 503 store_unavailable meanwhile, one with
+// continue decides on the near cache; neither ever revives a session that
+// ended before or during the outage, on either replica; both recover
+// without a restart.
+func TestRedisOutage(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	base := pol{Absolute: time.Hour, Idle: 10 * time.Minute, LogoutPath: "/logout"}
+	strict, open := base, base
+	strict.Hosts, open.Hosts = []string{"strict.test"}, []string{"open.test"}
+	policies := map[string]string{
+		"strict": strict.yaml(),
+		"open":   strings.Replace(open.yaml(), "session:\n", "session:\n  store_failure: continue\n", 1),
+	}
+	url := srv.URL() + "?max_stale=250ms"
+	a, b := startReplicas(t, url, url, policies)
+
+	// One live and one signed-out session per policy, all seen by A.
+	type sess struct{ tok, cookie string }
+	begin := func(host, sub string) sess {
+		tok := a.token(t, sub)
+		r := a.apiClient(t).Check(host, "/", tok, false)
+		wantAllowed(t, r)
+		s := sess{tok, cookieOf(t, r)}
+		wantAllowed(t, a.apiClient(t).Check(host, "/", tok, false, s.cookie))
+		return s
+	}
+	strictLive, openLive, openOther := begin("strict.test", "sam"), begin("open.test", "olga"), begin("open.test", "otto")
+	strictEnded, openEnded := begin("strict.test", "sue"), begin("open.test", "oona")
+	for host, s := range map[string]sess{"strict.test": strictEnded, "open.test": openEnded} {
+		wantDenied(t, a.apiClient(t).Check(host, "/logout", s.tok, true, s.cookie), 302, "signed_out")
+	}
+
+	// Traffic on the open policy's live session never stops.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; n < 2000; n++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			r, err := a.apiClient(t).try("open.test", "/", openOther.tok, false, openOther.cookie)
+			if err != nil || !r.Allowed {
+				t.Errorf("open policy, live session, mid-outage: %v %v", r, err)
+				return
+			}
+		}
+	}()
+
+	srv.Stop()
+	for _, s := range []*server{a, b} {
+		if !waitFor(5*time.Second, func() bool { code, _, _ := s.httpGet("/readyz"); return code == 503 }) {
+			t.Fatal("/readyz does not report the outage")
+		}
+		if !waitFor(3*time.Second, func() bool { return metricValue(s.metrics(t), "sessiongate_store_up", nil) == 0 }) {
+			t.Error("sessiongate_store_up stays 1 during the outage")
+		}
+	}
+	c := a.apiClient(t)
+	wantDenied(t, c.Check("strict.test", "/", strictLive.tok, false, strictLive.cookie), 503, "store_unavailable")
+	wantAllowed(t, c.Check("open.test", "/", openLive.tok, false, openLive.cookie))
+	for _, s := range []*server{a, b} { // B never saw openEnded: it heard the end
+		c := s.apiClient(t)
+		wantAPIDenied(t, c.Check("open.test", "/", openEnded.tok, false, openEnded.cookie), "reauth_required", true)
+		wantAPIDenied(t, c.Check("open.test", "/", openEnded.tok, false), "reauth_required", true)
+	}
+	// A sign-out during the outage sticks, here and, once Redis is back,
+	// everywhere.
+	wantDenied(t, c.Check("open.test", "/logout", openLive.tok, true, openLive.cookie), 302, "signed_out")
+	wantAPIDenied(t, c.Check("open.test", "/", openLive.tok, false, openLive.cookie), "reauth_required", true)
+
+	srv.Restart()
+	for _, s := range []*server{a, b} {
+		if err := s.waitReady(15 * time.Second); err != nil {
+			t.Fatalf("not ready again after Redis returned: %v", err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	for _, s := range []*server{a, b} {
+		c := s.apiClient(t)
+		wantAllowed(t, c.Check("strict.test", "/", strictLive.tok, false, strictLive.cookie))
+		for _, ended := range []sess{openLive, openEnded} {
+			wantAPIDenied(t, c.Check("open.test", "/", ended.tok, false, ended.cookie), "reauth_required", true)
+			wantAPIDenied(t, c.Check("open.test", "/", ended.tok, false), "reauth_required", true)
+		}
+		wantAPIDenied(t, c.Check("strict.test", "/", strictEnded.tok, false, strictEnded.cookie), "reauth_required", true)
+		if !waitFor(3*time.Second, func() bool { return metricValue(s.metrics(t), "sessiongate_store_up", nil) == 1 }) {
+			t.Error("sessiongate_store_up stays 0 after the outage")
+		}
+	}
+}
+
+// TestRedisStoreURLErrors: a bad --store fails at start with a message that
+// names the problem and never the password.
+func TestRedisStoreURLErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "app.yaml"), pol{Hosts: []string{"app.test"}}.yaml())
+	writeFile(t, filepath.Join(dir, jwksFileName), `{"keys":[]}`)
+	for _, tc := range []struct{ store, want string }{
+		{"redis://:hunter2@cache:6379/x", `database "x"`},
+		{"postgres://cache", "want memory, or a redis://"},
+		{"redis+cluster://a:1?bogus=1", `unknown parameter "bogus"`},
+	} {
+		_, stderr, code := runBin(t, "serve", "--policies", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--store", tc.store)
+		if code == 0 || !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "hunter2") {
+			t.Errorf("--store %s: exit %d, stderr %q; want a failure naming %q without the password", tc.store, code, stderr, tc.want)
+		}
+	}
+}
