@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzLoadFiles: no file content makes LoadFiles panic; it returns either a
@@ -26,7 +27,9 @@ func FuzzLoadFiles(f *testing.F) {
 		if err := os.WriteFile(file, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		tm := time.AfterFunc(2*time.Second, func() { os.WriteFile("/tmp/hang-input", data, 0o644) })
 		set, err := LoadFiles([]string{file}, Options{})
+		tm.Stop()
 		if (set == nil) == (err == nil) {
 			t.Fatalf("LoadFiles = %v, %v: want exactly one", set, err)
 		}

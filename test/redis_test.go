@@ -205,10 +205,13 @@ func TestRedisOutage(t *testing.T) {
 		wantAPIDenied(t, c.Check("open.test", "/", openEnded.tok, false, openEnded.cookie), "reauth_required", true)
 		wantAPIDenied(t, c.Check("open.test", "/", openEnded.tok, false), "reauth_required", true)
 	}
-	// A sign-out during the outage sticks, here and, once Redis is back,
-	// everywhere.
-	wantDenied(t, c.Check("open.test", "/logout", openLive.tok, true, openLive.cookie), 302, "signed_out")
+	// An end decided during the outage sticks, here and, once Redis is
+	// back, everywhere. (A sign-out is not one: the engine never fails open
+	// on the logout path, it answers 503 until it can record the end.)
+	wantDenied(t, c.Check("open.test", "/logout", openLive.tok, true, openLive.cookie), 503, "store_unavailable")
+	wantAPIDenied(t, c.Check("open.test", "/", a.token(t, "mallory"), false, openLive.cookie), "identity_mismatch", true)
 	wantAPIDenied(t, c.Check("open.test", "/", openLive.tok, false, openLive.cookie), "reauth_required", true)
+	wantAPIDenied(t, c.Check("open.test", "/", openLive.tok, false), "reauth_required", true)
 
 	srv.Restart()
 	for _, s := range []*server{a, b} {
@@ -238,7 +241,9 @@ func TestRedisStoreURLErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "app.yaml"), pol{Hosts: []string{"app.test"}}.yaml())
-	writeFile(t, filepath.Join(dir, jwksFileName), `{"keys":[]}`)
+	if err := newIDP(t).WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ store, want string }{
 		{"redis://:hunter2@cache:6379/x", `database "x"`},
 		{"postgres://cache", "want memory, or a redis://"},

@@ -6,8 +6,26 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
+	"syscall"
+	"testing"
 	"time"
 )
+
+// reportCPU reports the CPU time of the process per operation, from the
+// call to the call of the function it returns: unlike ns/op, it does not
+// count time spent waiting for a core that other work on the machine holds.
+func reportCPU(b *testing.B) func() {
+	start := cpuTime(b)
+	return func() { b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N), "cpu-ns/op") }
+}
+
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // heapInUse is the live heap after a full collection.
 func heapInUse() uint64 {

@@ -46,6 +46,7 @@ func BenchmarkServer(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetParallelism(25) // × GOMAXPROCS 2 = 50 streams
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				ctx := context.Background()
 				for pb.Next() {
