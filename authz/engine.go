@@ -148,7 +148,8 @@ func (c *check) run(ctx context.Context) Decision {
 
 // bypassed reports whether path needs no session. Paths that could smuggle a
 // different target past a prefix (dot segments, encoded slashes or dots,
-// doubled slashes) never bypass: they fail closed into the normal checks.
+// doubled slashes, control bytes) never bypass: they fail closed into the
+// normal checks.
 func (c *check) bypassed(path string) bool {
 	if len(c.p.Bypass) == 0 || !cleanPath(path) {
 		return false
@@ -167,6 +168,14 @@ func cleanPath(p string) bool {
 	}
 	if i := strings.IndexByte(p, '%'); i >= 0 {
 		return false
+	}
+	// Controls are not valid in a path, and URL parsers that drop them
+	// (WHATWG strips tabs and newlines) would read "/public/\t../admin"
+	// as a traversal out of the bypassed prefix.
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x20 || p[i] == 0x7f {
+			return false
+		}
 	}
 	return true
 }

@@ -9,6 +9,13 @@ import (
 // dropped from return URLs so that no token ever appears in a Location (S7).
 var tokenParams = [...]string{"access_token", "id_token", "refresh_token"}
 
+// maxReturnURL bounds the return URL. Login pages and browsers refuse far
+// shorter URLs anyway, and escaping grows a path up to fivefold in the
+// Location: unbounded, a long request path would inflate the denial past
+// what the gRPC transport sends, turning it into an error (which Envoy
+// answers with failure_mode_allow). A longer one becomes the host's root.
+const maxReturnURL = 4 << 10
+
 // ReturnURL rebuilds the URL the client asked for from the request's own
 // scheme, host and path — never from a client-supplied redirect parameter —
 // so that a login redirect can only ever bring the user back to this host
@@ -34,6 +41,9 @@ func ReturnURL(r *Request) string {
 	for len(p) > 1 && p[1] == '/' {
 		p = p[1:]
 	}
+	if len(p) > maxReturnURL {
+		p = "/"
+	}
 	var b strings.Builder
 	b.Grow(len(scheme) + 3 + len(host) + len(p))
 	b.WriteString(scheme)
@@ -46,6 +56,9 @@ func ReturnURL(r *Request) string {
 			b.WriteByte('?')
 			writeEscaped(&b, q)
 		}
+	}
+	if b.Len() > maxReturnURL {
+		return scheme + "://" + strings.ToLower(host) + "/"
 	}
 	return b.String()
 }

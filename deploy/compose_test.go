@@ -72,24 +72,24 @@ func TestCompose(t *testing.T) {
 	// Envoy runs compose/envoy.yaml (TestEnvoyExample validates it).
 	ev := svcs["envoy"]
 	i := slices.Index(ev.Command, "-c")
-	if i < 0 || i+1 >= len(ev.Command) || !slices.Contains(ev.binds(), mount{composeEnvoyConfig, ev.Command[i+1]}) {
-		t.Errorf("envoy: command %q with mounts %v, want -c on %s mounted", ev.Command, ev.binds(), composeEnvoyConfig)
+	if i < 0 || i+1 >= len(ev.Command) || !slices.Contains(ev.binds(), mount{composeEnvoy, ev.Command[i+1]}) {
+		t.Errorf("envoy: command %q with mounts %v, want -c on %s mounted", ev.Command, ev.binds(), composeEnvoy)
 	}
 	// Its clusters are the compose services, on the ports they listen on.
 	sg, up := svcs["sessiongate"], svcs["upstream"]
-	p := parts(t, composeEnvoyConfig, loadBootstrap(t, composeEnvoyConfig))
+	p := parts(t, composeEnvoy, loadBootstrap(t, composeEnvoy))
 	for cluster, want := range map[string]string{
 		sessiongateCluster: "sessiongate:" + port(t, sg.Environment["SESSIONGATE_GRPC_ADDR"]),
 		"app":              "upstream:" + up.Environment["PORT"],
 	} {
 		c := p.clusters[cluster]
 		if c == nil {
-			t.Errorf("%s: no cluster %q", composeEnvoyConfig, cluster)
+			t.Errorf("%s: no cluster %q", composeEnvoy, cluster)
 			continue
 		}
 		ep := endpoints(c)
 		if len(ep) != 1 || ep[0].GetAddress()+":"+strconv.Itoa(int(ep[0].GetPortValue())) != want {
-			t.Errorf("%s: cluster %s endpoints %v, want %s", composeEnvoyConfig, cluster, ep, want)
+			t.Errorf("%s: cluster %s endpoints %v, want %s", composeEnvoy, cluster, ep, want)
 		}
 	}
 	// Envoy starts once the image's HEALTHCHECK passes.
@@ -130,34 +130,32 @@ func composePolicies(t *testing.T, sg composeService) string {
 	return ""
 }
 
-// TestComposeServerHealthy starts the binary with the compose service's
-// environment and mounted policies and runs the Envoy cluster's gRPC health
-// check against it, as Envoy will in the trial.
+// TestComposeServerHealthy runs what the compose services run: Redis with
+// its command, and the binary with the sessiongate service's environment and
+// mounted policies, the store URL pointed at that Redis. Then it runs the
+// Envoy cluster's gRPC health check against it, as Envoy will.
 func TestComposeServerHealthy(t *testing.T) {
-	sg := loadCompose(t)["sessiongate"]
+	redisBin := requireExternal(t, "redis-server", "apt-get install redis-server")
+	svcs := loadCompose(t)
+	sg := svcs["sessiongate"]
+	redis := startRedis(t, redisBin, svcs["redis"].Command)
 	s := startServe(t, sg.Environment, map[string]string{
 		"SESSIONGATE_POLICIES": composePolicies(t, sg),
-		"SESSIONGATE_STORE":    "memory", // Redis is the store's tests' business
+		"SESSIONGATE_STORE":    withHost(t, sg.Environment["SESSIONGATE_STORE"], redis),
 	})
-	c := parts(t, composeEnvoyConfig, loadBootstrap(t, composeEnvoyConfig)).clusters[sessiongateCluster]
+	c := parts(t, composeEnvoy, loadBootstrap(t, composeEnvoy)).clusters[sessiongateCluster]
 	for _, hc := range c.GetHealthChecks() {
 		svc := hc.GetGrpcHealthCheck().GetServiceName()
-		if st := s.health(t, svc); st != healthpb.HealthCheckResponse_SERVING {
-			t.Errorf("Envoy's health check of %q: %v", svc, st)
+		if st, err := s.health(svc); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("Envoy's health check of %q: %v %v", svc, st, err)
 		}
 	}
-}
-
-// TestComposeRedisArgs starts redis-server with the compose command.
-func TestComposeRedisArgs(t *testing.T) {
-	bin := requireExternal(t, "redis-server", "redis-server")
-	startRedis(t, bin, loadCompose(t)["redis"].Command)
 }
 
 // TestComposeConfig has docker-compose itself validate the file against the
 // Compose schema (no Docker engine needed).
 func TestComposeConfig(t *testing.T) {
-	bin := requireExternal(t, "docker-compose", "docker-compose")
+	bin := requireExternal(t, "docker-compose", "apt-get install docker-compose")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--ansi", "never", "-f", composeFile, "config", "--quiet")

@@ -24,18 +24,16 @@ import (
 	"github.com/sessiongate/sessiongate/envoy"
 )
 
-// Envoy's own names for what the configuration wires.
+// What the Envoy configuration must name and respect.
 const (
-	extAuthzFilter       = "envoy.filters.http.ext_authz"
-	routerFilter         = "envoy.filters.http.router"
-	hcmFilter            = "envoy.filters.network.http_connection_manager"
-	httpProtocolOptions  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-	sessiongateCluster   = "sessiongate"
-	loginCallbackPath    = "/oauth2/callback"
-	minExtAuthzTimeout   = 250 * time.Millisecond
-	maxExtAuthzTimeout   = time.Second
-	composeEnvoyConfig   = "compose/envoy.yaml"
-	composeEnvoyMountDst = "/etc/envoy/envoy.yaml"
+	extAuthzFilter      = "envoy.filters.http.ext_authz"
+	routerFilter        = "envoy.filters.http.router"
+	hcmFilter           = "envoy.filters.network.http_connection_manager"
+	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	sessiongateCluster  = "sessiongate"
+	loginCallbackPath   = "/oauth2/callback"
+	minExtAuthzTimeout  = 250 * time.Millisecond
+	maxExtAuthzTimeout  = time.Second
 )
 
 // loadBootstrap reads an Envoy configuration file strictly: unknown fields
@@ -140,7 +138,7 @@ func parts(t *testing.T, path string, b *bootstrapv3.Bootstrap) envoyParts {
 }
 
 func TestEnvoyExample(t *testing.T) {
-	for _, path := range []string{envoyExample, composeEnvoyConfig} {
+	for _, path := range []string{envoyExample, composeEnvoy} {
 		t.Run(path, func(t *testing.T) { checkEnvoy(t, path) })
 	}
 }
@@ -235,7 +233,7 @@ func endpoints(c *clusterv3.Cluster) []*corev3.SocketAddress {
 // TestEnvoyAdminLoopback: Envoy's admin interface can stop it and dump its
 // configuration, so it never listens beyond loopback.
 func TestEnvoyAdminLoopback(t *testing.T) {
-	for _, path := range []string{envoyExample, composeEnvoyConfig} {
+	for _, path := range []string{envoyExample, composeEnvoy} {
 		if a := loadBootstrap(t, path).GetAdmin().GetAddress().GetSocketAddress().GetAddress(); a != "127.0.0.1" && a != "::1" {
 			t.Errorf("%s: admin listens on %q, want loopback", path, a)
 		}
@@ -245,7 +243,7 @@ func TestEnvoyAdminLoopback(t *testing.T) {
 // TestComposeEnvoyMatchesExample keeps the two Envoy files from drifting:
 // they may differ only in the addresses of the cluster endpoints.
 func TestComposeEnvoyMatchesExample(t *testing.T) {
-	example, compose := loadBootstrap(t, envoyExample), loadBootstrap(t, composeEnvoyConfig)
+	example, compose := loadBootstrap(t, envoyExample), loadBootstrap(t, composeEnvoy)
 	for _, b := range []*bootstrapv3.Bootstrap{example, compose} {
 		for _, c := range b.GetStaticResources().GetClusters() {
 			for _, sa := range endpoints(c) {
@@ -254,6 +252,6 @@ func TestComposeEnvoyMatchesExample(t *testing.T) {
 		}
 	}
 	if !proto.Equal(example, compose) {
-		t.Errorf("%s and %s differ beyond endpoint addresses", envoyExample, composeEnvoyConfig)
+		t.Errorf("%s and %s differ beyond endpoint addresses", envoyExample, composeEnvoy)
 	}
 }

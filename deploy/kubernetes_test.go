@@ -1,329 +1,79 @@
 package deploy
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
-	"go.yaml.in/yaml/v3"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// The manifests are checked with small structs of the fields that matter;
-// no Kubernetes library is needed to read YAML.
-
-type meta struct {
-	Name      string            `yaml:"name"`
-	Namespace string            `yaml:"namespace"`
-	Labels    map[string]string `yaml:"labels"`
-}
-
-type selector struct {
-	MatchLabels map[string]string `yaml:"matchLabels"`
-}
-
-// intOrString is a port or count written either as a number or a name.
-type intOrString string
-
-func (v *intOrString) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a number or a name", n.Line)
-	}
-	*v = intOrString(n.Value)
-	return nil
-}
-
-type probe struct {
-	HTTPGet *struct {
-		Path string      `yaml:"path"`
-		Port intOrString `yaml:"port"`
-	} `yaml:"httpGet"`
-	GRPC *struct {
-		Port    int     `yaml:"port"`
-		Service *string `yaml:"service"`
-	} `yaml:"grpc"`
-	TCPSocket *struct {
-		Port intOrString `yaml:"port"`
-	} `yaml:"tcpSocket"`
-	Exec *struct {
-		Command []string `yaml:"command"`
-	} `yaml:"exec"`
-}
-
-type containerPort struct {
-	Name          string `yaml:"name"`
-	ContainerPort int    `yaml:"containerPort"`
-}
-
-type container struct {
-	Name    string   `yaml:"name"`
-	Image   string   `yaml:"image"`
-	Command []string `yaml:"command"`
-	Args    []string `yaml:"args"`
-	Env     []struct {
-		Name  string `yaml:"name"`
-		Value string `yaml:"value"`
-	} `yaml:"env"`
-	Ports          []containerPort `yaml:"ports"`
-	ReadinessProbe *probe          `yaml:"readinessProbe"`
-	LivenessProbe  *probe          `yaml:"livenessProbe"`
-	Resources      struct {
-		Requests map[string]string `yaml:"requests"`
-		Limits   map[string]string `yaml:"limits"`
-	} `yaml:"resources"`
-	SecurityContext struct {
-		AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
-		ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
-		RunAsNonRoot             *bool `yaml:"runAsNonRoot"`
-		Capabilities             struct {
-			Drop []string `yaml:"drop"`
-			Add  []string `yaml:"add"`
-		} `yaml:"capabilities"`
-	} `yaml:"securityContext"`
-	VolumeMounts []struct {
-		Name      string `yaml:"name"`
-		MountPath string `yaml:"mountPath"`
-		ReadOnly  bool   `yaml:"readOnly"`
-	} `yaml:"volumeMounts"`
-}
-
-// env returns the container's literal environment.
-func (c *container) env() map[string]string {
-	m := map[string]string{}
-	for _, e := range c.Env {
-		m[e.Name] = e.Value
-	}
-	return m
-}
-
-// port resolves a probe or Service target port (name or number).
-func (c *container) port(p intOrString) (containerPort, bool) {
-	for _, cp := range c.Ports {
-		if cp.Name == string(p) || strconv.Itoa(cp.ContainerPort) == string(p) {
-			return cp, true
-		}
-	}
-	return containerPort{}, false
-}
-
-type podSpec struct {
-	AutomountServiceAccountToken *bool `yaml:"automountServiceAccountToken"`
-	EnableServiceLinks           *bool `yaml:"enableServiceLinks"`
-	SecurityContext              struct {
-		RunAsNonRoot   *bool `yaml:"runAsNonRoot"`
-		RunAsUser      *int  `yaml:"runAsUser"`
-		SeccompProfile struct {
-			Type string `yaml:"type"`
-		} `yaml:"seccompProfile"`
-	} `yaml:"securityContext"`
-	Containers []container `yaml:"containers"`
-	Volumes    []struct {
-		Name      string `yaml:"name"`
-		ConfigMap *struct {
-			Name string `yaml:"name"`
-		} `yaml:"configMap"`
-	} `yaml:"volumes"`
-}
-
-// workload is a Deployment or a StatefulSet.
-type workload struct {
-	Spec struct {
-		Replicas *int     `yaml:"replicas"`
-		Selector selector `yaml:"selector"`
-		Template struct {
-			Metadata meta    `yaml:"metadata"`
-			Spec     podSpec `yaml:"spec"`
-		} `yaml:"template"`
-	} `yaml:"spec"`
-}
-
-type service struct {
-	Spec struct {
-		Selector map[string]string `yaml:"selector"`
-		Ports    []struct {
-			Name        string      `yaml:"name"`
-			Port        int         `yaml:"port"`
-			TargetPort  intOrString `yaml:"targetPort"`
-			AppProtocol string      `yaml:"appProtocol"`
-		} `yaml:"ports"`
-	} `yaml:"spec"`
-}
-
-// object is one manifest: its kind and name, and the document to decode
-// into the kind's struct.
-type object struct {
-	file       string
-	line       int
-	APIVersion string `yaml:"apiVersion"`
-	Kind       string `yaml:"kind"`
-	Metadata   meta   `yaml:"metadata"`
-	node       *yaml.Node
-}
-
-func (o object) String() string {
-	return fmt.Sprintf("%s:%d: %s/%s", o.file, o.line, o.Kind, o.Metadata.Name)
-}
-
-func (o object) decode(t *testing.T, v any) {
-	t.Helper()
-	if err := o.node.Decode(v); err != nil {
-		t.Fatalf("%v: %v", o, err)
-	}
-}
-
-// cluster is every manifest of deploy/kubernetes, as kustomize would apply it.
-type cluster struct {
-	namespace string
-	image     string // the image name kustomize rewrites
-	objects   []object
-	// configMaps are the generated ConfigMaps: name → key → content.
-	configMaps map[string]map[string]string
-}
-
-func loadCluster(t *testing.T) *cluster {
-	t.Helper()
-	var k struct {
-		Namespace string   `yaml:"namespace"`
-		Resources []string `yaml:"resources"`
-		Images    []struct {
-			Name string `yaml:"name"`
-		} `yaml:"images"`
-		ConfigMapGenerator []struct {
-			Name    string   `yaml:"name"`
-			Files   []string `yaml:"files"`
-			Options struct {
-				DisableNameSuffixHash bool `yaml:"disableNameSuffixHash"`
-			} `yaml:"options"`
-		} `yaml:"configMapGenerator"`
-	}
-	kpath := filepath.Join(kubernetesDir, "kustomization.yaml")
-	if err := yamlDocs(t, kpath)[0].Decode(&k); err != nil {
-		t.Fatalf("%s: %v", kpath, err)
-	}
-	// Every manifest of the directory is a resource of the kustomization, and
-	// every resource exists: nothing is silently left out of `apply -k`.
-	files, err := filepath.Glob(filepath.Join(kubernetesDir, "*.yaml"))
+// TestKustomizeBuild renders the manifests with kustomize itself (kubectl
+// kustomize, no cluster needed) and checks that it yields exactly what the
+// other tests read from the files: the same objects, all in the namespace,
+// the policies' ConfigMap, and the rewritten image.
+func TestKustomizeBuild(t *testing.T) {
+	kubectl := requireExternal(t, "kubectl", "kubectl 1.27 or later, for kustomize v5; part of the project's machine image")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kubectl, "kustomize", kubernetesDir).Output()
 	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v", kubernetesDir, err)
+	}
+	rendered := filepath.Join(t.TempDir(), "rendered.yaml")
+	if err := os.WriteFile(rendered, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var want []string
-	for _, f := range files {
-		if f != kpath {
-			want = append(want, filepath.Base(f))
-		}
-	}
-	if got := slices.Sorted(slices.Values(k.Resources)); !slices.Equal(got, want) {
-		t.Errorf("%s: resources %v, want the directory's manifests %v", kpath, got, want)
-	}
-	if len(k.Images) != 1 {
-		t.Fatalf("%s: want one images entry for sessiongate, got %d", kpath, len(k.Images))
-	}
-	c := &cluster{namespace: k.Namespace, image: k.Images[0].Name, configMaps: map[string]map[string]string{}}
-	for _, g := range k.ConfigMapGenerator {
-		// A hash suffix would turn every policy change into a rollout
-		// instead of a hot reload.
-		if !g.Options.DisableNameSuffixHash {
-			t.Errorf("%s: configMapGenerator %s: want options.disableNameSuffixHash: true", kpath, g.Name)
-		}
-		data := map[string]string{}
-		for _, f := range g.Files {
-			b, err := os.ReadFile(filepath.Join(kubernetesDir, f))
-			if err != nil {
-				t.Fatalf("%s: configMapGenerator %s: %v", kpath, g.Name, err)
-			}
-			data[filepath.Base(f)] = string(b)
-		}
-		c.configMaps[g.Name] = data
-	}
-	for _, r := range k.Resources {
-		path := filepath.Join(kubernetesDir, r)
-		for _, n := range yamlDocs(t, path) {
-			o := object{file: path, line: n.Line, node: n}
-			if err := n.Decode(&o); err != nil {
-				t.Fatalf("%s:%d: %v", path, n.Line, err)
-			}
-			if o.APIVersion == "" || o.Kind == "" || o.Metadata.Name == "" {
-				t.Errorf("%v: want apiVersion, kind and metadata.name", o)
-			}
-			if o.Metadata.Namespace != "" && o.Metadata.Namespace != c.namespace {
-				t.Errorf("%v: namespace %q, but the kustomization puts everything in %q", o, o.Metadata.Namespace, c.namespace)
-			}
-			c.objects = append(c.objects, o)
-		}
-	}
-	return c
-}
-
-// get returns the object of kind and name, failing the test without one.
-func (c *cluster) get(t *testing.T, kind, name string) object {
-	t.Helper()
+	c := loadCluster(t)
+	want := map[string]bool{"ConfigMap/" + k8sPolicies: true}
 	for _, o := range c.objects {
-		if o.Kind == kind && o.Metadata.Name == name {
-			return o
+		want[o.Kind+"/"+o.Metadata.Name] = true
+	}
+	for _, n := range yamlDocs(t, rendered) {
+		var o struct {
+			Kind     string            `yaml:"kind"`
+			Metadata meta              `yaml:"metadata"`
+			Data     map[string]string `yaml:"data"`
+			Spec     struct {
+				Template struct {
+					Spec podSpec `yaml:"spec"`
+				} `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		if err := n.Decode(&o); err != nil {
+			t.Fatal(err)
+		}
+		id := o.Kind + "/" + o.Metadata.Name
+		if !want[id] {
+			t.Errorf("kustomize renders %s, which the files do not declare (or twice)", id)
+		}
+		delete(want, id)
+		if o.Kind != "Namespace" && o.Metadata.Namespace != c.namespace {
+			t.Errorf("kustomize renders %s in namespace %q, want %q", id, o.Metadata.Namespace, c.namespace)
+		}
+		if id == "ConfigMap/"+k8sPolicies && !maps.Equal(o.Data, c.configMaps[k8sPolicies]) {
+			t.Errorf("kustomize renders ConfigMap %s with keys %v, want the policy files", k8sPolicies, slices.Sorted(maps.Keys(o.Data)))
+		}
+		if id == "Deployment/"+k8sName {
+			if img := o.Spec.Template.Spec.Containers[0].Image; img != c.imageRef {
+				t.Errorf("kustomize renders image %q, want %q", img, c.imageRef)
+			}
 		}
 	}
-	t.Fatalf("%s: no %s %q", kubernetesDir, kind, name)
-	return object{}
+	for id := range want {
+		t.Errorf("kustomize does not render %s", id)
+	}
 }
-
-func (c *cluster) all(kind string) []object {
-	var out []object
-	for _, o := range c.objects {
-		if o.Kind == kind {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-// podsOf returns the workload whose pod template labels match sel.
-func (c *cluster) podsOf(t *testing.T, sel map[string]string) (object, workload) {
-	t.Helper()
-	var found []object
-	var w workload
-	for _, o := range c.objects {
-		if o.Kind != "Deployment" && o.Kind != "StatefulSet" {
-			continue
-		}
-		var cand workload
-		o.decode(t, &cand)
-		if matches(sel, cand.Spec.Template.Metadata.Labels) {
-			found, w = append(found, o), cand
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("selector %v matches the pods of %v, want exactly one workload", sel, found)
-	}
-	return found[0], w
-}
-
-func matches(sel, labels map[string]string) bool {
-	if len(sel) == 0 {
-		return false
-	}
-	for k, v := range sel {
-		if labels[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
-// The names the sessiongate manifests use.
-const (
-	k8sName         = "sessiongate"
-	k8sRedis        = "sessiongate-redis"
-	k8sPolicies     = "sessiongate-policies"
-	k8sGRPCPortName = "grpc"
-	k8sHTTPPortName = "http"
-)
 
 func TestKubernetesKinds(t *testing.T) {
 	c := loadCluster(t)
@@ -533,14 +283,6 @@ func TestKubernetesDeployment(t *testing.T) {
 	}
 }
 
-func atoi(s string) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
 // checkRedisURL: SESSIONGATE_STORE is redis://SERVICE:PORT of the Redis
 // Service here, whose port reaches the Redis container.
 func checkRedisURL(t *testing.T, c *cluster, store string) {
@@ -561,21 +303,6 @@ func checkRedisURL(t *testing.T, c *cluster, store string) {
 	if u.Hostname() != k8sRedis {
 		t.Errorf("SESSIONGATE_STORE=%q, want the Service %s", store, k8sRedis)
 	}
-}
-
-// bytesOf parses a Kubernetes memory quantity (512Mi) or a GOMEMLIMIT
-// (450MiB).
-func bytesOf(s string) (int64, error) {
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}} {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			v, err := strconv.ParseInt(n, 10, 64)
-			return v * u.mult, err
-		}
-	}
-	return strconv.ParseInt(s, 10, 64)
 }
 
 // TestKubernetesNetworkPolicy: only sessiongate's pods reach Redis, on the
@@ -610,30 +337,6 @@ func TestKubernetesNetworkPolicy(t *testing.T) {
 			t.Errorf("NetworkPolicy %s: port %q is not a port of the Redis container", k8sRedis, p.Port)
 		}
 	}
-}
-
-// writeConfigMapMount lays out a ConfigMap's data the way the kubelet
-// mounts it: the files in a timestamped directory, a ..data symlink to it,
-// and one symlink per key through ..data.
-func writeConfigMapMount(t *testing.T, data map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	ts := "..2026_01_02_03_04_05.000000001"
-	if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range data {
-		if err := os.WriteFile(filepath.Join(dir, ts, k), []byte(v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(filepath.Join("..data", k), filepath.Join(dir, k)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Symlink(ts, filepath.Join(dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // policiesConfigMap returns the policies' ConfigMap data. Every file of
@@ -678,15 +381,22 @@ func TestKubernetesPolicies(t *testing.T) {
 	}
 }
 
-// TestKubernetesProbesAgainstServer starts the binary with the Deployment's
-// environment and the ConfigMap mounted as the kubelet would, and asks it
-// what the probes ask. The store becomes the embedded one: Redis is the
-// store's own tests' business; the probes' ports and paths are this one's.
+// TestKubernetesProbesAgainstServer runs what the manifests run: Redis with
+// the StatefulSet's arguments, and the binary with the Deployment's
+// environment, the ConfigMap mounted as the kubelet would and the store URL
+// pointed at that Redis. Then it asks what the probes ask.
 func TestKubernetesProbesAgainstServer(t *testing.T) {
+	redisBin := requireExternal(t, "redis-server", "apt-get install redis-server")
 	c := loadCluster(t)
 	_, ct := sessiongateDeployment(t, c)
-	dir := writeConfigMapMount(t, policiesConfigMap(t, c))
-	s := startServe(t, ct.env(), map[string]string{"SESSIONGATE_POLICIES": dir, "SESSIONGATE_STORE": "memory"})
+	var rw workload
+	c.get(t, "StatefulSet", k8sRedis).decode(t, &rw)
+	redis := startRedis(t, redisBin, rw.Spec.Template.Spec.Containers[0].Args)
+	env := ct.env()
+	s := startServe(t, env, map[string]string{
+		"SESSIONGATE_POLICIES": writeConfigMapMount(t, policiesConfigMap(t, c)),
+		"SESSIONGATE_STORE":    withHost(t, env["SESSIONGATE_STORE"], redis),
+	})
 
 	// Where each declared container port listens in this test.
 	listener := map[int]string{}
@@ -696,6 +406,8 @@ func TestKubernetesProbesAgainstServer(t *testing.T) {
 	}
 	for name, p := range map[string]*probe{"readinessProbe": ct.ReadinessProbe, "livenessProbe": ct.LivenessProbe} {
 		switch {
+		case p == nil:
+			t.Errorf("no %s", name)
 		case p.HTTPGet != nil:
 			if cp, _ := ct.port(p.HTTPGet.Port); listener[cp.ContainerPort] != s.httpAddr {
 				t.Errorf("%s: httpGet on port %q, which is not the HTTP listener", name, p.HTTPGet.Port)
@@ -714,8 +426,8 @@ func TestKubernetesProbesAgainstServer(t *testing.T) {
 			if p.GRPC.Service != nil {
 				svc = *p.GRPC.Service
 			}
-			if st := s.health(t, svc); st != healthpb.HealthCheckResponse_SERVING {
-				t.Errorf("%s: grpc health %q: %v", name, svc, st)
+			if st, err := s.health(svc); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+				t.Errorf("%s: grpc health %q: %v %v", name, svc, st, err)
 			}
 		default:
 			t.Errorf("%s: want an httpGet or grpc probe the server answers", name)
@@ -727,20 +439,10 @@ func TestKubernetesProbesAgainstServer(t *testing.T) {
 	}
 }
 
-// TestRedisArgs starts redis-server with the arguments the manifests give
-// it (on a free loopback port and a temporary directory) and PINGs it.
-func TestRedisArgs(t *testing.T) {
-	bin := requireExternal(t, "redis-server", "redis-server")
-	c := loadCluster(t)
-	var w workload
-	c.get(t, "StatefulSet", k8sRedis).decode(t, &w)
-	startRedis(t, bin, w.Spec.Template.Spec.Containers[0].Args)
-}
-
 // startRedis runs argv (redis-server and its options) with a loopback port
-// and a temporary directory appended, which override any given before, and
-// checks that it answers PING.
-func startRedis(t *testing.T, bin string, argv []string) {
+// and a temporary directory appended, which override any given before,
+// waits until it answers PING and returns its address.
+func startRedis(t *testing.T, bin string, argv []string) string {
 	t.Helper()
 	if len(argv) == 0 || argv[0] != "redis-server" {
 		t.Fatalf("redis command %q, want redis-server OPTIONS", argv)
@@ -748,7 +450,20 @@ func startRedis(t *testing.T, bin string, argv []string) {
 	p := freePort(t)
 	args := append(append([]string(nil), argv[1:]...), "--port", p, "--bind", "127.0.0.1", "--dir", t.TempDir())
 	r := startProcess(t, cleanEnv(nil), bin, args...)
-	if err := waitPing(net.JoinHostPort("127.0.0.1", p), r); err != nil {
+	addr := net.JoinHostPort("127.0.0.1", p)
+	if err := waitPing(addr, r); err != nil {
 		t.Fatalf("redis-server %q: %v\n%s", args, err, r.output())
 	}
+	return addr
+}
+
+// withHost returns the store URL with its host and port replaced by addr.
+func withHost(t *testing.T, store, addr string) string {
+	t.Helper()
+	u, err := url.Parse(store)
+	if err != nil {
+		t.Fatalf("SESSIONGATE_STORE=%q: %v", store, err)
+	}
+	u.Host = addr
+	return u.String()
 }

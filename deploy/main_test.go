@@ -31,6 +31,7 @@ const (
 	envoyExample   = "../envoy/examples/envoy.yaml"
 	kubernetesDir  = "kubernetes"
 	composeFile    = "compose/compose.yaml"
+	composeEnvoy   = "compose/envoy.yaml"
 	istioDir       = "istio"
 )
 
@@ -198,16 +199,22 @@ func startServe(t *testing.T, env, override map[string]string) *server {
 	merged["SESSIONGATE_GRPC_ADDR"] = s.grpcAddr
 	merged["SESSIONGATE_HTTP_ADDR"] = s.httpAddr
 	s.process = startProcess(t, cleanEnv(merged), binPath, "serve")
+	// /readyz checks afresh, gRPC health follows it once a second: wait for
+	// both, as Kubernetes and Envoy each ask one of them.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		code, _, err := s.get("/readyz")
+		st := healthpb.HealthCheckResponse_UNKNOWN
+		if err == nil {
+			st, err = s.health("")
+		}
 		switch {
-		case err == nil && code == http.StatusOK:
+		case err == nil && code == http.StatusOK && st == healthpb.HealthCheckResponse_SERVING:
 			return s
 		case s.exited():
 			t.Fatalf("sessiongate serve exited before it was ready:\n%s", s.output())
 		case time.Now().After(deadline):
-			t.Fatalf("sessiongate serve not ready within 15s (last: %d %v):\n%s", code, err, s.output())
+			t.Fatalf("sessiongate serve not ready within 15s (/readyz %d, health %v, %v):\n%s", code, st, err, s.output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -263,31 +270,27 @@ func (s *server) get(path string) (int, string, error) {
 }
 
 // health asks grpc.health.v1 about service on the gRPC listener.
-func (s *server) health(t *testing.T, service string) healthpb.HealthCheckResponse_ServingStatus {
-	t.Helper()
+func (s *server) health(service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
 	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
-	if err != nil {
-		t.Fatalf("grpc health %q: %v", service, err)
-	}
-	return resp.GetStatus()
+	return resp.GetStatus(), err
 }
 
 // requireExternal skips a test whose external binary is missing, unless
 // SESSIONGATE_REQUIRE_EXTERNAL=1 (CI), where it fails.
-func requireExternal(t *testing.T, name, debianPackage string) string {
+func requireExternal(t *testing.T, name, install string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err == nil {
 		return p
 	}
-	msg := fmt.Sprintf("%s not found (Debian package %s): %v", name, debianPackage, err)
+	msg := fmt.Sprintf("%s not found (%s): %v", name, install, err)
 	if os.Getenv("SESSIONGATE_REQUIRE_EXTERNAL") == "1" {
 		t.Fatal(msg)
 	}

@@ -5,6 +5,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/sessiongate/sessiongate/authz"
 )
 
 func BenchmarkToRequest(b *testing.B) {
@@ -33,5 +35,23 @@ func BenchmarkToResponse(b *testing.B) {
 				ToResponse(&d.d)
 			}
 		})
+	}
+}
+
+func benchDecisions() []struct {
+	name string
+	d    authz.Decision
+} {
+	return []struct {
+		name string
+		d    authz.Decision
+	}{
+		{"allow", authz.Decision{Allow: true, Policy: "app", User: "alice@example.com",
+			SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600, ExpiresIn: -1}},
+		{"allow-new-session", authz.Decision{Allow: true, Policy: "app", User: "alice@example.com",
+			SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600, ExpiresIn: -1,
+			SetCookie: []string{"__Host-sessiongate=0123456789abcdefghijklmnopqrstuv; Path=/; Max-Age=28800; Secure; HttpOnly; SameSite=Lax"}}},
+		{"deny-302", authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 302, ExpiresIn: -1,
+			Location: "https://login.example.com/start?rd=https%3A%2F%2Fapp.example.com%2Fapp%2Forders%3Fpage%3D2"}},
 	}
 }

@@ -68,7 +68,7 @@ func ServerOptions() []grpc.ServerOption {
 
 // NewServer builds the gRPC server with ServerOptions and then opts.
 func NewServer(c Checker, opts ...grpc.ServerOption) *Server {
-	g := grpc.NewServer(append(append(ServerOptions(), grpc.ForceServerCodecV2(newVTCodec())), opts...)...)
+	g := grpc.NewServer(append(ServerOptions(), opts...)...)
 	h := health.NewServer()
 	authv3.RegisterAuthorizationServer(g, NewService(c))
 	healthpb.RegisterHealthServer(g, h)

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +37,14 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// These tests mostly wait (for timeouts to pass, processes to start):
+	// run more of them at once than there are CPUs, unless told otherwise.
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit && runtime.GOMAXPROCS(0) < 8 {
+		_ = flag.Set("test.parallel", "8")
+	}
 	os.Exit(runMain(m))
 }
 

@@ -245,9 +245,9 @@ func TestRedisStoreURLErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ store, want string }{
-		{"redis://:hunter2@cache:6379/x", `database "x"`},
+		{"redis://:hunter2@cache:6379/x", "is not a number"},
 		{"postgres://cache", "want memory, or a redis://"},
-		{"redis+cluster://a:1?bogus=1", `unknown parameter "bogus"`},
+		{"redis+cluster://a:1?bogus=1", "unknown parameter"},
 	} {
 		_, stderr, code := runBin(t, "serve", "--policies", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--store", tc.store)
 		if code == 0 || !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "hunter2") {

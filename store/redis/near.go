@@ -243,9 +243,7 @@ func (n *nearCache) touch(k string, t authz.Touch, now int64) (s authz.Session, 
 		return e.session, true
 	}
 	old := e.session
-	e.session.LastActivity = max(e.session.LastActivity, t.LastActivity)
-	e.session.SignIn = max(e.session.SignIn, t.SignIn)
-	e.session.KeepUntil = max(e.session.KeepUntil, t.KeepUntil)
+	advance(&e.session, t)
 	if e.session != old {
 		if err := n.put(i, n.live, k, e, now); err != nil {
 			return authz.Session{}, false
@@ -280,8 +278,14 @@ func (n *nearCache) touchLocal(k string, t authz.Touch, now int64) (s authz.Sess
 	if e.session.Ended() {
 		return e.session, true, nil
 	}
-	e.session.LastActivity = max(e.session.LastActivity, t.LastActivity)
-	e.session.SignIn = max(e.session.SignIn, t.SignIn)
-	e.session.KeepUntil = max(e.session.KeepUntil, t.KeepUntil)
+	advance(&e.session, t)
 	return e.session, true, n.put(i, n.local, k, e, now)
+}
+
+// advance applies an activity update to a live session record: each time
+// only grows (authz.Store.Touch).
+func advance(r *authz.Session, t authz.Touch) {
+	r.LastActivity = max(r.LastActivity, t.LastActivity)
+	r.SignIn = max(r.SignIn, t.SignIn)
+	r.KeepUntil = max(r.KeepUntil, t.KeepUntil)
 }

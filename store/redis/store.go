@@ -23,6 +23,7 @@ package redisstore
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,7 +82,7 @@ type Store struct {
 	down atomic.Bool
 
 	pendingMu sync.Mutex
-	pending   map[string]pendingTouch // coalesced activity, by session key
+	pending   map[string]authz.Touch // coalesced activity, by session key
 
 	queueMu     sync.Mutex
 	queue       []queuedEnd // ends decided by the fallback, oldest first
@@ -97,11 +98,6 @@ var (
 	_ authz.Store         = (*Store)(nil)
 	_ authz.FallbackStore = (*Store)(nil)
 )
-
-type pendingTouch struct {
-	policy, id string
-	t          authz.Touch
-}
 
 type queuedEnd struct {
 	policy, id string
@@ -148,7 +144,7 @@ func New(c redis.UniversalClient, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis store: near cache: %w", err)
 	}
-	s := &Store{c: c, o: o, channel: o.Prefix + ":changes", near: near, log: o.Logger, pending: map[string]pendingTouch{}}
+	s := &Store{c: c, o: o, channel: o.Prefix + ":changes", near: near, log: o.Logger, pending: map[string]authz.Touch{}}
 	s.setErr("connecting")
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -229,18 +225,19 @@ func (s *Store) sessionKey(policy, id string) string {
 }
 
 func (s *Store) scopeKey(policy string, d authz.Digest) string {
-	const hexDigits = "0123456789abcdef"
-	var h [32]byte
-	for i, b := range d {
-		h[2*i], h[2*i+1] = hexDigits[b>>4], hexDigits[b&15]
-	}
-	return s.o.Prefix + ":c:" + policy + "/" + string(h[:])
+	return s.o.Prefix + ":c:" + policy + "/" + hex.EncodeToString(d[:])
 }
 
-// unavailable wraps a failure to reach Redis, and marks Redis down.
+// unavailable wraps a failure to reach Redis, and marks Redis down, unless
+// the caller gave up (Envoy's timeout, a cancelled request): that says
+// nothing about Redis, and must not fail everyone else's requests.
 func (s *Store) unavailable(op string, err error) error {
-	s.down.Store(true)
-	return fmt.Errorf("%w: redis store: %s: %v", authz.ErrStoreUnavailable, op, err)
+	wrapped := fmt.Errorf("%w: redis store: %s: %v", authz.ErrStoreUnavailable, op, err)
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		s.setErr(wrapped.Error())
+		s.down.Store(true)
+	}
+	return wrapped
 }
 
 // isDown fails a command at once while Redis is known to be down.
@@ -301,7 +298,7 @@ func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest)
 	}
 	var lk authz.Lookup
 	if sc != nil {
-		e, found, err := s.decodeReply(sc)
+		e, found, err := s.decodeReply(sc, false)
 		if err != nil {
 			return authz.Lookup{}, err
 		}
@@ -311,7 +308,7 @@ func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest)
 			lk.Session, lk.SessionFound = e.session, true
 		}
 	}
-	e, found, err := s.decodeReply(cc)
+	e, found, err := s.decodeReply(cc, true)
 	if err != nil {
 		return authz.Lookup{}, err
 	}
@@ -322,7 +319,9 @@ func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest)
 	return lk, nil
 }
 
-func (s *Store) decodeReply(cmd *redis.StringCmd) (entry, bool, error) {
+// decodeReply decodes a GET of a scope or a session record. Errors never
+// name the key: a session key holds the session id, the cookie's value.
+func (s *Store) decodeReply(cmd *redis.StringCmd, scope bool) (entry, bool, error) {
 	b, err := cmd.Bytes()
 	if errors.Is(err, redis.Nil) {
 		return entry{}, false, nil
@@ -331,8 +330,15 @@ func (s *Store) decodeReply(cmd *redis.StringCmd) (entry, bool, error) {
 		return entry{}, false, s.unavailable("load", err)
 	}
 	e, err := decode(b)
+	if err == nil && e.isScope != scope {
+		err = authz.ErrCorruptRecord
+	}
 	if err != nil {
-		return entry{}, false, fmt.Errorf("redis store: %s: %w", cmd.Args()[1], err)
+		what := "session"
+		if scope {
+			what = "scope"
+		}
+		return entry{}, false, fmt.Errorf("redis store: load: %s record: %w", what, err)
 	}
 	return e, true, nil
 }
@@ -362,9 +368,7 @@ func (s *Store) overlayPending(k string, r *authz.Session) {
 	p, ok := s.pending[k]
 	s.pendingMu.Unlock()
 	if ok && !r.Ended() {
-		r.LastActivity = max(r.LastActivity, p.t.LastActivity)
-		r.SignIn = max(r.SignIn, p.t.SignIn)
-		r.KeepUntil = max(r.KeepUntil, p.t.KeepUntil)
+		advance(r, p)
 	}
 }
 
@@ -400,7 +404,7 @@ func (s *Store) scopeChange(ctx context.Context, ck string, endedAt, keepUntil i
 	}
 	var st authz.ScopeState
 	if err := st.UnmarshalBinary([]byte(b)); err != nil {
-		return authz.ScopeState{}, fmt.Errorf("redis store: %s: %w", ck, err)
+		return authz.ScopeState{}, fmt.Errorf("redis store: scope record: %w", err)
 	}
 	return st, nil
 }
@@ -414,7 +418,7 @@ func (s *Store) Touch(ctx context.Context, policy, id string, t authz.Touch) (au
 	if s.trusted() {
 		if r, ok := s.near.touch(k, t, now); ok {
 			if !r.Ended() {
-				s.pend(k, pendingTouch{policy: policy, id: id, t: t})
+				s.pend(k, t)
 			}
 			return r, true, nil
 		}
@@ -438,15 +442,15 @@ func (s *Store) Touch(ctx context.Context, policy, id string, t authz.Touch) (au
 	return r, true, nil
 }
 
-func (s *Store) pend(k string, p pendingTouch) {
+func (s *Store) pend(k string, t authz.Touch) {
 	s.pendingMu.Lock()
 	defer s.pendingMu.Unlock()
 	if old, ok := s.pending[k]; ok {
-		p.t.LastActivity = max(p.t.LastActivity, old.t.LastActivity)
-		p.t.SignIn = max(p.t.SignIn, old.t.SignIn)
-		p.t.KeepUntil = max(p.t.KeepUntil, old.t.KeepUntil)
+		t.LastActivity = max(t.LastActivity, old.LastActivity)
+		t.SignIn = max(t.SignIn, old.SignIn)
+		t.KeepUntil = max(t.KeepUntil, old.KeepUntil)
 	}
-	s.pending[k] = p
+	s.pending[k] = t
 }
 
 // End implements authz.Store in two atomic steps, each a script on one key
@@ -526,7 +530,7 @@ func (s *Store) flush(ctx context.Context) {
 		s.pendingMu.Unlock()
 		return
 	}
-	s.pending = make(map[string]pendingTouch, len(batch))
+	s.pending = make(map[string]authz.Touch, len(batch))
 	s.pendingMu.Unlock()
 
 	ctx, cancel := context.WithTimeout(ctx, max(s.o.FlushInterval, time.Second))
@@ -534,9 +538,9 @@ func (s *Store) flush(ctx context.Context) {
 	keys := make([]string, 0, len(batch))
 	cmds := make([]*redis.Cmd, 0, len(batch))
 	_, _ = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for k, pt := range batch {
+		for k, t := range batch {
 			keys = append(keys, k)
-			cmds = append(cmds, touchScript.EvalSha(ctx, p, []string{k}, pt.t.LastActivity, pt.t.SignIn, pt.t.KeepUntil))
+			cmds = append(cmds, touchScript.EvalSha(ctx, p, []string{k}, t.LastActivity, t.SignIn, t.KeepUntil))
 		}
 		return nil
 	})
@@ -545,8 +549,8 @@ func (s *Store) flush(ctx context.Context) {
 		err := cmd.Err()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// A node that restarted or never ran the script: once with EVAL.
-			pt := batch[keys[i]]
-			err = touchScript.Run(ctx, s.c, []string{keys[i]}, pt.t.LastActivity, pt.t.SignIn, pt.t.KeepUntil).Err()
+			t := batch[keys[i]]
+			err = touchScript.Run(ctx, s.c, []string{keys[i]}, t.LastActivity, t.SignIn, t.KeepUntil).Err()
 		}
 		if err == nil || errors.Is(err, redis.Nil) {
 			continue

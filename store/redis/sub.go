@@ -64,6 +64,11 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 		return fmt.Errorf("subscribe: unexpected %T", msg)
 	}
 	s.down.Store(false)
+	// A restarted Redis has forgotten the scripts; the flush pipeline,
+	// which cannot fall back to EVAL, needs them.
+	if err := touchScript.Load(ctx, s.c).Err(); err != nil {
+		return fmt.Errorf("script load: %w", err)
+	}
 	// Every change published from now on reaches this replica. Changes
 	// before now may have been missed: the live tier is forgotten, after
 	// the fallback's ends are in Redis, where the next reads will look.

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ func BenchmarkDecision(b *testing.B) {
 		g := newGate(b, nil, 0)
 		r := envoy.ToRequest(g.signIn(b, "alice"))
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		for b.Loop() {
 			if d := g.engine.Check(ctx, &r); !d.Allow || d.User == "" {
 				b.Fatalf("%+v", d)
@@ -46,7 +48,7 @@ func BenchmarkDecision(b *testing.B) {
 		}
 		var g *gate
 		i := len(reqs)
-		b.ReportAllocs()
+		b.ReportAllocs() // no cpu-ns/op: it would count the setups
 		for b.Loop() {
 			if i == len(reqs) {
 				b.StopTimer()
@@ -65,6 +67,7 @@ func BenchmarkDecision(b *testing.B) {
 			g := newGate(b, nil, 0)
 			r := envoy.ToRequest(fixture.Request(appPath, "", "", browser))
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			for b.Loop() {
 				if d := g.engine.Check(ctx, &r); d.Allow {
 					b.Fatalf("%+v", d)
@@ -91,6 +94,7 @@ func BenchmarkService(b *testing.B) {
 			s := envoy.NewService(g.engine)
 			req := c.req(g)
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			for b.Loop() {
 				if _, err := s.Check(ctx, req); err != nil {
 					b.Fatal(err)
@@ -101,7 +105,9 @@ func BenchmarkService(b *testing.B) {
 }
 
 // BenchmarkSessions is the hot decision among many live sessions in the
-// embedded store, and what they cost: heap, RSS and GC pauses. Decisions
+// embedded store, and what they cost: heap, RSS, the wall time of a full
+// collection and the stop-the-world pauses of the collections during the
+// loop and five forced ones. Decisions
 // cycle through 1,000 signed-in users (real tokens, cached) while the other
 // sessions are records put straight into the store: minting a million RS256
 // tokens would take a quarter of an hour. The decision must not slow down,
@@ -131,12 +137,19 @@ func benchmarkSessions(b *testing.B, n int) {
 	gcWall := fullGC()
 	pauses := newPauseWatch()
 	b.ReportAllocs()
+	stop := reportCPU(b)
 	i := 0
 	for b.Loop() {
 		if d := g.engine.Check(ctx, &reqs[i%users]); !d.Allow {
 			b.Fatalf("%+v", d)
 		}
 		i++
+	}
+	stop()
+	// The loop may not fill the heap enough to collect (a large heap
+	// collects rarely): a few forced collections make sure pauses are seen.
+	for range 5 {
+		runtime.GC()
 	}
 	p50, max := pauses.since()
 	hot, cold := g.store.Len()

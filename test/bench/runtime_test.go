@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math"
 	"os"
 	"runtime"
 	"runtime/metrics"
@@ -60,7 +61,8 @@ func rss() uint64 {
 }
 
 // pauseWatch reads the stop-the-world pauses of the collector since it was
-// made, from runtime/metrics' /gc/pauses:seconds histogram.
+// made, from runtime/metrics (/sched/pauses/total/gc:seconds, which replaced
+// /gc/pauses:seconds).
 type pauseWatch struct{ start *metrics.Float64Histogram }
 
 const pausesMetric = "/sched/pauses/total/gc:seconds"
@@ -91,7 +93,11 @@ func (w *pauseWatch) since() (p50, max time.Duration) {
 		if c == 0 {
 			continue
 		}
-		upper := time.Duration(now.Buckets[i+1] * float64(time.Second))
+		bound := now.Buckets[i+1]
+		if math.IsInf(bound, 1) {
+			bound = now.Buckets[i]
+		}
+		upper := time.Duration(bound * float64(time.Second))
 		if seen < (total+1)/2 && seen+c >= (total+1)/2 {
 			p50 = upper
 		}

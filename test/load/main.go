@@ -154,6 +154,14 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	defer sg.stop()
 
+	// Both processes start cold (heap size, goroutine stacks, HTTP/2 flow
+	// control windows): warm them before the first measured run.
+	verbose("warming up")
+	for _, s := range []*server{floor, sg} {
+		warm := fixture.Request(appPath, "", "", true)
+		drive(s.api, cfg.streams, cfg.limit, load{n: 10 * max(cfg.warmup, 100), req: func(int) *authv3.CheckRequest { return warm }})
+	}
+
 	header(stdout, cfg)
 	st := &setup{fx: fx, sg: sg, cfg: cfg, signIn: time.Now().Add(-time.Minute), verbose: verbose}
 	failed := false
@@ -170,7 +178,7 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		report(stdout, cfg, sc, res)
+		report(stdout, sc, res)
 		for _, r := range res {
 			failed = failed || r.out.failures > 0
 		}
@@ -209,51 +217,70 @@ type result struct {
 
 func (r result) rps() float64 { return float64(r.out.done) / r.out.elapsed.Seconds() }
 
+// runScenario runs the scenario's pairs and returns, pair by pair, the
+// floor's result and then sessiongate's.
 func runScenario(ctx context.Context, cfg config, sc *scenario, floor, sg *server) ([]result, error) {
 	var res []result
 	for p := range cfg.pairs {
-		for k, s := range []*server{floor, sg} {
+		// ABBA: odd pairs run sessiongate first, so that a drift of the
+		// machine's load within a pair favours neither server.
+		first, second := floor, sg
+		if p%2 == 1 {
+			first, second = sg, floor
+		}
+		var pair [2]result
+		for k, s := range []*server{first, second} {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			run := 2*p + k
 			var want func(*authv3.CheckResponse) error
 			if s == sg {
-				want = sc.want
+				want = sc.want // the floor answers OK to everything
 			}
-			req := func(i int) *authv3.CheckRequest { return sc.req(run, i) }
-			if cfg.warmup > 0 {
-				drive(s.api, cfg.streams, cfg.limit, load{n: cfg.warmup, req: req})
-			}
-			before, err := takeSample(s.pid())
+			r, err := measureRun(cfg, s, sc.requests, func(i int) *authv3.CheckRequest { return sc.req(run, i) }, want)
 			if err != nil {
 				return nil, err
 			}
-			o := drive(s.api, cfg.streams, cfg.limit, load{
-				n:   sc.requests,
-				req: func(i int) *authv3.CheckRequest { return req(cfg.warmup + i) },
-				check: func(_ int, resp *authv3.CheckResponse) error {
-					if want == nil {
-						return nil
-					}
-					return want(resp)
-				},
-			})
-			after, err := takeSample(s.pid())
-			if err != nil {
-				return nil, err
+			r.pair = p
+			if s == floor {
+				pair[0] = r
+			} else {
+				pair[1] = r
 			}
-			if err := s.alive(); err != nil {
-				return nil, err
-			}
-			res = append(res, newResult(p, s.name, o, before, after))
 		}
+		res = append(res, pair[:]...)
 	}
 	return res, nil
 }
 
-func newResult(pair int, name string, o outcome, before, after sample) result {
-	r := result{pair: pair, server: name, out: o}
+// measureRun sends cfg.warmup unmeasured requests, then n measured ones,
+// req(cfg.warmup) onwards, reading CPU counters around the measured part.
+func measureRun(cfg config, s *server, n int, req func(i int) *authv3.CheckRequest, want func(*authv3.CheckResponse) error) (result, error) {
+	if cfg.warmup > 0 {
+		drive(s.api, cfg.streams, cfg.limit, load{n: cfg.warmup, req: req})
+	}
+	l := load{n: n, req: func(i int) *authv3.CheckRequest { return req(cfg.warmup + i) }}
+	if want != nil {
+		l.check = func(_ int, resp *authv3.CheckResponse) error { return want(resp) }
+	}
+	before, err := takeSample(s.pid())
+	if err != nil {
+		return result{}, err
+	}
+	o := drive(s.api, cfg.streams, cfg.limit, l)
+	after, err := takeSample(s.pid())
+	if err != nil {
+		return result{}, err
+	}
+	if err := s.alive(); err != nil {
+		return result{}, err
+	}
+	return newResult(s.name, o, before, after), nil
+}
+
+func newResult(name string, o outcome, before, after sample) result {
+	r := result{server: name, out: o}
 	tick := time.Second / clockTicks
 	if o.done > 0 {
 		r.cpu = time.Duration(after.server-before.server) * tick / time.Duration(o.done)
@@ -269,7 +296,7 @@ func header(w io.Writer, cfg config) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(w, "machine: %s, %d CPUs (GOMAXPROCS %d), %s %s/%s; load average %s",
 		model, cores, runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH, load)
-	fmt.Fprintf(w, "client: %d streams over one connection, %d warm-up requests per run, alternating floor/sessiongate\n\n",
+	fmt.Fprintf(w, "client: %d streams over one connection, %d warm-up requests per run, floor and sessiongate alternating (ABBA)\n\n",
 		cfg.streams, cfg.warmup)
 }
 
@@ -285,7 +312,7 @@ func cpuModel() (string, int) {
 	return model, runtime.NumCPU()
 }
 
-func report(w io.Writer, cfg config, sc *scenario, res []result) {
+func report(w io.Writer, sc *scenario, res []result) {
 	fmt.Fprintf(w, "scenario %s — %s; %d requests per run\n", sc.name, sc.about, sc.requests)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "pair\tserver\tanswered\trps\tp50\tp99\tserver CPU/req\tclient CPU/req\tother load (cores)\tfailures\t")

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHarness runs every scenario once with small counts against the real
+// binaries: the harness must build and start both servers, and sessiongate
+// must give each scenario's expected answer to every request (a wrong one
+// fails the run). It measures nothing worth reading.
+func TestHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts sessiongate and floor")
+	}
+	var out, errs bytes.Buffer
+	args := []string{"-scenario", "all", "-pairs", "2", "-requests", "300", "-new-requests", "40",
+		"-users", "30", "-warmup", "20", "-streams", "8", "-run-timeout", "30s"}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if code := run(ctx, args, &out, &errs); code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errs.String())
+	}
+	for _, name := range []string{"live-session", "new-session", "deny-302", "mix"} {
+		if !strings.Contains(out.String(), "=> "+name+": sessiongate/floor throughput") {
+			t.Errorf("no summary for %s:\n%s", name, out.String())
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	var errs bytes.Buffer
+	c, err := parse([]string{"-scenario", "live, mix", "-pairs", "3"}, &errs)
+	if err != nil || strings.Join(c.scenarios, ",") != "live,mix" || c.pairs != 3 || c.streams != 50 {
+		t.Errorf("parse: %+v, %v", c, err)
+	}
+	if c, err := parse([]string{"-scenario", "all"}, &errs); err != nil || len(c.scenarios) != 4 {
+		t.Errorf("all: %v %v", c.scenarios, err)
+	}
+	for _, bad := range [][]string{{"-pairs", "0"}, {"-scenario", ""}, {"extra"}, {"-run-timeout", "0s"}} {
+		if _, err := parse(bad, &errs); err == nil {
+			t.Errorf("parse(%q) accepted", bad)
+		}
+	}
+}
+
+func TestStats(t *testing.T) {
+	lat := []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if p := percentile(lat, 0.5); p != 5 {
+		t.Errorf("p50 = %v", p)
+	}
+	if p := percentile(lat, 0.99); p != 10 {
+		t.Errorf("p99 = %v", p)
+	}
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median = %v", m)
+	}
+	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
+		t.Errorf("median = %v", m)
+	}
+}
+
+func TestProcCPU(t *testing.T) {
+	start, err := procCPU("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Burn CPU until the counter moves (it counts 10ms ticks); on a busy
+	// machine that takes longer, so only a counter that never moves fails.
+	deadline := time.Now().Add(10 * time.Second)
+	for now := start; now <= start; {
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU ticks still %d after 10s of spinning", now)
+		}
+		for x := 0; x < 1e6; x++ {
+			_ = x * x
+		}
+		if now, err = procCPU("self"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := machineBusy(); err != nil {
+		t.Error(err)
+	}
+}
