@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -278,7 +279,7 @@ func (c *check) withToken(ctx context.Context) Decision {
 				"policy", c.p.Name, "session_subject", s.Subject, "token_subject", cl.Subject,
 				"source", c.r.SourceAddr, "request_id", c.r.RequestID)
 			d := c.deny(ReasonReauthRequired, true)
-			if c.cookie == s.ID {
+			if sameSecret(c.cookie, s.ID) {
 				d.SetCookie = append(d.SetCookie, c.clearCookie())
 			}
 			return d
@@ -387,7 +388,7 @@ func (c *check) resume(ctx context.Context, s *Session) Decision {
 		c.e.events.SessionReauthenticated(c.event(s, CauseNone))
 	}
 	d := c.allow(s)
-	if c.cookie != s.ID && c.cookie != "" {
+	if c.cookie != "" && !sameSecret(c.cookie, s.ID) {
 		d.SetCookie = []string{c.sessionCookie(s.ID)}
 	}
 	return d
@@ -413,10 +414,18 @@ func (c *check) end(ctx context.Context, s *Session, cause EndCause) Decision {
 		return c.storeFailure(ctx, err)
 	}
 	d := c.deny(cause.Reason(), true)
-	if c.cookie == s.ID {
+	if sameSecret(c.cookie, s.ID) {
 		d.SetCookie = append(d.SetCookie, c.clearCookie())
 	}
 	return d
+}
+
+// sameSecret compares a presented session id with a stored one in constant
+// time. The stored session is today always the presenter's own (named by
+// the cookie, or the current one of the token's scope), so timing reveals
+// nothing; constant time keeps it so should a lookup ever change.
+func sameSecret(presented, stored string) bool {
+	return subtle.ConstantTimeCompare([]byte(presented), []byte(stored)) == 1
 }
 
 // record ends s with cause at time at, emitting the event once.

@@ -39,7 +39,14 @@ func ToRequest(req *authv3.CheckRequest) authz.Request {
 				v = string(hv.GetRawValue())
 			}
 			if old, ok := headers[hv.GetKey()]; ok {
-				v = old + "," + v
+				// Repeated fields join with ",", but cookie crumbs with "; "
+				// (RFC 9113 §8.2.3): with "," a later crumb's session cookie
+				// or token would be lost in the previous one's value.
+				sep := ","
+				if hv.GetKey() == "cookie" {
+					sep = "; "
+				}
+				v = old + sep + v
 			}
 			headers[hv.GetKey()] = v
 		}
@@ -93,18 +100,6 @@ type okAnswer struct {
 	headers  [3]*corev3.HeaderValueOption
 }
 
-// header is one HeaderValueOption with its HeaderValue.
-type header struct {
-	opt corev3.HeaderValueOption
-	val corev3.HeaderValue
-}
-
-func (h *header) set(k, v string, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
-	h.val.Key, h.val.Value = k, v
-	h.opt.Header, h.opt.AppendAction = &h.val, action
-	return &h.opt
-}
-
 func okResponse(d *authz.Decision) *authv3.CheckResponse {
 	a := &okAnswer{}
 	a.resp.Status, a.resp.HttpResponse = &a.status, &a.oneof
@@ -116,28 +111,24 @@ func okResponse(d *authz.Decision) *authv3.CheckResponse {
 		b := strconv.AppendInt(buf[:0], d.SessionExpiresAt, 10)
 		n := len(b)
 		deadlines := string(strconv.AppendInt(b, d.IdleExpiresAt, 10))
-		a.headers = [3]*corev3.HeaderValueOption{
-			a.identity[0].set(HeaderUser, d.User, overwriteAction),
-			a.identity[1].set(HeaderSessionExpiry, deadlines[:n], overwriteAction),
-			a.identity[2].set(HeaderIdleExpiry, deadlines[n:], overwriteAction),
-		}
-		ok.Headers = a.headers[:]
+		l := headerList{hs: a.identity[:0], opts: a.headers[:0]}
+		l.add(HeaderUser, d.User, overwriteAction)
+		l.add(HeaderSessionExpiry, deadlines[:n], overwriteAction)
+		l.add(HeaderIdleExpiry, deadlines[n:], overwriteAction)
+		ok.Headers = l.opts
 		ok.HeadersToRemove = upstreamHeaders[3:]
 	} else {
 		ok.HeadersToRemove = upstreamHeaders
 	}
 	if n := len(d.SetCookie); n > 0 || d.ExpiresIn >= 0 {
-		hs := make([]header, 0, n+1)
-		ok.ResponseHeadersToAdd = make([]*corev3.HeaderValueOption, 0, n+1)
+		l := headerList{hs: make([]header, 0, n+1)}
 		if d.ExpiresIn >= 0 {
-			hs = append(hs, header{})
-			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd,
-				hs[len(hs)-1].set(HeaderExpiresIn, strconv.FormatInt(d.ExpiresIn, 10), overwriteAction))
+			l.add(HeaderExpiresIn, strconv.FormatInt(d.ExpiresIn, 10), overwriteAction)
 		}
 		for _, c := range d.SetCookie {
-			hs = append(hs, header{})
-			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, hs[len(hs)-1].set("set-cookie", c, appendAction))
+			l.add("set-cookie", c, appendAction)
 		}
+		ok.ResponseHeadersToAdd = l.opts
 	}
 	return &a.resp
 }
@@ -157,39 +148,51 @@ type deniedAnswer struct {
 
 func deniedResponse(d *authz.Decision) *authv3.CheckResponse {
 	a := &deniedAnswer{}
-	code := codes.Unauthenticated
-	if d.Reason == authz.ReasonUnknownHost {
-		code = codes.PermissionDenied
-	}
-	reason := d.Reason.String()
-	a.status = status.Status{Code: int32(code), Message: reason}
-	a.code.Code = typev3.StatusCode(d.Status)
-	a.denied.Status, a.denied.Body = &a.code, reason+"\n"
 	a.resp.Status, a.resp.HttpResponse = &a.status, &a.oneof
 	a.oneof.DeniedResponse = &a.denied
-
-	hs := a.hs[:0]
-	if extra := 4 + len(d.SetCookie) - len(a.hs); extra > 0 {
-		hs = make([]header, 0, len(a.hs)+extra)
+	reason := d.Reason.String()
+	a.status.Code, a.status.Message = int32(codes.Unauthenticated), reason
+	if d.Reason == authz.ReasonUnknownHost {
+		a.status.Code = int32(codes.PermissionDenied)
 	}
-	headers := a.headers[:0]
-	put := func(k, v string, action corev3.HeaderValueOption_HeaderAppendAction) {
-		hs = append(hs, header{})
-		headers = append(headers, hs[len(hs)-1].set(k, v, action))
-	}
-	put("cache-control", "no-store", overwriteAction)
-	put(HeaderReason, reason, overwriteAction)
+	a.code.Code = typev3.StatusCode(d.Status)
+	a.denied.Status, a.denied.Body = &a.code, reason+"\n"
+	l := headerList{hs: a.hs[:0], opts: a.headers[:0]}
+	l.add("cache-control", "no-store", overwriteAction)
+	l.add(HeaderReason, reason, overwriteAction)
 	if d.Location != "" {
-		put("location", d.Location, overwriteAction)
+		l.add("location", d.Location, overwriteAction)
 	}
 	if d.Authenticate != "" {
-		put("www-authenticate", d.Authenticate, overwriteAction)
+		l.add("www-authenticate", d.Authenticate, overwriteAction)
 	}
 	for _, c := range d.SetCookie {
-		put("set-cookie", c, appendAction)
+		l.add("set-cookie", c, appendAction)
 	}
-	a.denied.Headers = headers
+	a.denied.Headers = l.opts
 	return &a.resp
+}
+
+// header is one HeaderValueOption with its HeaderValue.
+type header struct {
+	opt corev3.HeaderValueOption
+	val corev3.HeaderValue
+}
+
+// headerList builds a []*HeaderValueOption in storage given up front. Past
+// its capacity append moves on to new arrays; the options already handed
+// out stay valid where they are.
+type headerList struct {
+	hs   []header
+	opts []*corev3.HeaderValueOption
+}
+
+func (l *headerList) add(k, v string, action corev3.HeaderValueOption_HeaderAppendAction) {
+	l.hs = append(l.hs, header{})
+	h := &l.hs[len(l.hs)-1]
+	h.val.Key, h.val.Value = k, v
+	h.opt.Header, h.opt.AppendAction = &h.val, action
+	l.opts = append(l.opts, &h.opt)
 }
 
 const (

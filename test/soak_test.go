@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,9 +28,9 @@ type soakConfig struct {
 }
 
 func soakSize(t *testing.T) soakConfig {
-	c := soakConfig{duration: 12 * time.Second, users: 2000, workers: 8, storm: 2000}
+	c := soakConfig{duration: 8 * time.Second, users: 2000, workers: 8, storm: 1000}
 	if os.Getenv("SESSIONGATE_SOAK") == "long" {
-		c = soakConfig{duration: 90 * time.Second, users: 10_000, workers: 16, storm: 2000}
+		c = soakConfig{duration: 90 * time.Second, users: 10_000, workers: 16, storm: 5000}
 	}
 	if v := os.Getenv("SESSIONGATE_SOAK_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -44,6 +45,7 @@ func soakSize(t *testing.T) soakConfig {
 // soakUser is one user's state, owned by one worker.
 type soakUser struct {
 	name, token, cookie string
+	authTime            int64 // the token's sign-in, Unix seconds
 }
 
 // TestSoak drives the binary (with a state file, so that sign-outs are
@@ -56,7 +58,7 @@ func TestSoak(t *testing.T) {
 	t.Parallel()
 	cfg := soakSize(t)
 	o := serverOpts{extraArgs: []string{"--state-file", filepath.Join(t.TempDir(), "state"), "--log-level", "info"}}
-	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}, LogoutPath: "/logout"}.yaml()}, o)
+	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}, LogoutPath: "/logout", Absolute: 24 * time.Hour}.yaml()}, o)
 
 	users := make([]*soakUser, cfg.users)
 	if err := parallel(cfg.workers, len(users), func(i int) error {
@@ -101,7 +103,10 @@ func TestSoak(t *testing.T) {
 				// Worker w owns the users i with i % workers == w.
 				u := users[w+cfg.workers*rng.IntN(len(users)/cfg.workers)]
 				var err error
-				if rng.IntN(200) == 0 {
+				// A token's auth_time has whole seconds, so a sign-in right
+				// after a sign-out is dated up to a second ahead; a second
+				// sign-out before that second would precede it.
+				if rng.IntN(200) == 0 && u.authTime < time.Now().Unix() {
 					err = s.soakSignOut(api, u)
 					signOuts.Add(1)
 				} else {
@@ -133,7 +138,9 @@ func TestSoak(t *testing.T) {
 		after = s.sample(t)
 		return after.goroutines <= before.goroutines+5 && after.fds <= before.fds+5
 	})
-	t.Logf("after: %s (max heap in use during the load %.1f MiB)", after, maxOf(heap)/(1<<20))
+	heap = append(heap, after.heap)
+	t.Logf("after: %s", after)
+	t.Logf("heap in use, MiB, every 2s and after: %s", mib(heap))
 	if !settled {
 		t.Errorf("goroutines %v → %v, open files %v → %v: not back to the baseline", before.goroutines, after.goroutines, before.fds, after.fds)
 	}
@@ -143,6 +150,53 @@ func TestSoak(t *testing.T) {
 	if code, _, err := s.httpGet("/readyz"); err != nil || code != 200 {
 		t.Errorf("/readyz after the soak: %d %v", code, err)
 	}
+
+	// The harness searches every output for every secret at the end, which
+	// thousands of sessions make quadratic: scan in one pass here instead,
+	// once the process has exited and its output is complete.
+	metrics := s.metrics(t)
+	s.stop()
+	s.mu.Lock()
+	secrets := s.secrets
+	s.secrets = map[string]bool{}
+	s.mu.Unlock()
+	outputs := map[string]string{"stdout": s.stdout.String(), "stderr": s.stderr.String(), "/metrics": metrics}
+	for _, l := range scanForSecrets(secrets, outputs) {
+		t.Error(l)
+	}
+	t.Logf("%d tokens and cookie values searched for in %d bytes of audit log, log and metrics", len(secrets),
+		len(outputs["stdout"])+len(outputs["stderr"])+len(metrics))
+}
+
+// base64URLRun matches what tokens and cookie values are made of.
+var base64URLRun = regexp.MustCompile(`[A-Za-z0-9_-]{16,}`)
+
+// scanForSecrets is findSecrets in one pass over the outputs: every window,
+// of a secret's length, of every base64url run is looked up in a set. A
+// token is found by its signature alone, as findSecrets does.
+func scanForSecrets(secrets map[string]bool, outputs map[string]string) []string {
+	set, lengths := map[string]bool{}, map[int]bool{}
+	for v := range secrets {
+		if i := strings.LastIndexByte(v, '.'); i >= 0 {
+			v = v[i+1:]
+		}
+		if len(v) >= 16 {
+			set[v], lengths[len(v)] = true, true
+		}
+	}
+	var out []string
+	for where, text := range outputs {
+		for _, run := range base64URLRun.FindAllString(text, -1) {
+			for n := range lengths {
+				for i := 0; i+n <= len(run); i++ {
+					if set[run[i:i+n]] {
+						out = append(out, fmt.Sprintf("secret %.12s… (len %d) appears in %s", run[i:i+n], n, where))
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // soakSample is what the soak watches in /metrics.
@@ -171,6 +225,14 @@ func (s *server) sampleErr() (soakSample, error) {
 		heap:       metricValue(m, "go_memstats_heap_inuse_bytes", nil),
 		fds:        metricValue(m, "process_open_fds", nil),
 	}, err
+}
+
+func mib(xs []float64) string {
+	var b strings.Builder
+	for _, x := range xs {
+		fmt.Fprintf(&b, " %.0f", x/(1<<20))
+	}
+	return b.String()
 }
 
 func maxOf(xs []float64) float64 {
@@ -208,10 +270,11 @@ func parallel(workers, n int, f func(i int) error) error {
 // soakSignIn mints u a token signed in at authTime (Unix seconds, 0: now)
 // and opens its session.
 func (s *server) soakSignIn(u *soakUser, authTime int64) error {
-	c := baseClaims(u.name)
+	c := baseClaims(u.name, claim("exp", time.Now().Add(24*time.Hour).Unix())) // outlives any soak
 	if authTime != 0 {
 		c["auth_time"] = authTime
 	}
+	u.authTime = c["auth_time"].(int64)
 	tok, err := s.idp.Mint(c)
 	if err != nil {
 		return err
@@ -273,4 +336,26 @@ func (s *server) stormCheck(u *soakUser) error {
 		return fmt.Errorf("storm: %s: %.300v", u.name, r)
 	}
 	return nil
+}
+
+// TestScanForSecrets: the one-pass scan finds what findSecrets finds.
+func TestScanForSecrets(t *testing.T) {
+	tok := "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW9mLWEtdG9rZW4tdGhhdC1pcy1sb25n"
+	cookie := "AbCdEfGhIjKlMnOpQrStUvWxYz012345"
+	secrets := map[string]bool{tok: true, cookie: true}
+	for text, want := range map[string]int{
+		`{"msg":"ok","session":"9b54fd9e"}`:                        0,
+		`{"err":"bad token ` + tok + `"}`:                          1,
+		`sig=` + tok[strings.LastIndexByte(tok, '.')+1:] + `;`:     1,
+		`set-cookie: __Host-sessiongate=` + cookie + `; Path=/`:    1,
+		`glued:x` + cookie + `y and ` + cookie:                     2,
+		`only the payload ` + strings.Split(tok, ".")[1] + ` here`: 0,
+	} {
+		if got := len(scanForSecrets(secrets, map[string]string{"out": text})); got != want {
+			t.Errorf("%q: %d findings, want %d", text, got, want)
+		}
+		if want > 0 && len(findSecrets(secrets, map[string]string{"out": text})) == 0 {
+			t.Errorf("%q: findSecrets disagrees", text)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -456,4 +457,76 @@ func abs(n int) int {
 		return -n
 	}
 	return n
+}
+
+// BenchmarkEndJournaled measures End with a state file: every End is
+// written and fsynced before it returns, concurrent Ends sharing a write.
+func BenchmarkEndJournaled(b *testing.B) {
+	for _, ends := range []int{1, 64} {
+		b.Run(fmt.Sprintf("concurrent=%d", ends), func(b *testing.B) { benchmarkEndJournaled(b, ends) })
+	}
+}
+
+func benchmarkEndJournaled(b *testing.B, concurrent int) {
+	clock := newClock()
+	s, err := New(Options{Clock: clock, StateFile: filepath.Join(b.TempDir(), "state"), SnapshotInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var n atomic.Int64
+	b.SetParallelism(max(1, concurrent/runtime.GOMAXPROCS(0)))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := fmt.Sprintf("%022d", n.Add(1))
+			scope := authz.ScopeDigest("https://idp", id, "")
+			if err := s.Begin(ctx, newSession(id, scope)); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := s.End(ctx, "crm", id, scope, signOut); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkSnapshot100k measures writing and loading the snapshot of 100,000
+// sessions.
+func BenchmarkSnapshot100k(b *testing.B) {
+	clock := newClock()
+	path := filepath.Join(b.TempDir(), "state")
+	s, err := New(Options{Clock: clock, StateFile: path, SnapshotInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 100_000 {
+		id := fmt.Sprintf("%032d", i)
+		if err := s.Begin(ctx, newSession(id, authz.ScopeDigest("https://idp", id, ""))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("write", func(b *testing.B) {
+		for b.Loop() {
+			if err := s.state.compactNow(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		b.Logf("snapshot of 100k sessions: %.1f MiB", float64(fi.Size())/(1<<20))
+	}
+	b.Run("load", func(b *testing.B) {
+		for b.Loop() {
+			s, err := New(Options{Clock: clock, StateFile: path, SnapshotInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			crash(s) // no snapshot on the way out
+			b.StartTimer()
+		}
+	})
 }

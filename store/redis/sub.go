@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -90,11 +91,22 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 		stop()
 		wg.Wait()
 	}()
+	heard := time.Now()
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, s.o.MaxStale)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && time.Since(heard) < silenceLimit*s.o.MaxStale {
+			// A stall (CPU, GC, a busy Redis): trust lapses by itself
+			// (trusted) and reads go to Redis; the connection is kept.
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("change channel: %w", err)
 		}
+		heard = time.Now()
 		switch m := msg.(type) {
 		case *redis.Message:
 			s.applyChange(m.Payload)
@@ -112,6 +124,10 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 		}
 	}
 }
+
+// silenceLimit is how many MaxStale periods without a word from Redis make
+// the subscriber give the connection up and start over.
+const silenceLimit = 10
 
 // heartbeat pings the subscription connection every MaxStale/4, carrying
 // the send time that its answer will vouch for.

@@ -316,29 +316,34 @@ func report(w io.Writer, sc *scenario, res []result) {
 	fmt.Fprintf(w, "scenario %s — %s; %d requests per run\n", sc.name, sc.about, sc.requests)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "pair\tserver\tanswered\trps\tp50\tp99\tserver CPU/req\tclient CPU/req\tother load (cores)\tfailures\t")
-	var ratios, cpuRatios, floorRPS, sgRPS, floorCPU, sgCPU []float64
+	var ratios, cpuRatios []float64
+	var per [2]struct{ rps, p50, p99, cpu []float64 } // floor, sessiongate
 	for i, r := range res {
+		p50, p99 := percentile(r.out.latencies, 0.5), percentile(r.out.latencies, 0.99)
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f\t%d\t\n", r.pair+1, r.server, r.out.done, r.rps(),
-			round(percentile(r.out.latencies, 0.5)), round(percentile(r.out.latencies, 0.99)),
-			round(r.cpu), round(r.client), r.other, r.out.failures)
+			round(p50), round(p99), round(r.cpu), round(r.client), r.other, r.out.failures)
 		if r.out.firstErr != nil {
 			fmt.Fprintf(tw, "\t\tfirst failure: %v\t\t\t\t\t\t\t\t\n", r.out.firstErr)
 		}
+		s := &per[i%2]
+		s.rps, s.p50, s.p99, s.cpu = append(s.rps, r.rps()), append(s.p50, float64(p50)), append(s.p99, float64(p99)), append(s.cpu, float64(r.cpu))
 		if i%2 == 1 {
 			f := res[i-1]
 			ratios = append(ratios, r.rps()/f.rps())
-			if r.cpu > 0 {
+			if f.cpu > 0 {
 				cpuRatios = append(cpuRatios, float64(r.cpu)/float64(f.cpu))
 			}
-			floorRPS, sgRPS = append(floorRPS, f.rps()), append(sgRPS, r.rps())
-			floorCPU, sgCPU = append(floorCPU, float64(f.cpu)), append(sgCPU, float64(r.cpu))
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "=> %s: sessiongate/floor throughput %.3f (median of %d pair ratios; min %.3f, max %.3f); "+
-		"median rps floor %.0f, sessiongate %.0f; median server CPU/req floor %s, sessiongate %s (×%.2f)\n\n",
-		sc.name, median(ratios), len(ratios), minOf(ratios), maxOf(ratios), median(floorRPS), median(sgRPS),
-		round(time.Duration(median(floorCPU))), round(time.Duration(median(sgCPU))), median(cpuRatios))
+	fmt.Fprintf(w, "=> %s: sessiongate/floor throughput %.3f (median of %d pair ratios; min %.3f, max %.3f); server CPU/req ×%.2f\n",
+		sc.name, median(ratios), len(ratios), minOf(ratios), maxOf(ratios), median(cpuRatios))
+	for i, name := range []string{"floor", "sessiongate"} {
+		d := func(xs []float64) time.Duration { return round(time.Duration(median(xs))) }
+		fmt.Fprintf(w, "   medians %-11s %6.0f rps, p50 %s, p99 %s, server CPU %s/req\n",
+			name, median(per[i].rps), d(per[i].p50), d(per[i].p99), d(per[i].cpu))
+	}
+	fmt.Fprintln(w)
 }
 
 func round(d time.Duration) time.Duration {
