@@ -93,18 +93,45 @@ func LoginURL(p *Policy, r *Request, reauth bool) string {
 	return b.String()
 }
 
+// validHost accepts only host[:port] as a URL parser would: a DNS name or
+// IPv4 address, or a bracketed IPv6 address, then an optional numeric port.
+// Anything else ("app:evil.example", "[::1]x", ":80") gets no return URL.
 func validHost(h string) bool {
 	if h == "" || len(h) > 255 {
 		return false
 	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_':
-		default:
+	host, port, hasPort := h, "", false
+	if h[0] == '[' {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
 			return false
 		}
+		host = h[1:end]
+		if rest := h[end+1:]; rest != "" {
+			if rest[0] != ':' {
+				return false
+			}
+			port, hasPort = rest[1:], true
+		}
+		if host == "" || strings.Trim(host, "0123456789abcdefABCDEF:.") != "" {
+			return false
+		}
+	} else {
+		if i := strings.IndexByte(h, ':'); i >= 0 {
+			host, port, hasPort = h[:i], h[i+1:], true
+		}
+		if host == "" {
+			return false
+		}
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	if hasPort && (port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "") {
+		return false
 	}
 	return true
 }
@@ -147,14 +174,26 @@ func hasTokenParam(part string) bool {
 	for part != "" {
 		var p string
 		p, part, _ = strings.Cut(part, ";")
-		if name, _, _ := strings.Cut(p, "="); isTokenParam(name) {
+		if name, value, _ := strings.Cut(p, "="); isTokenParam(name) || looksLikeJWT(value) {
 			return true
 		}
 	}
 	return false
 }
 
+// looksLikeJWT catches a token carried under any other parameter name: a
+// JWS or JWE always starts with the base64url of `{"` and has 2 or 4 dots.
+func looksLikeJWT(v string) bool {
+	if u, err := url.QueryUnescape(v); err == nil {
+		v = u
+	}
+	return strings.HasPrefix(v, "eyJ") && strings.Count(v, ".") >= 2
+}
+
 func containsTokenParam(q string) bool {
+	if strings.Contains(q, "eyJ") {
+		return true
+	}
 	lq := strings.ToLower(q)
 	for _, t := range tokenParams {
 		if strings.Contains(lq, t) {

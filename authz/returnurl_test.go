@@ -139,3 +139,20 @@ func TestStripTokenParams(t *testing.T) {
 		}
 	}
 }
+
+func TestReturnURLDropsJWTValuesAndMalformedHosts(t *testing.T) {
+	r := &Request{Host: "app.example.com", Scheme: "https", Path: "/x?a=1&jwt=eyJhbGciOi.eyJzdWIi.c2ln&b=2"}
+	if got, want := ReturnURL(r), "https://app.example.com/x?a=1&b=2"; got != want {
+		t.Errorf("ReturnURL = %q, want %q", got, want)
+	}
+	for _, h := range []string{"app.example.com:evil.example", "app:443x", "app:80:evil", "[::1]evil", ":80", "[::1", "app:"} {
+		if got := ReturnURL(&Request{Host: h, Path: "/"}); got != "" {
+			t.Errorf("host %q: ReturnURL = %q, want none", h, got)
+		}
+	}
+	for _, h := range []string{"app.example.com", "app.example.com:8443", "[::1]:8080", "127.0.0.1"} {
+		if got := ReturnURL(&Request{Host: h, Path: "/"}); got == "" {
+			t.Errorf("host %q: no return URL", h)
+		}
+	}
+}

@@ -104,6 +104,9 @@ func TestSlowJWKS(t *testing.T) {
 	}
 
 	// The fetch is bounded by the HTTP client's timeout, then counted.
+	srv.mu.Lock()
+	srv.seen = nil // nobody listens any more
+	srv.mu.Unlock()
 	e2 := newEnv(t)
 	e2.p = NewProvider(Options{Clock: e2.clock, Observer: e2.obs, HTTPClient: &http.Client{Timeout: 50 * time.Millisecond}})
 	v2 := e2.verifier(urlConfig(srv.URL))

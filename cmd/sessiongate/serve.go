@@ -153,10 +153,19 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	}
 	grpcSrv := envoy.NewServer(engine)
 	ready := func(ctx context.Context) error {
-		if watcher.Current() == nil {
+		set := watcher.Current()
+		if set == nil {
 			return errors.New("no policies loaded")
 		}
-		return instrumented.Ready(ctx)
+		err := instrumented.Ready(ctx)
+		m.StoreUp(err == nil)
+		if err != nil && !anyFailOpen(set.Policies()) {
+			// Out of rotation only when no policy could be served anyway: a
+			// policy with store_failure: continue keeps deciding on the near
+			// cache, and taking every replica out would deny it too.
+			return err
+		}
+		return nil
 	}
 	// /readyz fails from the start of shutdown, as gRPC health does, so
 	// that Kubernetes takes the pod out of its endpoints while it drains.
@@ -184,7 +193,7 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	}()
 	go watcher.Run(ctx)
 	go tokens.Run(ctx)
-	go watchReadiness(ctx, ready, grpcSrv, m)
+	go watchReadiness(ctx, ready, grpcSrv)
 	go reloadOnHUP(ctx, watcher, auditFile, log)
 
 	log.Info("sessiongate serving", "version", version(), "grpc_addr", grpcLis.Addr().String(),
@@ -207,13 +216,11 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 
 // watchReadiness keeps grpc.health.v1 in step with readiness: NOT_SERVING
 // while policies or the store are not usable.
-func watchReadiness(ctx context.Context, ready func(context.Context) error, s *envoy.Server, m *metrics.Metrics) {
+func watchReadiness(ctx context.Context, ready func(context.Context) error, s *envoy.Server) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		err := ready(ctx)
-		m.StoreUp(err == nil)
-		s.SetServing(err == nil)
+		s.SetServing(ready(ctx) == nil)
 		select {
 		case <-ctx.Done():
 			return
@@ -275,4 +282,13 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+func anyFailOpen(ps []*authz.Policy) bool {
+	for _, p := range ps {
+		if p.StoreFailOpen {
+			return true
+		}
+	}
+	return false
 }

@@ -26,8 +26,9 @@ import (
 // Files, all beside PATH:
 //
 //	PATH             snapshot: every record, written atomically (temp, fsync,
-//	                 rename, fsync of the directory) at Close, at start and
-//	                 whenever the journal grows or SnapshotInterval passes
+//	                 rename, fsync of the directory) at Close, after a start
+//	                 that replayed journals, when the journal passes
+//	                 JournalLimit, and every SnapshotInterval
 //	PATH.journal.N   journals, N increasing: every End, appended and fsynced
 //	                 before End returns, so that an end that was answered
 //	                 survives kill -9 and power loss
@@ -68,7 +69,9 @@ const (
 	retryMin, retryMax = time.Second, time.Minute
 )
 
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
+// crc is the CRC-32C of p (MakeTable returns the standard library's one
+// table for Castagnoli).
+func crc(p []byte) uint32 { return crc32.Checksum(p, crc32.MakeTable(crc32.Castagnoli)) }
 
 // file is what the state file needs of an open file; tests inject failures.
 type file interface {
@@ -91,7 +94,7 @@ type state struct {
 	open     openFunc
 	log      *slog.Logger
 	limit    int64         // journal size that triggers a compaction
-	interval time.Duration // snapshot period, 0: none
+	interval time.Duration // snapshot period; none if not positive
 	unlock   func()
 
 	reqs    chan journalReq
@@ -182,30 +185,21 @@ func (st *state) journalName(n uint64) string {
 
 // journals lists the numbers of the journal files, ascending.
 func (st *state) journals() ([]uint64, error) {
-	names, err := filepath.Glob(globEscape(st.path) + ".journal.*")
+	entries, err := os.ReadDir(filepath.Dir(st.path))
 	if err != nil {
 		return nil, st.errorf("%v", err)
 	}
+	prefix := filepath.Base(st.path) + ".journal."
 	var out []uint64
-	for _, name := range names {
-		if n, err := strconv.ParseUint(strings.TrimPrefix(name, st.path+".journal."), 10, 64); err == nil {
-			out = append(out, n)
+	for _, e := range entries {
+		if rest, ok := strings.CutPrefix(e.Name(), prefix); ok {
+			if n, err := strconv.ParseUint(rest, 10, 64); err == nil {
+				out = append(out, n)
+			}
 		}
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-// globEscape quotes the glob metacharacters of a path.
-func globEscape(p string) string {
-	var b strings.Builder
-	for _, r := range p {
-		if strings.ContainsRune(`*?[\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // replay merges the records of one file into the store. A journal may end
@@ -272,7 +266,7 @@ func readFrames(r io.Reader, magic string, fn func(k string, v []byte) error) er
 			}
 			return err
 		}
-		if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(hdr[4:]) {
+		if crc(payload) != binary.BigEndian.Uint32(hdr[4:]) {
 			return badFrame(r, off, "checksum mismatch")
 		}
 		if err := eachPair(payload, fn); err != nil {
@@ -335,7 +329,7 @@ func reserveFrame(b []byte) (out []byte, start int) {
 func closeFrame(b []byte, start int) []byte {
 	p := b[start+frameHeader:]
 	binary.BigEndian.PutUint32(b[start:], uint32(len(p)))
-	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(p, crcTable))
+	binary.BigEndian.PutUint32(b[start+4:], crc(p))
 	return b
 }
 

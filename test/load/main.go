@@ -207,15 +207,23 @@ func build(dir, pkg string) (string, error) {
 
 // result is one measured run.
 type result struct {
-	pair   int
-	server string
-	out    outcome
-	cpu    time.Duration // server CPU per request
-	client time.Duration // client CPU per request
-	other  float64       // cores used by other processes during the run
+	pair        int
+	server      string
+	out         outcome
+	serverTicks int64   // CPU ticks the server used during the run
+	clientTicks int64   // and the harness itself
+	other       float64 // cores used by other processes during the run
 }
 
 func (r result) rps() float64 { return float64(r.out.done) / r.out.elapsed.Seconds() }
+
+// cpuPerRequest turns CPU ticks spent on done requests into time per request.
+func cpuPerRequest(ticks int64, done int) time.Duration {
+	if done == 0 {
+		return 0
+	}
+	return time.Duration(ticks) * (time.Second / clockTicks) / time.Duration(done)
+}
 
 // runScenario runs the scenario's pairs and returns, pair by pair, the
 // floor's result and then sessiongate's.
@@ -280,13 +288,8 @@ func measureRun(cfg config, s *server, n int, req func(i int) *authv3.CheckReque
 }
 
 func newResult(name string, o outcome, before, after sample) result {
-	r := result{server: name, out: o}
-	tick := time.Second / clockTicks
-	if o.done > 0 {
-		r.cpu = time.Duration(after.server-before.server) * tick / time.Duration(o.done)
-		r.client = time.Duration(after.client-before.client) * tick / time.Duration(o.done)
-	}
-	other := (after.machine - before.machine) - (after.server - before.server) - (after.client - before.client)
+	r := result{server: name, out: o, serverTicks: after.server - before.server, clientTicks: after.client - before.client}
+	other := (after.machine - before.machine) - r.serverTicks - r.clientTicks
 	r.other = max(float64(other)/clockTicks/o.elapsed.Seconds(), 0)
 	return r
 }
@@ -312,36 +315,52 @@ func cpuModel() (string, int) {
 	return model, runtime.NumCPU()
 }
 
+// quietLoad is the other processes' load below which a run counts as quiet.
+const quietLoad = 0.25
+
 func report(w io.Writer, sc *scenario, res []result) {
 	fmt.Fprintf(w, "scenario %s — %s; %d requests per run\n", sc.name, sc.about, sc.requests)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "pair\tserver\tanswered\trps\tp50\tp99\tserver CPU/req\tclient CPU/req\tother load (cores)\tfailures\t")
-	var ratios, cpuRatios []float64
-	var per [2]struct{ rps, p50, p99, cpu []float64 } // floor, sessiongate
+	var ratios, quiet []float64
+	var per [2]struct { // floor, sessiongate
+		rps, p50, p99 []float64
+		ticks         int64
+		done          int
+	}
 	for i, r := range res {
 		p50, p99 := percentile(r.out.latencies, 0.5), percentile(r.out.latencies, 0.99)
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f\t%d\t\n", r.pair+1, r.server, r.out.done, r.rps(),
-			round(p50), round(p99), round(r.cpu), round(r.client), r.other, r.out.failures)
+			round(p50), round(p99), round(cpuPerRequest(r.serverTicks, r.out.done)),
+			round(cpuPerRequest(r.clientTicks, r.out.done)), r.other, r.out.failures)
 		if r.out.firstErr != nil {
 			fmt.Fprintf(tw, "\t\tfirst failure: %v\t\t\t\t\t\t\t\t\n", r.out.firstErr)
 		}
 		s := &per[i%2]
-		s.rps, s.p50, s.p99, s.cpu = append(s.rps, r.rps()), append(s.p50, float64(p50)), append(s.p99, float64(p99)), append(s.cpu, float64(r.cpu))
+		s.rps = append(s.rps, r.rps())
+		s.p50, s.p99 = append(s.p50, float64(p50)), append(s.p99, float64(p99))
+		s.ticks, s.done = s.ticks+r.serverTicks, s.done+r.out.done
 		if i%2 == 1 {
 			f := res[i-1]
 			ratios = append(ratios, r.rps()/f.rps())
-			if f.cpu > 0 {
-				cpuRatios = append(cpuRatios, float64(r.cpu)/float64(f.cpu))
+			if f.other < quietLoad && r.other < quietLoad {
+				quiet = append(quiet, r.rps()/f.rps())
 			}
 		}
 	}
 	tw.Flush()
+	cpu := [2]time.Duration{cpuPerRequest(per[0].ticks, per[0].done), cpuPerRequest(per[1].ticks, per[1].done)}
 	fmt.Fprintf(w, "=> %s: sessiongate/floor throughput %.3f (median of %d pair ratios; min %.3f, max %.3f); server CPU/req ×%.2f\n",
-		sc.name, median(ratios), len(ratios), minOf(ratios), maxOf(ratios), median(cpuRatios))
+		sc.name, median(ratios), len(ratios), minOf(ratios), maxOf(ratios), float64(cpu[1])/float64(cpu[0]))
+	if len(quiet) > 0 {
+		fmt.Fprintf(w, "   quiet pairs (other load < %.2f cores in both runs): %d, median ratio %.3f\n", quietLoad, len(quiet), median(quiet))
+	} else {
+		fmt.Fprintf(w, "   quiet pairs (other load < %.2f cores in both runs): none\n", quietLoad)
+	}
 	for i, name := range []string{"floor", "sessiongate"} {
 		d := func(xs []float64) time.Duration { return round(time.Duration(median(xs))) }
-		fmt.Fprintf(w, "   medians %-11s %6.0f rps, p50 %s, p99 %s, server CPU %s/req\n",
-			name, median(per[i].rps), d(per[i].p50), d(per[i].p99), d(per[i].cpu))
+		fmt.Fprintf(w, "   %-11s median %6.0f rps, p50 %s, p99 %s; server CPU %s/req over all runs\n",
+			name, median(per[i].rps), d(per[i].p50), d(per[i].p99), round(cpu[i]))
 	}
 	fmt.Fprintln(w)
 }
