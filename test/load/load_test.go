@@ -40,7 +40,7 @@ func TestParse(t *testing.T) {
 	if c, err := parse([]string{"-scenario", "all"}, &errs); err != nil || len(c.scenarios) != 4 {
 		t.Errorf("all: %v %v", c.scenarios, err)
 	}
-	for _, bad := range [][]string{{"-pairs", "0"}, {"-scenario", ""}, {"extra"}, {"-run-timeout", "0s"}} {
+	for _, bad := range [][]string{{"-pairs", "0"}, {"-scenario", ""}, {"-scenario", "live,bogus"}, {"extra"}, {"-run-timeout", "0s"}} {
 		if _, err := parse(bad, &errs); err == nil {
 			t.Errorf("parse(%q) accepted", bad)
 		}

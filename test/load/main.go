@@ -2,11 +2,12 @@
 // sessiongate and floor (a grpc-go ext_authz server that answers OK to
 // everything, with sessiongate's transport options), starts both on loopback,
 // and drives them with the same client (N concurrent streams over one
-// connection) in alternating runs — floor, sessiongate, floor, … — so that
-// noise from other work on the machine hits both alike. For each run it
-// prints throughput, p50 and p99 latency, server CPU per request (from
+// connection) in alternating runs — floor, sessiongate, sessiongate, floor,
+// … — so that noise from other work on the machine hits both alike. For each
+// run it prints throughput, p50 and p99 latency, server CPU per request (from
 // /proc/PID/stat) and the CPU other processes used meanwhile; for each
-// scenario, the median of the pairs' sessiongate/floor throughput ratios.
+// scenario, the median of the pairs' sessiongate/floor throughput ratios and
+// the ratio of server CPU per request.
 //
 //	go run ./test/load -scenario all -pairs 5
 package main
@@ -76,10 +77,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	for _, s := range strings.Split(*scen, ",") {
-		if s = strings.TrimSpace(s); s == "all" {
+		switch s = strings.TrimSpace(s); s {
+		case "all":
 			c.scenarios = append(c.scenarios, "live", "new", "deny", "mix")
-		} else if s != "" {
+		case "live", "new", "deny", "mix":
 			c.scenarios = append(c.scenarios, s)
+		case "":
+		default:
+			return c, fmt.Errorf("-scenario %q: want live, new, deny, mix or all", s)
 		}
 	}
 	switch {

@@ -11,9 +11,9 @@ import (
 	"github.com/sessiongate/sessiongate/test/load/fixture"
 )
 
-// scenario is one kind of traffic. Run r (counting warm-up and measured
-// requests of every run, floor's and sessiongate's alike) sends requests
-// req(r, 0..warmup+requests-1); want checks sessiongate's answers.
+// scenario is one kind of traffic. Run r of a scenario (runs 2p and 2p+1
+// are pair p's, whichever server goes first) sends req(r, 0), req(r, 1), …,
+// the first -warmup of them unmeasured; want checks sessiongate's answers.
 type scenario struct {
 	name, about string
 	requests    int
@@ -43,7 +43,7 @@ func (s *setup) build(name string) (*scenario, error) {
 	case "mix":
 		return s.mix()
 	}
-	return nil, fmt.Errorf("unknown scenario %q (want live, new, deny, mix or all)", name)
+	return nil, fmt.Errorf("unknown scenario %q", name) // parse lets none through
 }
 
 // live: one user, one token (verified once, then cached), one live session
