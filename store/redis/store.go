@@ -72,7 +72,10 @@ type Store struct {
 	near    *nearCache
 	log     *slog.Logger
 
-	// trustedSince is the send time (Unix ns) of the newest answered
+	// epoch anchors mono: trust is measured on the monotonic clock, so that
+	// a step of the wall clock (NTP) can neither extend nor cut it.
+	epoch time.Time
+	// trustedSince is the send time (mono) of the newest answered
 	// heartbeat while the near cache may answer reads; 0 when it may not.
 	trustedSince atomic.Int64
 	lastErr      atomic.Pointer[string] // why the store is not ready
@@ -144,7 +147,7 @@ func New(c redis.UniversalClient, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis store: near cache: %w", err)
 	}
-	s := &Store{c: c, o: o, channel: o.Prefix + ":changes", near: near, log: o.Logger, pending: map[string]authz.Touch{}}
+	s := &Store{c: c, o: o, channel: o.Prefix + ":changes", near: near, log: o.Logger, pending: map[string]authz.Touch{}, epoch: time.Now()}
 	s.setErr("connecting")
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -180,8 +183,9 @@ func Open(rawURL string, o Options) (*Store, error) {
 	return s, nil
 }
 
-// Close writes the activity not yet flushed (bounded by a few seconds), stops
-// the background work and closes the client.
+// Close stops the background work, writes the ends the fallback queued and
+// the activity not yet flushed (bounded by a few seconds), and closes the
+// client.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -189,6 +193,16 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
+		if s.queued.Load() > 0 {
+			// Ends the fallback acknowledged live only in this process: a
+			// last try, even if Redis came back after the subscriber last
+			// looked (down is only a hint that spares waits), or they are
+			// lost and their sessions live again in Redis (S3).
+			s.down.Store(false)
+			if err := s.reconcile(ctx); err != nil {
+				s.log.Error("redis store: ends recorded during the outage were not written to Redis", "ends", s.queued.Load(), "err", err)
+			}
+		}
 		s.flush(ctx)
 		err = errors.Join(s.c.Close(), s.near.close())
 	})
@@ -212,8 +226,11 @@ func (s *Store) setErr(msg string) { s.lastErr.Store(&msg) }
 // trusted reports whether the near cache may answer reads.
 func (s *Store) trusted() bool {
 	since := s.trustedSince.Load()
-	return since != 0 && time.Since(time.Unix(0, since)) <= s.o.MaxStale && s.queued.Load() == 0
+	return since != 0 && time.Duration(s.mono()-since) <= s.o.MaxStale && s.queued.Load() == 0
 }
+
+// mono is the monotonic time since the store was made, in ns, never 0.
+func (s *Store) mono() int64 { return int64(time.Since(s.epoch)) + 1 }
 
 func (s *Store) now() int64 { return s.o.Clock.Now().UnixMilli() }
 
@@ -470,12 +487,18 @@ func (s *Store) End(ctx context.Context, policy, id string, scope authz.Digest, 
 		return authz.Session{}, false, err
 	}
 	ck := s.scopeKey(policy, scope)
-	st, err := s.scopeChange(ctx, ck, e.At, e.KeepUntil, "")
-	if err != nil {
-		return authz.Session{}, false, err
-	}
+	st, scopeErr := s.scopeChange(ctx, ck, e.At, e.KeepUntil, "")
 	now := s.now()
-	_ = s.near.apply(ck, entry{scope: st, isScope: true}, now)
+	switch {
+	case scopeErr == nil:
+		_ = s.near.apply(ck, entry{scope: st, isScope: true}, now)
+	case id == "" || !errors.Is(scopeErr, authz.ErrCorruptRecord):
+		return authz.Session{}, false, scopeErr
+	}
+	// A corrupt scope record refuses every token of its scope (S9), so the
+	// window the order above guards against cannot open; the session is
+	// still ended, and the End still fails: reconcile drops ends that fail
+	// so, which must not leave the session live behind the damage (S3).
 	if id == "" {
 		return authz.Session{}, false, nil
 	}
@@ -485,7 +508,7 @@ func (s *Store) End(ctx context.Context, policy, id string, scope authz.Digest, 
 		return authz.Session{}, false, s.scriptError("end", err)
 	}
 	if len(vals) < 2 {
-		return authz.Session{}, false, nil
+		return authz.Session{}, false, scopeErr
 	}
 	rec, _ := vals[1].(string)
 	var r authz.Session
@@ -493,6 +516,9 @@ func (s *Store) End(ctx context.Context, policy, id string, scope authz.Digest, 
 		return authz.Session{}, false, fmt.Errorf("redis store: end: %w", err)
 	}
 	_ = s.near.apply(sk, entry{session: r}, now)
+	if scopeErr != nil {
+		return authz.Session{}, false, scopeErr
+	}
 	ended, _ := vals[0].(int64)
 	return r, ended == 1, nil
 }
@@ -546,13 +572,17 @@ func (s *Store) flush(ctx context.Context) {
 	})
 	failed := 0
 	for i, cmd := range cmds {
-		err := cmd.Err()
+		res, err := cmd.Text()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// A node that restarted or never ran the script: once with EVAL.
 			t := batch[keys[i]]
-			err = touchScript.Run(ctx, s.c, []string{keys[i]}, t.LastActivity, t.SignIn, t.KeepUntil).Err()
+			res, err = touchScript.Run(ctx, s.c, []string{keys[i]}, t.LastActivity, t.SignIn, t.KeepUntil).Text()
 		}
-		if err == nil || errors.Is(err, redis.Nil) {
+		if err == nil {
+			s.learnEnd(keys[i], res)
+			continue
+		}
+		if errors.Is(err, redis.Nil) {
 			continue
 		}
 		if isCorrupt(err) {
@@ -564,5 +594,21 @@ func (s *Store) flush(ctx context.Context) {
 	if failed > 0 {
 		s.down.Store(true)
 		s.log.Debug("redis store: activity not written; retrying", "sessions", failed)
+	}
+}
+
+// learnEnd applies a session record that a flushed touch returned, when it
+// has ended, to the near cache. The change channel normally brings ends
+// sooner, but the heartbeat vouches only for the node this replica listens
+// to (in Cluster mode another node's PUBLISH crosses the cluster bus): a
+// lost message must not leave a live copy that activity keeps rewriting,
+// and so fresh, for as long as the session is used (S3).
+func (s *Store) learnEnd(k, rec string) {
+	var r authz.Session
+	if r.UnmarshalBinary([]byte(rec)) != nil || !r.Ended() {
+		return
+	}
+	if err := s.near.apply(k, entry{session: r}, s.now()); err != nil {
+		s.near.reset(s.near.live)
 	}
 }

@@ -428,3 +428,117 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// TestCloseDoesNotWaitForTheChannel: Close returns promptly even when the
+// subscriber is blocked reading the change channel with a long MaxStale: a
+// cancelled context does not interrupt a blocking read in go-redis.
+func TestCloseDoesNotWaitForTheChannel(t *testing.T) {
+	srv := redistest.Start(t)
+	s, err := Open(srv.URL(), Options{MaxStale: 8 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, s)
+	time.Sleep(100 * time.Millisecond) // the subscriber is inside ReceiveTimeout
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+}
+
+// TestFlushLearnsMissedEnd: an end whose message this replica never heard
+// (in Cluster mode a PUBLISH reaches the subscribed node over the cluster
+// bus, which the heartbeat does not vouch for) must not stay hidden behind a
+// near-cache entry that activity keeps rewriting: the flush's touch returns
+// the ended record from Redis, and the near cache takes it.
+func TestFlushLearnsMissedEnd(t *testing.T) {
+	srv := redistest.Start(t)
+	s := open(t, srv.URL(), Options{FlushInterval: 20 * time.Millisecond, MaxStale: 200 * time.Millisecond})
+	r := newSession("")
+	if err := s.Begin(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	loadCached(t, s, r)
+	ended := *r
+	ended.EndedAt, ended.Cause = time.Now().UnixMilli(), authz.CauseSignedOut
+	b, _ := ended.AppendBinary(nil)
+	if err := srv.Client().Set(ctx, s.sessionKey("app", r.ID), b, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	la := r.LastActivity
+	waitFor(t, "the end is seen", func() bool {
+		la++
+		got, found, err := s.Touch(ctx, "app", r.ID, authz.Touch{LastActivity: la})
+		return err == nil && found && got.Ended()
+	})
+	if lk := mustLoad(t, s, ctx, r); !lk.Session.Ended() {
+		t.Errorf("Load revives the session: %+v", lk)
+	}
+}
+
+// TestCloseWritesQueuedEnds: an end the fallback acknowledged during an
+// outage is written to Redis by Close when Redis is back but the subscriber
+// has not reconnected yet (a rolling restart right after an outage): the
+// queue lives only in this process.
+func TestCloseWritesQueuedEnds(t *testing.T) {
+	srv := redistest.Start(t)
+	o := Options{FlushInterval: 20 * time.Millisecond, MaxStale: 200 * time.Millisecond}
+	a := open(t, srv.URL(), o)
+	b, err := Open(srv.URL(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, b)
+	r := newSession("q")
+	if err := a.Begin(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	loadCached(t, b, r)
+	srv.Stop()
+	waitFor(t, "b sees the outage", func() bool { return b.Ready(ctx) != nil })
+	time.Sleep(2 * time.Second) // the subscriber backs off to its longest wait
+	at := time.Now().UnixMilli()
+	if _, ended, err := b.Fallback().End(ctx, "app", r.ID, r.Scope, authz.End{Cause: authz.CauseSignedOut, At: at, KeepUntil: r.KeepUntil}); err != nil || !ended {
+		t.Fatalf("fallback End: %v %v", ended, err)
+	}
+	srv.Restart()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, a)
+	if lk := mustLoad(t, a, authz.ConfirmReads(ctx), r); !lk.Session.Ended() || lk.Scope.EndedAt != at {
+		t.Errorf("the acknowledged end was lost at Close: %+v", lk)
+	}
+}
+
+// TestEndDespiteCorruptScope: a corrupt scope record fails the End (S9), but
+// does not stop the session's own end: the fallback's queue drops an end
+// that fails so, and the session must not stay live in Redis behind it,
+// ready to be revived once an operator removes the damaged scope record.
+func TestEndDespiteCorruptScope(t *testing.T) {
+	srv := redistest.Start(t)
+	s := open(t, srv.URL(), Options{})
+	r := newSession("cs")
+	if err := s.Begin(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	rc := srv.Client()
+	if err := rc.Set(ctx, s.scopeKey("app", r.Scope), "garbage", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := s.End(ctx, "app", r.ID, r.Scope, authz.End{Cause: authz.CauseSignedOut, At: time.Now().UnixMilli(), KeepUntil: r.KeepUntil})
+	if !errors.Is(err, authz.ErrCorruptRecord) {
+		t.Errorf("End: %v", err)
+	}
+	b, err := rc.Get(ctx, s.sessionKey("app", r.ID)).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got authz.Session
+	if err := got.UnmarshalBinary(b); err != nil || !got.Ended() {
+		t.Errorf("session in Redis after the End: %+v %v", got, err)
+	}
+}

@@ -54,6 +54,10 @@ func (s *Store) distrust(err error) {
 func (s *Store) subscribeOnce(ctx context.Context) error {
 	ps := s.c.Subscribe(ctx)
 	defer ps.Close()
+	// A cancelled ctx does not interrupt a read blocked in ReceiveTimeout
+	// (go-redis only turns its deadline into the read deadline), which
+	// would hold Close for up to MaxStale: closing the PubSub does.
+	defer context.AfterFunc(ctx, func() { ps.Close() })()
 	if err := ps.Subscribe(ctx, s.channel); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
@@ -77,7 +81,7 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 		return err
 	}
 	s.near.reset(s.near.live)
-	s.trustedSince.Store(time.Now().UnixNano())
+	s.trustedSince.Store(s.mono())
 	s.log.Info("redis store: subscribed to the change channel; near cache in use")
 
 	hbCtx, stop := context.WithCancel(ctx)
@@ -139,7 +143,7 @@ func (s *Store) heartbeat(ctx context.Context, ps *redis.PubSub) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := ps.Ping(ctx, strconv.FormatInt(time.Now().UnixNano(), 10)); err != nil {
+			if err := ps.Ping(ctx, strconv.FormatInt(s.mono(), 10)); err != nil {
 				return // the receiver sees the failure too
 			}
 		}
