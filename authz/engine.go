@@ -99,7 +99,9 @@ type check struct {
 	nowMs  int64
 	cookie string // the session id presented, "" if none or malformed
 	claims *Claims
-	store  Store // the engine's store, or its local fallback once degraded
+	// scopeEnd is the token's scope's last end as loaded, 0 if none.
+	scopeEnd int64
+	store    Store // the engine's store, or its local fallback once degraded
 	// degraded is set once the decision runs on the store's fallback.
 	degraded bool
 }
@@ -172,9 +174,11 @@ func cleanPath(p string) bool {
 	}
 	// Controls are not valid in a path, and URL parsers that drop them
 	// (WHATWG strips tabs and newlines) would read "/public/\t../admin"
-	// as a traversal out of the bypassed prefix.
+	// as a traversal out of the bypassed prefix. Raw non-ASCII is not valid
+	// in a request target either, and servers that normalise Unicode read
+	// look-alikes ("\u2025", fullwidth dots, overlong UTF-8) as "..".
 	for i := 0; i < len(p); i++ {
-		if p[i] < 0x20 || p[i] == 0x7f {
+		if p[i] < 0x20 || p[i] >= 0x7f {
 			return false
 		}
 	}
@@ -244,6 +248,7 @@ func (c *check) withToken(ctx context.Context) Decision {
 	if lk.ScopeFound {
 		scopeEnd = lk.Scope.EndedAt
 	}
+	c.scopeEnd = scopeEnd
 	// S3: a token whose sign-in is not after the scope's last end is refused,
 	// with or without a cookie.
 	if scopeEnd != 0 && signIn <= scopeEnd {
@@ -321,9 +326,16 @@ func (c *check) begin(ctx context.Context) Decision {
 		c.e.log.Error("session id generation failed", "err", err)
 		return c.storeFailure(ctx, err)
 	}
+	// Only a sign-in after the scope's last end gets here. That end may lie
+	// ahead of now (see endAt); the session opens after it, not as one that
+	// died with it.
+	created := c.nowMs
+	if c.scopeEnd >= created {
+		created = c.scopeEnd + 1
+	}
 	s := Session{
 		ID: id, Policy: c.p.Name, Subject: cl.Subject, Identity: cl.Identity, Scope: cl.Scope,
-		SignIn: signIn, Created: c.nowMs, LastActivity: c.nowMs, KeepUntil: c.keep(c.nowMs),
+		SignIn: signIn, Created: created, LastActivity: c.nowMs, KeepUntil: c.keep(c.nowMs),
 	}
 	if err := c.store.Begin(ctx, &s); err != nil {
 		return c.storeFailure(ctx, err)
@@ -344,14 +356,21 @@ func (c *check) resume(ctx context.Context, s *Session) Decision {
 		t.SignIn = cl.AuthTime
 		s.SignIn = cl.AuthTime
 	}
-	over := c.nowMs-s.SignIn > c.p.AbsoluteTimeout.Milliseconds() || c.nowMs > s.LastActivity+c.p.IdleTimeout.Milliseconds()
+	// S1 counts from the token's auth_time when it has one. A session opened
+	// by a token without it took its start as the sign-in, a guess no later
+	// than the real one: a token of that scope revealing an older sign-in
+	// does not ride on the guess past its lifetime. (A session whose sign-in
+	// is an auth_time keeps it: an older token does not undo a newer sign-in.)
+	absOver := c.nowMs-s.SignIn > c.p.AbsoluteTimeout.Milliseconds() ||
+		s.SignIn == s.Created && cl.AuthTime != 0 && c.nowMs-cl.AuthTime > c.p.AbsoluteTimeout.Milliseconds()
+	over := absOver || c.nowMs > s.LastActivity+c.p.IdleTimeout.Milliseconds()
 	if over && !ReadsConfirmed(ctx) {
 		// A timeout ends the session for good (S3), so it is decided on the
 		// store of record: a shared store's near cache may not have seen a
 		// newer sign-in or activity on another replica yet. Decide again.
 		return c.withToken(ConfirmReads(ctx))
 	}
-	if c.nowMs-s.SignIn > c.p.AbsoluteTimeout.Milliseconds() {
+	if absOver {
 		return c.end(ctx, s, CauseAbsolute)
 	}
 	if idleAt := s.LastActivity + c.p.IdleTimeout.Milliseconds(); c.nowMs > idleAt {
@@ -410,7 +429,7 @@ func (c *check) passive() bool {
 // end ends a session that this request found over a limit, and answers with
 // that cause (later requests get reauth_required).
 func (c *check) end(ctx context.Context, s *Session, cause EndCause) Decision {
-	if err := c.record(ctx, s, cause, c.nowMs); err != nil {
+	if err := c.record(ctx, s, cause, c.endAt(s.Scope)); err != nil {
 		return c.storeFailure(ctx, err)
 	}
 	d := c.deny(cause.Reason(), true)
@@ -496,11 +515,24 @@ func (c *check) logoutFailure(err error) Decision {
 }
 
 func (c *check) endFor(ctx context.Context, s *Session, scope Digest) error {
-	_, ended, err := c.store.End(ctx, c.p.Name, s.ID, scope, End{Cause: CauseSignedOut, At: c.nowMs, KeepUntil: c.keep(c.nowMs)})
+	at := c.endAt(scope)
+	_, ended, err := c.store.End(ctx, c.p.Name, s.ID, scope, End{Cause: CauseSignedOut, At: at, KeepUntil: c.keep(at)})
 	if err == nil && ended {
 		c.e.events.SessionEnded(c.event(s, CauseSignedOut))
 	}
 	return err
+}
+
+// endAt is when an end of scope, decided now, is recorded. An IdP whose
+// clock runs ahead (within the verifier's clock skew) issues tokens whose
+// sign-in lies after now: the end covers the presenting token of that scope
+// too, so that replaying it does not pass as a sign-in after the end (S3).
+// A genuine later sign-in from the same IdP still lies after it.
+func (c *check) endAt(scope Digest) int64 {
+	if c.claims != nil && c.claims.Scope == scope && c.nowMs > 0 { // <= 0: refused by the store, as before
+		return max(c.nowMs, c.claims.SignIn())
+	}
+	return c.nowMs
 }
 
 // keep is how long records written now must be kept: past the absolute

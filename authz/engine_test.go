@@ -1456,6 +1456,11 @@ func TestS10Bypass(t *testing.T) {
 		{"public/x", false},
 		{"/admin?/public/", false},
 		{"/admin#/public/", false},
+		// Raw non-ASCII is not valid in a request target; servers that
+		// normalise Unicode (NFKC) read these dot look-alikes as "..".
+		{"/public/\u2025/admin", false},
+		{"/public/\uff0e\uff0e/admin", false},
+		{"/public/\xc0\xae\xc0\xae/admin", false},
 		{"", false},
 	}
 	for _, tc := range tests {

@@ -117,6 +117,7 @@ func TestCleanPath(t *testing.T) {
 		"/a/b": true, "/": true, "/a.b/c": true, "/a/b.": true,
 		"": false, "a": false, "//a": false, "/a//b": false, "/a/./b": false, "/a/../b": false,
 		"/.well-known": false, "/a\\b": false, "/a%2fb": false, "/%41": false,
+		"/a/\u2025/b": false, "/a/\uff0e\uff0e/b": false, "/caf\xc3\xa9": false,
 	} {
 		if got := cleanPath(p); got != want {
 			t.Errorf("cleanPath(%q) = %v, want %v", p, got, want)

@@ -50,6 +50,9 @@ func ReturnURL(r *Request) string {
 	b.WriteString("://")
 	b.WriteString(strings.ToLower(host))
 	path, query, hasQuery := strings.Cut(p, "?")
+	if pathHasToken(path) {
+		path = "/"
+	}
 	writeEscaped(&b, path)
 	if hasQuery {
 		if q := stripTokenParams(query); q != "" {
@@ -175,6 +178,27 @@ func hasTokenParam(part string) bool {
 		var p string
 		p, part, _ = strings.Cut(part, ";")
 		if name, value, _ := strings.Cut(p, "="); isTokenParam(name) || looksLikeJWT(value) {
+			return true
+		}
+	}
+	return false
+}
+
+// pathHasToken reports whether a path carries a token: a segment or a ";"
+// path parameter that looks like a JWT or is named like a token parameter.
+// Such a path is not worth returning to; the host's root is.
+func pathHasToken(path string) bool {
+	if !strings.Contains(path, "eyJ") && strings.IndexByte(path, '%') < 0 && !containsTokenParam(path) {
+		return false
+	}
+	for path != "" {
+		var seg string
+		if i := strings.IndexAny(path, "/;"); i >= 0 {
+			seg, path = path[:i], path[i+1:]
+		} else {
+			seg, path = path, ""
+		}
+		if looksLikeJWT(seg) || strings.IndexByte(seg, '=') >= 0 && hasTokenParam(seg) {
 			return true
 		}
 	}

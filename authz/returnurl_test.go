@@ -156,3 +156,22 @@ func TestReturnURLDropsJWTValuesAndMalformedHosts(t *testing.T) {
 		}
 	}
 }
+
+// S7: no token in a Location, also when the client carried it in the path
+// (";" path parameters, a route segment) rather than in the query.
+func TestReturnURLDropsJWTsInThePath(t *testing.T) {
+	const jwt = "eyJhbGciOi.eyJzdWIi.c2ln"
+	for path, want := range map[string]string{
+		"/x;access_token=" + jwt + "?a=1": "https://app.example.com/?a=1",
+		"/callback/" + jwt:                "https://app.example.com/",
+		"/a;jwt=" + jwt + ";b=1/c":        "https://app.example.com/",
+		"/eyJ/not.a.token":                "https://app.example.com/eyJ/not.a.token",
+		"/x/eyJhbGciOi":                   "https://app.example.com/x/eyJhbGciOi",
+		"/api/access_token/help":          "https://app.example.com/api/access_token/help",
+		"/x;id_token=opaque":              "https://app.example.com/",
+	} {
+		if got := ReturnURL(&Request{Host: "app.example.com", Scheme: "https", Path: path}); got != want {
+			t.Errorf("ReturnURL(%q) = %q, want %q", path, got, want)
+		}
+	}
+}

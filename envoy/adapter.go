@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"slices"
 	"strconv"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,6 +25,40 @@ const (
 
 // upstreamHeaders are stripped from every allowed request they are not set on.
 var upstreamHeaders = []string{HeaderUser, HeaderSessionExpiry, HeaderIdleExpiry, HeaderExpiresIn, HeaderReason}
+
+// The headers to remove from an allowed request: those the gate does not
+// set, and every other spelling of all of them. CGI-style upstreams (PHP,
+// WSGI, Rack) read "-" and "_" alike, so a client's "x_sessiongate_user"
+// would reach them as the gate's identity header; Envoy passes such names
+// by default (S10).
+var (
+	removeWithUser = append(slices.Clone(upstreamHeaders[3:]), spellings(upstreamHeaders)...)
+	removeAll      = append(slices.Clone(upstreamHeaders), spellings(upstreamHeaders)...)
+)
+
+// spellings returns, for each name, every other name that differs from it
+// only by "_" in place of some of its "-".
+func spellings(names []string) []string {
+	var out []string
+	for _, n := range names {
+		var dashes []int
+		for i := range len(n) {
+			if n[i] == '-' {
+				dashes = append(dashes, i)
+			}
+		}
+		for mask := 1; mask < 1<<len(dashes); mask++ {
+			b := []byte(n)
+			for j, i := range dashes {
+				if mask&(1<<j) != 0 {
+					b[i] = '_'
+				}
+			}
+			out = append(out, string(b))
+		}
+	}
+	return out
+}
 
 // ToRequest translates a CheckRequest without copying its header map.
 func ToRequest(req *authv3.CheckRequest) authz.Request {
@@ -116,9 +151,9 @@ func okResponse(d *authz.Decision) *authv3.CheckResponse {
 		l.add(HeaderSessionExpiry, deadlines[:n], overwriteAction)
 		l.add(HeaderIdleExpiry, deadlines[n:], overwriteAction)
 		ok.Headers = l.opts
-		ok.HeadersToRemove = upstreamHeaders[3:]
+		ok.HeadersToRemove = removeWithUser
 	} else {
-		ok.HeadersToRemove = upstreamHeaders
+		ok.HeadersToRemove = removeAll
 	}
 	if n := len(d.SetCookie); n > 0 || d.ExpiresIn >= 0 {
 		l := headerList{hs: make([]header, 0, n+1)}

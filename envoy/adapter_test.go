@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"slices"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -44,6 +45,9 @@ func TestToResponse(t *testing.T) {
 	const cookie = "__Host-sessiongate=abc; Path=/; Max-Age=28800; Secure; HttpOnly; SameSite=Lax"
 	const clear = "__Host-sessiongate=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"
 	allRemoved := []string{HeaderUser, HeaderSessionExpiry, HeaderIdleExpiry, HeaderExpiresIn, HeaderReason}
+	if !slices.Equal(removeAll[:len(allRemoved)], allRemoved) || !slices.Equal(removeWithUser[:2], allRemoved[3:]) {
+		t.Fatalf("headers to remove: %v / %v", removeAll, removeWithUser)
+	}
 	identity := []*corev3.HeaderValueOption{over(HeaderUser, "alice"),
 		over(HeaderSessionExpiry, "1767225600"), over(HeaderIdleExpiry, "1767198600")}
 	live := authz.Decision{Allow: true, Policy: "app", User: "alice", SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600, ExpiresIn: -1}
@@ -54,16 +58,16 @@ func TestToResponse(t *testing.T) {
 		want *authv3.CheckResponse
 	}{
 		{"allow with a session", live, okResp(&authv3.OkHttpResponse{
-			Headers: identity, HeadersToRemove: []string{HeaderExpiresIn, HeaderReason}})},
+			Headers: identity, HeadersToRemove: removeWithUser})},
 		{"allow opening a session inside the warning window",
 			with(live, func(d *authz.Decision) { d.ExpiresIn, d.SetCookie = 0, []string{cookie} }),
-			okResp(&authv3.OkHttpResponse{Headers: identity, HeadersToRemove: []string{HeaderExpiresIn, HeaderReason},
+			okResp(&authv3.OkHttpResponse{Headers: identity, HeadersToRemove: removeWithUser,
 				ResponseHeadersToAdd: []*corev3.HeaderValueOption{over(HeaderExpiresIn, "0"), add("set-cookie", cookie)}})},
 		{"allow on a bypass path", authz.Decision{Allow: true, Policy: "app", ExpiresIn: -1},
-			okResp(&authv3.OkHttpResponse{HeadersToRemove: allRemoved})},
+			okResp(&authv3.OkHttpResponse{HeadersToRemove: removeAll})},
 		{"dry-run denial with cookies", authz.Decision{Allow: true, DryRun: true, Reason: authz.ReasonIdleTimeout, Policy: "app",
 			ExpiresIn: -1, SetCookie: []string{clear, cookie}},
-			okResp(&authv3.OkHttpResponse{HeadersToRemove: allRemoved,
+			okResp(&authv3.OkHttpResponse{HeadersToRemove: removeAll,
 				ResponseHeadersToAdd: []*corev3.HeaderValueOption{add("set-cookie", clear), add("set-cookie", cookie)}})},
 		{"302 to the login page", authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 302, ExpiresIn: -1,
 			Location: "https://login.example.com/start?rd=x"},

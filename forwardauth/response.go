@@ -2,7 +2,9 @@ package forwardauth
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/sessiongate/sessiongate/authz"
 )
@@ -25,11 +27,39 @@ const (
 )
 
 // Values of HeaderEnvoyRemove: every gate header the upstream must not see
-// from the client, less those the allow sets.
-const (
-	envoyRemoveWithUser = "x-sessiongate-expires-in, x-sessiongate-reason"
-	envoyRemoveAll      = "x-sessiongate-user, x-sessiongate-session-expires-at, x-sessiongate-idle-expires-at, " + envoyRemoveWithUser
+// from the client, less those the allow sets, and every other spelling of
+// all of them: CGI-style upstreams (PHP, WSGI, Rack) read "-" and "_" alike,
+// so a client's "x_sessiongate_user" would reach them as the gate's header.
+var (
+	envoyRemoveWithUser = strings.Join(append([]string{"x-sessiongate-expires-in", "x-sessiongate-reason"}, spellings(gateHeaders)...), ", ")
+	envoyRemoveAll      = strings.Join(append(slices.Clone(gateHeaders), spellings(gateHeaders)...), ", ")
+	gateHeaders         = []string{"x-sessiongate-user", "x-sessiongate-session-expires-at", "x-sessiongate-idle-expires-at",
+		"x-sessiongate-expires-in", "x-sessiongate-reason"}
 )
+
+// spellings returns, for each name, every other name that differs from it
+// only by "_" in place of some of its "-".
+func spellings(names []string) []string {
+	var out []string
+	for _, n := range names {
+		var dashes []int
+		for i := range len(n) {
+			if n[i] == '-' {
+				dashes = append(dashes, i)
+			}
+		}
+		for mask := 1; mask < 1<<len(dashes); mask++ {
+			b := []byte(n)
+			for j, i := range dashes {
+				if mask&(1<<j) != 0 {
+					b[i] = '_'
+				}
+			}
+			out = append(out, string(b))
+		}
+	}
+	return out
+}
 
 // WriteResponse writes decision d as the answer of a check request of flavor
 // f: only headers, status and body, nothing else happens.

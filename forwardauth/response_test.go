@@ -52,15 +52,15 @@ func TestWriteResponse(t *testing.T) {
 			"Cache-Control", "no-store", "Set-Cookie", newCookie,
 			"X-Sessiongate-User", "alice", "X-Sessiongate-Session-Expires-At", "1700003600",
 			"X-Sessiongate-Idle-Expires-At", "1700001800",
-			"X-Envoy-Auth-Headers-To-Remove", "x-sessiongate-expires-in, x-sessiongate-reason"), ""}},
+			"X-Envoy-Auth-Headers-To-Remove", envoyRemoveWithUser), ""}},
 		{"envoy allow in the warning window", Envoy, allowWarn, want{200, header(
 			"Cache-Control", "no-store", "X-Sessiongate-Expires-In", "0",
 			"X-Sessiongate-User", "alice", "X-Sessiongate-Session-Expires-At", "1700003600",
 			"X-Sessiongate-Idle-Expires-At", "1700001800",
-			"X-Envoy-Auth-Headers-To-Remove", "x-sessiongate-expires-in, x-sessiongate-reason"), ""}},
+			"X-Envoy-Auth-Headers-To-Remove", envoyRemoveWithUser), ""}},
 		{"envoy allow on a bypassed path removes every gate header", Envoy, allowBypass, want{200, header(
 			"Cache-Control", "no-store",
-			"X-Envoy-Auth-Headers-To-Remove", "x-sessiongate-user, x-sessiongate-session-expires-at, x-sessiongate-idle-expires-at, x-sessiongate-expires-in, x-sessiongate-reason"), ""}},
+			"X-Envoy-Auth-Headers-To-Remove", envoyRemoveAll), ""}},
 		{"forward allow with a new session", Forward, allowSession, want{200, header(
 			"Cache-Control", "no-store", "Set-Cookie", newCookie,
 			"X-Sessiongate-User", "alice", "X-Sessiongate-Session-Expires-At", "1700003600",

@@ -63,7 +63,7 @@ func (v *verifier) Verify(ctx context.Context, raw string, now time.Time) (*auth
 	}
 	skew := v.cfg.ClockSkew.Milliseconds()
 	v.p.cache.put(entry{hash: h, token: raw, fp: v.fp, gen: gen, claims: c,
-		notBefore: max(c.NotBefore, c.IssuedAt) - skew, notAfter: c.Expiry + skew})
+		notBefore: max(c.NotBefore, c.IssuedAt, c.AuthTime) - skew, notAfter: c.Expiry + skew})
 	return c, nil
 }
 
@@ -154,6 +154,10 @@ func (v *verifier) claims(payload []byte, now int64) (*authz.Claims, error) {
 		return nil, invalid("not yet valid")
 	case c.IssuedAt > now+skew:
 		return nil, invalid("iat in the future")
+	case c.AuthTime > now+skew:
+		// A sign-in that has not happened yet would count as one after
+		// every session end (S3) and restart the absolute lifetime (S1).
+		return nil, invalid("auth_time in the future")
 	}
 	if c.Subject, err = str(m, "sub"); err != nil {
 		return nil, err

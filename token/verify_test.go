@@ -77,6 +77,10 @@ func TestVerifyRejects(t *testing.T) {
 		{"expired", mint(t, d, claims(now, map[string]any{"exp": now.Add(-31 * time.Second).Unix()})), authz.ReasonTokenExpired, "token expired"},
 		{"not yet valid", mint(t, d, claims(now, map[string]any{"nbf": now.Add(time.Minute).Unix()})), authz.ReasonInvalidToken, "not yet valid"},
 		{"iat in the future", mint(t, d, claims(now, map[string]any{"iat": now.Add(time.Minute).Unix()})), authz.ReasonInvalidToken, "iat in the future"},
+		// auth_time after now: a sign-in that has not happened would beat
+		// every session end (S3) and push the absolute lifetime (S1) out.
+		{"auth_time in the future", mint(t, d, claims(now, map[string]any{"auth_time": now.Add(time.Hour).Unix()})), authz.ReasonInvalidToken, "auth_time in the future"},
+		{"auth_time beyond the clock skew", mint(t, d, claims(now, map[string]any{"auth_time": now.Add(31 * time.Second).Unix()})), authz.ReasonInvalidToken, "auth_time in the future"},
 		{"wrong aud", mint(t, d, claims(now, map[string]any{"aud": "billing"})), authz.ReasonInvalidToken, "wrong aud"},
 		{"wrong aud array", mint(t, d, claims(now, map[string]any{"aud": []string{"a", "b"}})), authz.ReasonInvalidToken, "wrong aud"},
 		{"no aud", mint(t, d, claims(now, map[string]any{"aud": nil})), authz.ReasonInvalidToken, "missing aud"},
