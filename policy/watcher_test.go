@@ -42,12 +42,14 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// waitFor polls cond until it holds, failing after 2s.
+// waitFor polls cond until it holds. The deadline only bounds a hung test:
+// the 2-second reload budget is asserted against the real binary in
+// test/reload_test.go, not in unit tests that a busy machine can starve.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("not within 2s: %s", what)
+			t.Fatalf("not within 15s: %s", what)
 		}
 	}
 }
