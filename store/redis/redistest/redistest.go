@@ -1,7 +1,9 @@
 // Package redistest starts real redis-server processes on free loopback
-// ports for tests: a standalone server that can be stopped and restarted on
-// the same port and data, and a Redis Cluster of masters. It is test
-// infrastructure, never linked into the product.
+// ports for tests: a standalone server that can be stopped, killed and
+// restarted on the same port and data, a Redis Cluster of masters, a master
+// with replicas and sentinels (redis-server --sentinel), and a TLS-only
+// server with a certificate made for the test. It is test infrastructure,
+// never linked into the product.
 //
 // When redis-server (Debian package redis-server) is missing, tests are
 // skipped, unless SESSIONGATE_REQUIRE_EXTERNAL=1 (CI), when they fail.
@@ -10,6 +12,7 @@ package redistest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -44,8 +47,8 @@ func Require(t testing.TB) {
 type Server struct {
 	t    testing.TB
 	Port int
-	dir  string
 	args []string
+	tls  *tls.Config // nil: plain TCP
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -67,18 +70,29 @@ func Start(t testing.TB) *Server {
 
 func start(t testing.TB, cluster bool) *Server {
 	t.Helper()
-	Require(t)
 	dir := t.TempDir()
-	var lastErr error
-	for range 5 {
-		s := &Server{t: t, Port: freePort(t, cluster), dir: dir}
-		s.args = []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", dir,
+	return launch(t, cluster, nil, func(port int) []string {
+		args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 			"--save", "", "--appendonly", "yes", "--appendfsync", "always",
 			"--protected-mode", "no", "--loglevel", "warning", "--daemonize", "no"}
 		if cluster {
-			s.args = append(s.args, "--cluster-enabled", "yes", "--cluster-config-file",
+			args = append(args, "--cluster-enabled", "yes", "--cluster-config-file",
 				filepath.Join(dir, "nodes.conf"), "--cluster-node-timeout", "2000")
 		}
+		return args
+	})
+}
+
+// launch starts redis-server with the arguments that args gives for a free
+// port (trying a few ports, in case another process takes one first) and
+// stops it when the test ends. tlsConf, when set, is how to reach it.
+func launch(t testing.TB, cluster bool, tlsConf *tls.Config, args func(port int) []string) *Server {
+	t.Helper()
+	Require(t)
+	var lastErr error
+	for range 5 {
+		s := &Server{t: t, Port: freePort(t, cluster), tls: tlsConf}
+		s.args = args(s.Port)
 		if lastErr = s.startProcess(); lastErr == nil {
 			t.Cleanup(s.Stop)
 			return s
@@ -100,7 +114,7 @@ func (s *Server) startProcess() error {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	s.cmd, s.done = cmd, done
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond, TLSConfig: s.tls})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -145,6 +159,22 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
+// Kill kills the server at once (SIGKILL), as a crash or a lost host would.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	select {
+	case <-s.done:
+	default:
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	s.cmd = nil
+}
+
 // Restart starts the stopped server again on the same port and data.
 func (s *Server) Restart() {
 	s.t.Helper()
@@ -155,7 +185,7 @@ func (s *Server) Restart() {
 
 // Client returns a client of the server, closed when the test ends.
 func (s *Server) Client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), TLSConfig: s.tls})
 	s.t.Cleanup(func() { c.Close() })
 	return c
 }
