@@ -13,51 +13,37 @@ import (
 	"github.com/sessiongate/sessiongate/authz"
 )
 
-// Header names the gate sets. Upstream ones are overwritten when set and
-// removed when not, so a client can never spoof them (S10).
+// Header names the gate sets (authz owns them; re-exported for callers).
 const (
-	HeaderUser          = "x-sessiongate-user"
-	HeaderSessionExpiry = "x-sessiongate-session-expires-at"
-	HeaderIdleExpiry    = "x-sessiongate-idle-expires-at"
-	HeaderExpiresIn     = "x-sessiongate-expires-in"
-	HeaderReason        = "x-sessiongate-reason"
+	HeaderUser          = authz.HeaderUser
+	HeaderSessionExpiry = authz.HeaderSessionExpiry
+	HeaderIdleExpiry    = authz.HeaderIdleExpiry
+	HeaderExpiresIn     = authz.HeaderExpiresIn
+	HeaderReason        = authz.HeaderReason
 )
 
-// upstreamHeaders are stripped from every allowed request they are not set on.
-var upstreamHeaders = []string{HeaderUser, HeaderSessionExpiry, HeaderIdleExpiry, HeaderExpiresIn, HeaderReason}
-
-// The headers to remove from an allowed request: those the gate does not
-// set, and every other spelling of all of them. CGI-style upstreams (PHP,
-// WSGI, Rack) read "-" and "_" alike, so a client's "x_sessiongate_user"
-// would reach them as the gate's identity header; Envoy passes such names
-// by default (S10).
+// Client-sent copies of the gate's headers are removed from every allowed
+// request they are not set on; the three identity headers are overwritten
+// when the gate sets them (S10).
 var (
-	removeWithUser = append(slices.Clone(upstreamHeaders[3:]), spellings(upstreamHeaders)...)
-	removeAll      = append(slices.Clone(upstreamHeaders), spellings(upstreamHeaders)...)
+	removeAll      = []string{HeaderUser, HeaderSessionExpiry, HeaderIdleExpiry, HeaderExpiresIn, HeaderReason}
+	removeWithUser = removeAll[3:]
 )
 
-// spellings returns, for each name, every other name that differs from it
-// only by "_" in place of some of its "-".
-func spellings(names []string) []string {
-	var out []string
-	for _, n := range names {
-		var dashes []int
-		for i := range len(n) {
-			if n[i] == '-' {
-				dashes = append(dashes, i)
-			}
-		}
-		for mask := 1; mask < 1<<len(dashes); mask++ {
-			b := []byte(n)
-			for j, i := range dashes {
-				if mask&(1<<j) != 0 {
-					b[i] = '_'
-				}
-			}
-			out = append(out, string(b))
+// RemoveAliases adds to an allowed response the underscore spellings of the
+// gate's headers that the request carries (authz.IsGateHeaderAlias), so that
+// no CGI-style upstream reads one as the gate's own (S10).
+func RemoveAliases(resp *authv3.CheckResponse, headers authz.HeaderMap) {
+	ok := resp.GetOkResponse()
+	if ok == nil {
+		return
+	}
+	for k := range headers {
+		if authz.IsGateHeaderAlias(k) {
+			// Never append into the shared lists above.
+			ok.HeadersToRemove = append(slices.Clip(ok.HeadersToRemove), k)
 		}
 	}
-	return out
 }
 
 // ToRequest translates a CheckRequest without copying its header map.

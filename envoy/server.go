@@ -38,7 +38,11 @@ func NewService(c Checker) *Service { return &Service{checker: c} }
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	r := ToRequest(req)
 	d := s.checker.Check(ctx, &r)
-	return ToResponse(&d), nil
+	resp := ToResponse(&d)
+	if hm, ok := r.Headers.(authz.HeaderMap); ok {
+		RemoveAliases(resp, hm)
+	}
+	return resp, nil
 }
 
 // Server is the gRPC server: ext_authz plus grpc.health.v1.

@@ -63,7 +63,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req := ToRequest(r, f, trusted)
 	d := h.checker.Check(r.Context(), &req)
-	WriteResponse(w, f, &d)
+	var aliases []string
+	if f == Envoy {
+		aliases = gateAliases(r.Header)
+	}
+	writeResponse(w, f, &d, aliases)
 }
 
 // trusts reports whether a RemoteAddr ("ip:port") is a trusted proxy.

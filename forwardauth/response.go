@@ -2,7 +2,6 @@ package forwardauth
 
 import (
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -27,35 +26,20 @@ const (
 )
 
 // Values of HeaderEnvoyRemove: every gate header the upstream must not see
-// from the client, less those the allow sets, and every other spelling of
-// all of them: CGI-style upstreams (PHP, WSGI, Rack) read "-" and "_" alike,
-// so a client's "x_sessiongate_user" would reach them as the gate's header.
-var (
-	envoyRemoveWithUser = strings.Join(append([]string{"x-sessiongate-expires-in", "x-sessiongate-reason"}, spellings(gateHeaders)...), ", ")
-	envoyRemoveAll      = strings.Join(append(slices.Clone(gateHeaders), spellings(gateHeaders)...), ", ")
-	gateHeaders         = []string{"x-sessiongate-user", "x-sessiongate-session-expires-at", "x-sessiongate-idle-expires-at",
-		"x-sessiongate-expires-in", "x-sessiongate-reason"}
+// from the client, less those the allow sets. Underscore aliases of them are
+// added per request, for those the request carries (authz.IsGateHeaderAlias).
+const (
+	envoyRemoveWithUser = authz.HeaderExpiresIn + ", " + authz.HeaderReason
+	envoyRemoveAll      = authz.HeaderUser + ", " + authz.HeaderSessionExpiry + ", " + authz.HeaderIdleExpiry + ", " + envoyRemoveWithUser
 )
 
-// spellings returns, for each name, every other name that differs from it
-// only by "_" in place of some of its "-".
-func spellings(names []string) []string {
+// gateAliases returns the request's header names that are underscore
+// aliases of the gate's headers, lower-cased, or nil.
+func gateAliases(h http.Header) []string {
 	var out []string
-	for _, n := range names {
-		var dashes []int
-		for i := range len(n) {
-			if n[i] == '-' {
-				dashes = append(dashes, i)
-			}
-		}
-		for mask := 1; mask < 1<<len(dashes); mask++ {
-			b := []byte(n)
-			for j, i := range dashes {
-				if mask&(1<<j) != 0 {
-					b[i] = '_'
-				}
-			}
-			out = append(out, string(b))
+	for k := range h {
+		if authz.IsGateHeaderAlias(k) {
+			out = append(out, strings.ToLower(k))
 		}
 	}
 	return out
@@ -76,13 +60,19 @@ func spellings(names []string) []string {
 // is never written with a 2xx status. Every answer carries
 // Cache-Control: no-store, so no cache between proxy and gate replays one.
 func WriteResponse(w http.ResponseWriter, f Flavor, d *authz.Decision) {
+	writeResponse(w, f, d, nil)
+}
+
+// writeResponse is WriteResponse that also has Envoy remove aliases, the
+// underscore spellings of the gate's headers the request carried (S10).
+func writeResponse(w http.ResponseWriter, f Flavor, d *authz.Decision, aliases []string) {
 	h := w.Header()
 	h["Cache-Control"] = []string{"no-store"}
 	if len(d.SetCookie) > 0 {
 		h["Set-Cookie"] = d.SetCookie
 	}
 	if d.Allow {
-		writeAllow(w, h, f, d)
+		writeAllow(w, h, f, d, aliases)
 		return
 	}
 	reason := d.Reason.String()
@@ -112,7 +102,7 @@ func WriteResponse(w http.ResponseWriter, f Flavor, d *authz.Decision) {
 	_, _ = w.Write([]byte(reason + "\n"))
 }
 
-func writeAllow(w http.ResponseWriter, h http.Header, f Flavor, d *authz.Decision) {
+func writeAllow(w http.ResponseWriter, h http.Header, f Flavor, d *authz.Decision, aliases []string) {
 	if d.ExpiresIn >= 0 {
 		h[HeaderExpiresIn] = []string{strconv.FormatInt(d.ExpiresIn, 10)}
 	}
@@ -126,11 +116,14 @@ func writeAllow(w http.ResponseWriter, h http.Header, f Flavor, d *authz.Decisio
 		h[HeaderUser], h[HeaderSessionExpiry], h[HeaderIdleExpiry] = empty, empty, empty
 	}
 	if f == Envoy {
+		remove := envoyRemoveAll
 		if d.User != "" {
-			h[HeaderEnvoyRemove] = []string{envoyRemoveWithUser}
-		} else {
-			h[HeaderEnvoyRemove] = []string{envoyRemoveAll}
+			remove = envoyRemoveWithUser
 		}
+		if len(aliases) > 0 {
+			remove += ", " + strings.Join(aliases, ", ")
+		}
+		h[HeaderEnvoyRemove] = []string{remove}
 	}
 	w.WriteHeader(http.StatusOK)
 }
