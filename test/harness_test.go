@@ -31,6 +31,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 
 // binPath is the sessiongate binary built once by TestMain: the only global.
@@ -183,22 +184,7 @@ func (p pol) yaml() string {
 // Server
 
 // syncBuffer is an io.Writer safe for the exec copier and test readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // server is one running sessiongate process.
 type server struct {
