@@ -9,16 +9,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 
 func TestNewEngineNeedsPoliciesAndStore(t *testing.T) {
-	if _, err := NewEngine(Options{Store: newMemStore(&fakeClock{now: t0})}); err == nil {
+	if _, err := NewEngine(Options{Store: newMemStore(testutil.NewClock(t0))}); err == nil {
 		t.Error("NewEngine without Policies: want error")
 	}
 	if _, err := NewEngine(Options{Policies: fakePolicies{}}); err == nil {
 		t.Error("NewEngine without Store: want error")
 	}
-	e, err := NewEngine(Options{Policies: fakePolicies{}, Store: newMemStore(&fakeClock{now: t0})})
+	e, err := NewEngine(Options{Policies: fakePolicies{}, Store: newMemStore(testutil.NewClock(t0))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 
 // t0 is the fake clock's start: a round second, so that Unix-second values in
@@ -17,22 +19,7 @@ import (
 var t0 = time.Date(2030, 1, 2, 8, 0, 0, 0, time.UTC)
 
 // fakeClock is a Clock that moves only when a test advances it.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type fakeClock = testutil.Clock
 
 // fakeVerifier maps raw token strings to claims or errors.
 type fakeVerifier struct {
@@ -393,7 +380,7 @@ type harness struct {
 
 func newHarness(t testing.TB, mod ...func(*Policy)) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: &fakeClock{now: t0}, ver: newFakeVerifier(), events: &recEvents{}}
+	h := &harness{t: t, clock: testutil.NewClock(t0), ver: newFakeVerifier(), events: &recEvents{}}
 	h.store = newMemStore(h.clock)
 	h.app = testPolicy("app", []string{appHost}, h.ver)
 	h.other = testPolicy("other", []string{otherHost}, h.ver)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 
 func TestCookieValue(t *testing.T) {
@@ -152,7 +154,7 @@ func TestValidSessionID(t *testing.T) {
 			t.Errorf("validSessionID(%q) = %v, want %v", v, got, want)
 		}
 	}
-	e, _ := NewEngine(Options{Policies: fakePolicies{}, Store: newMemStore(&fakeClock{now: t0})})
+	e, _ := NewEngine(Options{Policies: fakePolicies{}, Store: newMemStore(testutil.NewClock(t0))})
 	seen := map[string]bool{}
 	for range 100 {
 		id, err := e.newID()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 
 // fuzzKey is a fixed Ed25519 key, so that the tokens in testdata/fuzz stay
@@ -39,7 +40,7 @@ func fuzzKey(f *testing.F) (*idp.IDP, authz.Verifier, time.Time) {
 		f.Fatal(err)
 	}
 	now := time.Unix(t0Unix, 0)
-	p := NewProvider(Options{Clock: &fakeClock{t: now}})
+	p := NewProvider(Options{Clock: testutil.NewClock(now)})
 	v, err := p.Verifier(baseConfig(path))
 	if err != nil {
 		f.Fatal(err)

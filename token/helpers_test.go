@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,22 +21,7 @@ const testIssuer = "https://idp.example.com/realms/crm"
 // depends on the wall clock.
 const t0Unix = 1_893_553_445
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+type fakeClock = testutil.Clock
 
 type countObserver struct {
 	hits, misses, refreshOK, refreshFailed atomic.Int64
@@ -67,7 +51,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, clock: &fakeClock{t: time.Unix(t0Unix, 0)}, obs: &countObserver{}, logs: &syncBuffer{}, dir: t.TempDir()}
+	e := &env{t: t, clock: testutil.NewClock(time.Unix(t0Unix, 0)), obs: &countObserver{}, logs: &syncBuffer{}, dir: t.TempDir()}
 	e.p = NewProvider(Options{
 		Logger:   slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Clock:    e.clock,
