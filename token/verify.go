@@ -73,6 +73,9 @@ func (v *verifier) verify(ctx context.Context, raw string, now int64) (*authz.Cl
 	if strings.Count(raw, ".") != 2 {
 		return nil, 0, invalid("not a compact JWS")
 	}
+	if !canonicalSegments(raw) {
+		return nil, 0, invalid("non-canonical base64url")
+	}
 	jws, err := jose.ParseSignedCompact(raw, v.algs)
 	if err != nil {
 		if _, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
@@ -247,3 +250,26 @@ func bindValue(raw json.RawMessage) string {
 	}
 	return b.String()
 }
+
+// canonicalSegments reports whether every segment of a compact JWS is
+// canonical unpadded base64url. Lenient decoding would let one signed token
+// take many spellings (the unused bits of a segment's last character), each
+// a miss in the verified-token cache: an attacker holding one valid token
+// could force a signature check per request. One token, one spelling.
+func canonicalSegments(raw string) bool {
+	for seg := range strings.SplitSeq(raw, ".") {
+		// The last character's unused low bits must be zero: 4 of them after
+		// 2 characters in the final group, 2 after 3. (Other damage, such as
+		// a foreign character, is left to the JWS parser to report.)
+		switch r := len(seg) % 4; r {
+		case 2, 3:
+			v := strings.IndexByte(b64url, seg[len(seg)-1])
+			if v >= 0 && (r == 2 && v&0xf != 0 || r == 3 && v&0x3 != 0) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+const b64url = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -3,6 +3,7 @@ package token
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,10 @@ func TestVerifyRejects(t *testing.T) {
 		{"JWS JSON serialization", `{"payload":"e30","signatures":[]}`, authz.ReasonInvalidToken, "not a compact JWS"},
 		{"bad signature encoding", good[:strings.LastIndexByte(good, '.')] + ".!!", authz.ReasonInvalidToken, "malformed JWS"},
 		{"empty signature", good[:strings.LastIndexByte(good, '.')+1], authz.ReasonInvalidToken, "bad signature"},
+		// The same signed bytes spelled differently (unused low bits of a
+		// segment's last character set): each spelling would miss the cache
+		// and cost a signature check.
+		{"non-canonical signature spelling", respell(good, 2), authz.ReasonInvalidToken, "non-canonical base64url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -237,4 +242,19 @@ func TestDeepNestingInsideClaims(t *testing.T) {
 	}
 	_, err = verify(e.verifier(cfg), bad, now)
 	wantErr(t, err, authz.ReasonInvalidToken, "claims are not a JSON object")
+}
+
+// respell sets the lowest unused bit of the last character of segment i of
+// a compact token: the segment still decodes to the same bytes. It panics if
+// the segment has no unused bits (its length is a multiple of 4).
+func respell(tok string, i int) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	segs := strings.Split(tok, ".")
+	seg := segs[i]
+	if r := len(seg) % 4; r != 2 && r != 3 {
+		panic(fmt.Sprintf("segment %d of length %d has no unused bits", i, len(seg)))
+	}
+	v := strings.IndexByte(alphabet, seg[len(seg)-1])
+	segs[i] = seg[:len(seg)-1] + string(alphabet[v|1])
+	return strings.Join(segs, ".")
 }
