@@ -19,39 +19,17 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 
-// samples flattens a gather into "name{k="v",…}" → value for counters and
-// gauges, and "name_count" / "name_sum" for histograms.
+// samples flattens a gather (testutil.Samples).
 func samples(t *testing.T, g prometheus.Gatherer) map[string]float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var ls []string
-			for _, l := range m.GetLabel() {
-				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			key := mf.GetName()
-			if len(ls) > 0 {
-				key += "{" + strings.Join(ls, ",") + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				out[key] = m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				out[key] = m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				out[key+"_count"] = float64(m.GetHistogram().GetSampleCount())
-				out[key+"_sum"] = m.GetHistogram().GetSampleSum()
-			}
-		}
-	}
-	return out
+	return testutil.Samples(mfs)
 }
 
 // wantSamples compares every sample of the sessiongate_ metrics exactly.

@@ -27,10 +27,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 
-// scrape parses /metrics (text format) into "name{k="v",…}" → value, labels
-// in name order; histograms give name_count and name_sum.
+// scrape parses /metrics (text format) with testutil.Samples.
 func scrape(t *testing.T, s *server) map[string]float64 {
 	t.Helper()
 	p := expfmt.NewTextParser(model.UTF8Validation)
@@ -38,31 +39,7 @@ func scrape(t *testing.T, s *server) map[string]float64 {
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}
-	out := map[string]float64{}
-	for name, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var ls []string
-			for _, l := range m.GetLabel() {
-				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			slices.Sort(ls)
-			key := name
-			if len(ls) > 0 {
-				key += "{" + strings.Join(ls, ",") + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				out[key] = m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				out[key] = m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				out[key+"_count"] = float64(m.GetHistogram().GetSampleCount())
-			case m.Untyped != nil:
-				out[key] = m.GetUntyped().GetValue()
-			}
-		}
-	}
-	return out
+	return testutil.Samples(slices.Collect(maps.Values(mfs)))
 }
 
 // wantFamily asserts every series of family name exactly: the values in
