@@ -73,6 +73,9 @@ func (v *verifier) verify(ctx context.Context, raw string, now int64) (*authz.Cl
 	if strings.Count(raw, ".") != 2 {
 		return nil, 0, invalid("not a compact JWS")
 	}
+	if !base64urlOnly(raw) {
+		return nil, 0, invalid("malformed JWS")
+	}
 	if !canonicalSegments(raw) {
 		return nil, 0, invalid("non-canonical base64url")
 	}
@@ -249,6 +252,20 @@ func bindValue(raw json.RawMessage) string {
 		return string(raw)
 	}
 	return b.String()
+}
+
+// base64urlOnly reports whether raw holds nothing but base64url characters
+// and the two dots. Go's decoder skips CR and LF, so without this a token
+// with line breaks inside a segment would verify as another spelling of
+// the same token (see canonicalSegments).
+func base64urlOnly(raw string) bool {
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // canonicalSegments reports whether every segment of a compact JWS is

@@ -111,6 +111,7 @@ func TestVerifyRejects(t *testing.T) {
 		// segment's last character set): each spelling would miss the cache
 		// and cost a signature check.
 		{"non-canonical signature spelling", respell(good, 2), authz.ReasonInvalidToken, "non-canonical base64url"},
+		{"line breaks inside a segment", good[:10] + "\n\r\n" + good[10:], authz.ReasonInvalidToken, "malformed JWS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
