@@ -17,21 +17,33 @@ const (
 	ReasonReauthRequired
 	ReasonUnknownHost
 	ReasonStoreUnavailable
+	// Sign-in (login.oidc) outcomes that are not a redirect: the callback
+	// was refused (400), the provider said error=… (403), the provider
+	// ignored a request for re-authentication (403, S14), or the provider
+	// could not be reached (503).
+	ReasonSignInFailed
+	ReasonSignInDenied
+	ReasonReauthNotPerformed
+	ReasonProviderUnavailable
 	reasonCount
 )
 
 var reasonNames = [reasonCount]string{
-	ReasonNone:             "",
-	ReasonNoToken:          "no_token",
-	ReasonInvalidToken:     "invalid_token",
-	ReasonTokenExpired:     "token_expired",
-	ReasonIdleTimeout:      "idle_timeout",
-	ReasonAbsoluteTimeout:  "absolute_timeout",
-	ReasonSignedOut:        "signed_out",
-	ReasonIdentityMismatch: "identity_mismatch",
-	ReasonReauthRequired:   "reauth_required",
-	ReasonUnknownHost:      "unknown_host",
-	ReasonStoreUnavailable: "store_unavailable",
+	ReasonNone:                "",
+	ReasonNoToken:             "no_token",
+	ReasonInvalidToken:        "invalid_token",
+	ReasonTokenExpired:        "token_expired",
+	ReasonIdleTimeout:         "idle_timeout",
+	ReasonAbsoluteTimeout:     "absolute_timeout",
+	ReasonSignedOut:           "signed_out",
+	ReasonIdentityMismatch:    "identity_mismatch",
+	ReasonReauthRequired:      "reauth_required",
+	ReasonUnknownHost:         "unknown_host",
+	ReasonStoreUnavailable:    "store_unavailable",
+	ReasonSignInFailed:        "sign_in_failed",
+	ReasonSignInDenied:        "sign_in_denied",
+	ReasonReauthNotPerformed:  "reauth_not_performed",
+	ReasonProviderUnavailable: "provider_unavailable",
 }
 
 // String returns the wire name of the reason ("" for ReasonNone).
@@ -59,8 +71,12 @@ func (r Reason) HTTPStatus() int {
 		return 200
 	case ReasonUnknownHost:
 		return 403
-	case ReasonStoreUnavailable:
+	case ReasonStoreUnavailable, ReasonProviderUnavailable:
 		return 503
+	case ReasonSignInFailed:
+		return 400
+	case ReasonSignInDenied, ReasonReauthNotPerformed:
+		return 403
 	default:
 		return 401
 	}
@@ -76,10 +92,13 @@ const (
 	CauseAbsolute
 	CauseSignedOut
 	CauseIdentityMismatch
+	CauseIdPLogout  // the provider said so (back-channel logout, S18)
+	CauseIdPRevoked // the provider refused the refresh token (S16)
+	CauseAdmin      // an operator ended it (S19)
 	causeCount
 )
 
-var causeNames = [causeCount]string{"", "idle", "absolute", "signed_out", "identity_mismatch"}
+var causeNames = [causeCount]string{"", "idle", "absolute", "signed_out", "identity_mismatch", "idp_logout", "idp_revoked", "admin"}
 
 func (c EndCause) String() string {
 	if c >= causeCount {
@@ -90,7 +109,7 @@ func (c EndCause) String() string {
 
 // Causes lists every end cause, for pre-creating metric series.
 func Causes() []EndCause {
-	return []EndCause{CauseIdle, CauseAbsolute, CauseSignedOut, CauseIdentityMismatch}
+	return []EndCause{CauseIdle, CauseAbsolute, CauseSignedOut, CauseIdentityMismatch, CauseIdPLogout, CauseIdPRevoked, CauseAdmin}
 }
 
 // Reason is the denial reason of the request that discovers the end.

@@ -170,17 +170,21 @@ func TestReasons(t *testing.T) {
 		name   string
 		status int
 	}{
-		ReasonNone:             {"", 200},
-		ReasonNoToken:          {"no_token", 401},
-		ReasonInvalidToken:     {"invalid_token", 401},
-		ReasonTokenExpired:     {"token_expired", 401},
-		ReasonIdleTimeout:      {"idle_timeout", 401},
-		ReasonAbsoluteTimeout:  {"absolute_timeout", 401},
-		ReasonSignedOut:        {"signed_out", 401},
-		ReasonIdentityMismatch: {"identity_mismatch", 401},
-		ReasonReauthRequired:   {"reauth_required", 401},
-		ReasonUnknownHost:      {"unknown_host", 403},
-		ReasonStoreUnavailable: {"store_unavailable", 503},
+		ReasonNone:                {"", 200},
+		ReasonNoToken:             {"no_token", 401},
+		ReasonInvalidToken:        {"invalid_token", 401},
+		ReasonTokenExpired:        {"token_expired", 401},
+		ReasonIdleTimeout:         {"idle_timeout", 401},
+		ReasonAbsoluteTimeout:     {"absolute_timeout", 401},
+		ReasonSignedOut:           {"signed_out", 401},
+		ReasonIdentityMismatch:    {"identity_mismatch", 401},
+		ReasonReauthRequired:      {"reauth_required", 401},
+		ReasonUnknownHost:         {"unknown_host", 403},
+		ReasonStoreUnavailable:    {"store_unavailable", 503},
+		ReasonSignInFailed:        {"sign_in_failed", 400},
+		ReasonSignInDenied:        {"sign_in_denied", 403},
+		ReasonReauthNotPerformed:  {"reauth_not_performed", 403},
+		ReasonProviderUnavailable: {"provider_unavailable", 503},
 	}
 	for r, w := range want {
 		if r.String() != w.name || r.HTTPStatus() != w.status {
@@ -208,13 +212,16 @@ func TestReasons(t *testing.T) {
 		CauseAbsolute:         {"absolute", ReasonAbsoluteTimeout},
 		CauseSignedOut:        {"signed_out", ReasonSignedOut},
 		CauseIdentityMismatch: {"identity_mismatch", ReasonIdentityMismatch},
+		CauseIdPLogout:        {"idp_logout", ReasonReauthRequired},
+		CauseIdPRevoked:       {"idp_revoked", ReasonReauthRequired},
+		CauseAdmin:            {"admin", ReasonReauthRequired},
 		EndCause(99):          {"unknown", ReasonReauthRequired},
 	} {
 		if c.String() != w.name || c.Reason() != w.reason {
 			t.Errorf("cause %d: %q %s", c, c, c.Reason())
 		}
 	}
-	if len(Causes()) != 4 {
+	if len(Causes()) != 7 {
 		t.Errorf("Causes() %v", Causes())
 	}
 }
