@@ -29,6 +29,23 @@ type Decision struct {
 
 	// SetCookie holds Set-Cookie values for the client, one header each.
 	SetCookie []string
+
+	// Upstream holds further headers of an allowed request for the
+	// application: the access token and identity headers of a sign-in
+	// (login.oidc). Adapters set each one overwriting any client-sent copy
+	// (S10, S15).
+	Upstream []Header
+	// StripCookies asks adapters to replace the allowed request's Cookie
+	// header with UpstreamCookie: the request's cookies without the gate's
+	// own (S15). An empty UpstreamCookie removes the header.
+	StripCookies   bool
+	UpstreamCookie string
+
+	// Body and ContentType are the page of a denial that is not a redirect
+	// (sign-in errors): HTML for browsers, JSON otherwise. Empty: adapters
+	// write their usual short body.
+	Body        string
+	ContentType string
 }
 
 // Denial reports whether enforcement would deny (the response denies, or a
