@@ -3,6 +3,7 @@ package envoy
 import (
 	"context"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/sessiongate/sessiongate/authz"
 )
@@ -122,5 +124,79 @@ func TestRawCookieCrumbs(t *testing.T) {
 	}
 	if got := r.Headers.Get("accept"); got != "text/html,*/*" {
 		t.Errorf("accept = %q, want the fields joined with a comma", got)
+	}
+}
+
+// rawHeaders is a CheckRequest whose header_map holds n copies of one field.
+func rawHeaders(n int, key, value string) *authv3.CheckRequest {
+	hm := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, n)}
+	for i := range hm.Headers {
+		hm.Headers[i] = &corev3.HeaderValue{Key: key, RawValue: []byte(value)}
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Host: "a", Path: "/", HeaderMap: hm}}}}
+}
+
+// TestRepeatedHeaderFieldsLinear: joining n copies of one field allocates
+// in proportion to the joined value, not to its square. (Joining by
+// concatenation copied the value so far per copy: about n² bytes, 16 MB
+// for these 4,000 one-byte fields; one message of 160,000 cost seconds.)
+func TestRepeatedHeaderFieldsLinear(t *testing.T) {
+	const n = 4000
+	for _, key := range []string{"accept", "cookie"} {
+		req := rawHeaders(n, key, "x")
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		r := ToRequest(req)
+		runtime.ReadMemStats(&after)
+		if got := r.Headers.Get(key); len(got) < 2*n-1 {
+			t.Fatalf("%s: joined value of %d bytes, want at least %d", key, len(got), 2*n-1)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+			t.Errorf("%s: %d copies of one field allocated %d bytes to join, want well under 1 MiB", key, n, alloc)
+		}
+	}
+}
+
+// countingChecker counts the requests that reach the engine.
+type countingChecker struct{ n *int }
+
+func (c countingChecker) Check(context.Context, *authz.Request) authz.Decision {
+	*c.n++
+	return authz.Decision{Allow: true, ExpiresIn: -1}
+}
+
+// TestHeaderFieldBound: a CheckRequest with more than MaxHeaderFields
+// fields is refused with RESOURCE_EXHAUSTED before any work, like an
+// oversized message; one at the bound is decided.
+func TestHeaderFieldBound(t *testing.T) {
+	var n int
+	s := NewService(countingChecker{&n})
+	if _, err := s.Check(context.Background(), rawHeaders(MaxHeaderFields, "accept", "x")); err != nil {
+		t.Fatalf("at the bound: %v", err)
+	}
+	_, err := s.Check(context.Background(), rawHeaders(MaxHeaderFields+1, "accept", "x"))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("over the bound: err %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if n != 1 {
+		t.Errorf("%d requests reached the engine, want only the one at the bound", n)
+	}
+}
+
+// TestCanceledCheckDoesNoWork: a check whose caller has gone (Envoy timed
+// out, the client cancelled) is not decided: nobody would read the answer.
+func TestCanceledCheckDoesNoWork(t *testing.T) {
+	var n int
+	s := NewService(countingChecker{&n})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := s.Check(ctx, rawHeaders(3, "cookie", "a=b"))
+	if status.Code(err) != codes.Canceled {
+		t.Errorf("err %v, want CANCELED", err)
+	}
+	if n != 0 {
+		t.Errorf("a cancelled check reached the engine")
 	}
 }

@@ -7,9 +7,11 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/sessiongate/sessiongate/authz"
 )
@@ -33,10 +35,22 @@ type Service struct {
 // NewService wraps a checker.
 func NewService(c Checker) *Service { return &Service{checker: c} }
 
-// Check implements the ext_authz v3 Check RPC. It never returns an error: a
-// request it cannot decide is denied (S9).
+// Check implements the ext_authz v3 Check RPC. A request it cannot decide is
+// denied (S9); it returns an error only for a request over the limits
+// (RESOURCE_EXHAUSTED, as the transport does for an oversized message) and
+// for a caller that has gone (its context's error: nobody reads the answer,
+// so no work is spent on it). Envoy fails either closed (status_on_error).
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	if n := HeaderFields(req); n > MaxHeaderFields {
+		return nil, grpcstatus.Errorf(codes.ResourceExhausted, "%d header fields, more than %d", n, MaxHeaderFields)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, grpcstatus.FromContextError(err).Err()
+	}
 	r := ToRequest(req)
+	if err := ctx.Err(); err != nil {
+		return nil, grpcstatus.FromContextError(err).Err()
+	}
 	d := s.checker.Check(ctx, &r)
 	resp := ToResponse(&d)
 	if hm, ok := r.Headers.(authz.HeaderMap); ok {
