@@ -211,6 +211,8 @@ type serverOpts struct {
 	viaEnv bool
 	// setup, if set, lays out the policy directory further before start.
 	setup func(dir string)
+	// fdLimit, if set, is the process's open-file limit (soft and hard).
+	fdLimit int
 }
 
 // startServer writes policies (name → YAML) and the JWKS of a fresh IdP into
@@ -290,6 +292,10 @@ func (s *server) start(o serverOpts) error {
 		args = append(args, "--policies", s.dir, "--grpc-addr", s.grpcAddr, "--http-addr", s.httpAddr)
 	}
 	cmd := exec.Command(binPath, append(args, o.extraArgs...)...)
+	if o.fdLimit > 0 {
+		// The shell sets both limits and execs, so the pid is the server's.
+		cmd = exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, o.fdLimit), binPath}, append(args, o.extraArgs...)...)...)
+	}
 	cmd.Env = env
 	s.stdout, s.stderr = &syncBuffer{}, &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr

@@ -21,6 +21,7 @@ import (
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/envoy"
 	"github.com/sessiongate/sessiongate/forwardauth"
+	"github.com/sessiongate/sessiongate/internal/httpserve"
 	"github.com/sessiongate/sessiongate/metrics"
 	"github.com/sessiongate/sessiongate/policy"
 	redisstore "github.com/sessiongate/sessiongate/store/redis"
@@ -39,6 +40,7 @@ type serveConfig struct {
 	auditLog        string
 	auditHashSub    bool
 	shutdownTimeout time.Duration
+	http            httpserve.Limits
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -55,6 +57,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.auditLog, "audit-log", "stdout", "where session audit events go: stdout, stderr or a file path")
 	fs.BoolVar(&c.auditHashSub, "audit-hash-subject", false, "write a hash of the subject instead of the subject in audit events")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight checks may take to finish on shutdown")
+	fs.DurationVar(&c.http.IdleTimeout, "http-idle-timeout", httpserve.DefaultIdleTimeout, "close an HTTP keep-alive connection idle this long")
+	fs.DurationVar(&c.http.ReadTimeout, "http-read-timeout", httpserve.DefaultReadTimeout, "close an HTTP connection whose request (headers and body) takes longer")
+	fs.IntVar(&c.http.MaxConns, "http-max-conns", httpserve.DefaultMaxConns, "open HTTP connections at most (never more than half the open-file limit); more wait to be accepted")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		return flagExit(err)
 	}
@@ -176,11 +181,9 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		}
 		return ready(ctx)
 	}
-	httpSrv := &http.Server{
-		Handler: opsHandler(reg, readyz, forwardauth.NewHandler(engine,
-			forwardauth.Options{TrustedProxies: trustedProxies, Logger: log})),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
+	httpSrv, httpLimits := httpserve.Server(opsHandler(reg, readyz, forwardauth.NewHandler(engine,
+		forwardauth.Options{TrustedProxies: trustedProxies, Logger: log})), c.http)
+	httpLis = httpserve.Listener(httpLis, httpLimits.MaxConns)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -197,7 +200,7 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	go reloadOnHUP(ctx, watcher, auditFile, log)
 
 	log.Info("sessiongate serving", "version", version(), "grpc_addr", grpcLis.Addr().String(),
-		"http_addr", httpLis.Addr().String(), "policies", watcher.Current().Names(), "store", redisstore.Redact(c.store))
+		"http_addr", httpLis.Addr().String(), "http_max_conns", httpLimits.MaxConns, "policies", watcher.Current().Names(), "store", redisstore.Redact(c.store))
 
 	var serveErr error
 	select {
