@@ -11,6 +11,16 @@ const (
 	HeaderReason        = "x-sessiongate-reason"
 )
 
+// Names of the identity headers a sign-in (login.oidc) gives the application
+// by default (upstream.headers): the user's name, e-mail and groups from the
+// ID token. Forward-auth answers for proxies that copy a fixed list of
+// headers always carry them, empty when not set.
+const (
+	HeaderName   = "x-sessiongate-name"
+	HeaderEmail  = "x-sessiongate-email"
+	HeaderGroups = "x-sessiongate-groups"
+)
+
 // IsGateHeaderAlias reports whether name is one of the gate's header names
 // spelled with "_" in place of some "-" (any letter case). CGI-style
 // upstreams (PHP, WSGI, Rack) read "-" and "_" alike, so a client's

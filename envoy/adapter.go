@@ -179,6 +179,9 @@ func okResponse(d *authz.Decision) *authv3.CheckResponse {
 	} else {
 		ok.HeadersToRemove = removeAll
 	}
+	if len(d.Upstream) > 0 || d.StripCookies {
+		upstream(ok, d)
+	}
 	if n := len(d.SetCookie); n > 0 || d.ExpiresIn >= 0 {
 		l := headerList{hs: make([]header, 0, n+1)}
 		if d.ExpiresIn >= 0 {
@@ -192,17 +195,39 @@ func okResponse(d *authz.Decision) *authv3.CheckResponse {
 	return &a.resp
 }
 
+// upstream adds a sign-in's headers for the application (the access token,
+// identity headers), each overwriting a client-sent copy (S10, S15), and the
+// request's Cookie header without the gate's own cookies (S15): replaced, or
+// removed when nothing is left.
+func upstream(ok *authv3.OkHttpResponse, d *authz.Decision) {
+	l := headerList{hs: make([]header, 0, len(d.Upstream)+1),
+		opts: make([]*corev3.HeaderValueOption, len(ok.Headers), len(ok.Headers)+len(d.Upstream)+1)}
+	copy(l.opts, ok.Headers)
+	for _, h := range d.Upstream {
+		l.add(h.Name, h.Value, overwriteAction)
+	}
+	if d.StripCookies {
+		if d.UpstreamCookie != "" {
+			l.add("cookie", d.UpstreamCookie, overwriteAction)
+		} else {
+			// Never append into the shared lists above.
+			ok.HeadersToRemove = append(slices.Clip(ok.HeadersToRemove), "cookie")
+		}
+	}
+	ok.Headers = l.opts
+}
+
 // deniedAnswer is a denial and everything it points to, with room for the
 // usual headers: cache-control, the reason, location (302) or
-// www-authenticate (401), and a cookie.
+// www-authenticate (401), a cookie, and a page's content type and nosniff.
 type deniedAnswer struct {
 	resp    authv3.CheckResponse
 	status  status.Status
 	oneof   authv3.CheckResponse_DeniedResponse
 	denied  authv3.DeniedHttpResponse
 	code    typev3.HttpStatus
-	hs      [4]header
-	headers [4]*corev3.HeaderValueOption
+	hs      [6]header
+	headers [6]*corev3.HeaderValueOption
 }
 
 func deniedResponse(d *authz.Decision) *authv3.CheckResponse {
@@ -227,6 +252,16 @@ func deniedResponse(d *authz.Decision) *authv3.CheckResponse {
 	}
 	for _, c := range d.SetCookie {
 		l.add("set-cookie", c, appendAction)
+	}
+	if d.Body != "" {
+		// A page (sign-in errors): the decision's body and its type.
+		a.denied.Body = d.Body
+		ct := d.ContentType
+		if ct == "" {
+			ct = "text/plain; charset=utf-8"
+		}
+		l.add("content-type", ct, overwriteAction)
+		l.add("x-content-type-options", "nosniff", overwriteAction)
 	}
 	a.denied.Headers = l.opts
 	return &a.resp

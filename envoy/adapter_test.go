@@ -39,6 +39,11 @@ func deniedResp(code int32, reason string, httpStatus int32, headers ...*corev3.
 	}
 }
 
+func withBody(r *authv3.CheckResponse, body string) *authv3.CheckResponse {
+	r.GetDeniedResponse().Body = body
+	return r
+}
+
 // TestToResponse pins the CheckResponse conventions of DESIGN §2 for every
 // shape of decision: what Envoy does with the answer depends on each field.
 func TestToResponse(t *testing.T) {
@@ -83,6 +88,28 @@ func TestToResponse(t *testing.T) {
 			deniedResp(7, "unknown_host", 403)},
 		{"store unavailable", authz.Decision{Reason: authz.ReasonStoreUnavailable, Policy: "app", Status: 503, ExpiresIn: -1},
 			deniedResp(16, "store_unavailable", 503)},
+		{"allow with a sign-in: access token, identity headers, cookies stripped",
+			with(live, func(d *authz.Decision) {
+				d.Upstream = []authz.Header{{Name: "authorization", Value: "Bearer at"}, {Name: "x-sessiongate-email", Value: "a@example.com"}}
+				d.StripCookies, d.UpstreamCookie = true, "theme=dark"
+			}),
+			okResp(&authv3.OkHttpResponse{Headers: append(slices.Clone(identity), over("authorization", "Bearer at"),
+				over("x-sessiongate-email", "a@example.com"), over("cookie", "theme=dark")), HeadersToRemove: removeWithUser})},
+		{"allow with a sign-in and only the gate's cookies: cookie removed",
+			with(live, func(d *authz.Decision) {
+				d.Upstream = []authz.Header{{Name: "authorization", Value: "Bearer at"}}
+				d.StripCookies = true
+			}),
+			okResp(&authv3.OkHttpResponse{Headers: append(slices.Clone(identity), over("authorization", "Bearer at")),
+				HeadersToRemove: append(slices.Clone(removeWithUser), "cookie")})},
+		{"denial with a page", authz.Decision{Reason: authz.ReasonReauthNotPerformed, Policy: "app", Status: 403, ExpiresIn: -1,
+			Body: "<p>again</p>", ContentType: authz.ContentTypeHTML},
+			withBody(deniedResp(16, "reauth_not_performed", 403, over("content-type", authz.ContentTypeHTML),
+				over("x-content-type-options", "nosniff")), "<p>again</p>")},
+		{"denial with a page and a cookie", authz.Decision{Reason: authz.ReasonSignInFailed, Policy: "app", Status: 400, ExpiresIn: -1,
+			SetCookie: []string{clear}, Body: `{"error":"sign_in_failed"}`, ContentType: authz.ContentTypeJSON},
+			withBody(deniedResp(16, "sign_in_failed", 400, add("set-cookie", clear), over("content-type", authz.ContentTypeJSON),
+				over("x-content-type-options", "nosniff")), `{"error":"sign_in_failed"}`)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,4 +162,21 @@ func TestToRequest(t *testing.T) {
 			t.Errorf("got %+v", r)
 		}
 	})
+}
+
+// TestToResponseKeepsSharedLists: removing the cookie on one answer must not
+// leak into the shared header-removal lists of later answers.
+func TestToResponseKeepsSharedLists(t *testing.T) {
+	d := authz.Decision{Allow: true, User: "alice", ExpiresIn: -1, StripCookies: true}
+	_ = ToResponse(&d)
+	d.User = ""
+	_ = ToResponse(&d)
+	for _, l := range [][]string{removeAll, removeWithUser, removeAll[:cap(removeAll)], removeWithUser[:cap(removeWithUser)]} {
+		if slices.Contains(l, "cookie") {
+			t.Fatalf("a shared removal list now holds cookie: %v", l)
+		}
+	}
+	if got := ToResponse(&authz.Decision{Allow: true, ExpiresIn: -1}).GetOkResponse().GetHeadersToRemove(); slices.Contains(got, "cookie") {
+		t.Errorf("an answer without StripCookies removes the cookie: %v", got)
+	}
 }

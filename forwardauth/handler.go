@@ -63,11 +63,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req := ToRequest(r, f, trusted)
 	d := h.checker.Check(r.Context(), &req)
-	var aliases []string
-	if f == Envoy {
-		aliases = gateAliases(r.Header)
-	}
-	writeResponse(w, f, &d, aliases)
+	writeResponse(w, f, &d, r.Header)
 }
 
 // trusts reports whether a RemoteAddr ("ip:port") is a trusted proxy.

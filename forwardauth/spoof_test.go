@@ -23,7 +23,7 @@ func TestEnvoyRemovesUnderscoreSpellings(t *testing.T) {
 		r.Header["X-Sessiongate_reason"] = []string{"x"}
 		r.Header["X_other"] = []string{"kept"}
 		w := httptest.NewRecorder()
-		writeResponse(w, Envoy, &d, gateAliases(r.Header))
+		writeResponse(w, Envoy, &d, r.Header)
 		got := strings.Split(w.Header().Get(HeaderEnvoyRemove), ", ")
 		for _, h := range []string{"x_sessiongate_user", "x-sessiongate_reason", "x-sessiongate-reason"} {
 			found := false
