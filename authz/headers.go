@@ -64,3 +64,23 @@ func foldsTo(name, h string) bool {
 	}
 	return true
 }
+
+// IsHeaderValue reports whether v passes through every proxy and HTTP
+// library unchanged as a header value: no control byte (CR, LF, NUL, TAB,
+// DEL…) and no space at either end. Go drops a header holding NUL, Envoy
+// and nginx refuse or split on CR and LF, and every parser trims outer
+// whitespace, so that "alice " would reach an upstream as "alice". This is
+// the one rule for identities that reach headers: whatever makes claims
+// (token verification, sign-in) refuses a token whose subject, or any other
+// claim it maps to a header, fails it; nothing is encoded.
+func IsHeaderValue(v string) bool {
+	if v != "" && (v[0] == ' ' || v[len(v)-1] == ' ') {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -107,6 +107,9 @@ func FuzzVerifyClaims(f *testing.F) {
 		if sub, _ := m["sub"].(string); sub == "" || sub != c.Subject {
 			t.Fatalf("accepted sub %v as %q", m["sub"], c.Subject)
 		}
+		if !authz.IsHeaderValue(c.Subject) {
+			t.Fatalf("accepted sub %q, which no header carries unchanged", c.Subject)
+		}
 		exp, ok := seconds(m["exp"])
 		if !ok || exp*1000+skewMs+1 <= nowMs {
 			t.Fatalf("accepted exp %v at %v", m["exp"], now)

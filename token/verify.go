@@ -171,6 +171,11 @@ func (v *verifier) claims(payload []byte, now int64) (*authz.Claims, error) {
 	if c.Subject == "" {
 		return nil, invalid("missing sub")
 	}
+	if !authz.IsHeaderValue(c.Subject) {
+		// It goes upstream as x-sessiongate-user: refused, not encoded, so
+		// that an upstream never sees a subject other than the IdP's.
+		return nil, invalid("sub cannot be a header value")
+	}
 	if c.SID, err = str(m, "sid"); err != nil {
 		return nil, err
 	}
@@ -237,19 +242,27 @@ func unixMilli(m map[string]json.RawMessage, name string) (int64, error) {
 	return int64(math.Floor(f * 1000)), nil
 }
 
-// bindValue renders a bind claim: strings as they are, anything else as its
-// compact JSON, absent or null as "".
+// notString starts the rendering of every bind claim value that is not a
+// string. A decoded JSON string is always valid UTF-8 and 0xFF never is, so
+// no string renders like another type: 1 and "1", true and "true", null,
+// "" and an absent claim all differ (S4 compares type and value).
+const notString = "\xff"
+
+// bindValue renders a bind claim: a string as it is (so that sessions bound
+// before types were told apart keep their identity), anything else as
+// notString followed by its compact JSON, an absent claim as notString alone.
 func bindValue(raw json.RawMessage) string {
-	if raw == nil || string(raw) == "null" {
-		return ""
+	if raw == nil {
+		return notString
 	}
 	var s string
-	if json.Unmarshal(raw, &s) == nil {
+	if string(raw) != "null" && json.Unmarshal(raw, &s) == nil { // null decodes into a string as a no-op
 		return s
 	}
 	var b bytes.Buffer
+	b.WriteString(notString)
 	if json.Compact(&b, raw) != nil {
-		return string(raw)
+		return notString + string(raw)
 	}
 	return b.String()
 }

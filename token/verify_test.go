@@ -159,7 +159,9 @@ func TestVerifyClaimShapes(t *testing.T) {
 	if c.SignIn() != c.IssuedAt {
 		t.Fatalf("SignIn = %d, want iat", c.SignIn())
 	}
-	wantBind := []string{"tenant-1", "12.5", `{"a":"x","b":[1,2]}`, "true", "", ""}
+	// Strings as they are; every other type, null and absence tagged with a
+	// byte no JSON string holds.
+	wantBind := []string{"tenant-1", "\xff12.5", "\xff" + `{"a":"x","b":[1,2]}`, "\xfftrue", "\xff", "\xff"}
 	if strings.Join(c.Bind, "|") != strings.Join(wantBind, "|") {
 		t.Fatalf("Bind = %q, want %q", c.Bind, wantBind)
 	}
@@ -258,4 +260,71 @@ func respell(tok string, i int) string {
 	v := strings.IndexByte(alphabet, seg[len(seg)-1])
 	segs[i] = seg[:len(seg)-1] + string(alphabet[v|1])
 	return strings.Join(segs, ".")
+}
+
+// TestBindClaimsCompareTypeAndValue: tokens whose bind claim differs only in
+// its JSON type (1 and "1", true and "true"), or is absent, null or "",
+// have different identities (S4); equal values of one type agree.
+func TestBindClaimsCompareTypeAndValue(t *testing.T) {
+	e := newEnv(t)
+	d := newIDP(t, idp.ES256)
+	cfg := baseConfig(e.writeJWKS(d))
+	cfg.BindClaims = []string{"tid"}
+	v := e.verifier(cfg)
+	now := e.clock.Now()
+	identity := func(tid any) authz.Digest {
+		t.Helper()
+		c := claims(now, map[string]any{"tid": nil})
+		if tid != "absent" {
+			c["tid"] = tid
+		}
+		cl, err := verify(v, mint(t, d, c), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl.Identity
+	}
+	groups := [][]any{{1, 1.0}, {"1"}, {true}, {"true"}, {nil}, {"null"}, {""}, {"absent"}, {[]any{"a"}}, {`["a"]`}}
+	seen := map[authz.Digest]any{}
+	for _, g := range groups {
+		id := identity(g[0])
+		for _, same := range g[1:] {
+			if identity(same) != id {
+				t.Errorf("tid %#v and %#v: different identities", g[0], same)
+			}
+		}
+		if prev, dup := seen[id]; dup {
+			t.Errorf("tid %#v and %#v: the same identity", prev, g[0])
+		}
+		seen[id] = g[0]
+	}
+	// A string claim keeps the identity it had before types were compared,
+	// so that sessions bound to string claims survive an upgrade.
+	if identity("tenant-1") != authz.IdentityDigest(testIssuer, "alice", []string{"tenant-1"}) {
+		t.Error("a string bind claim's identity changed")
+	}
+}
+
+// TestSubjectMustBeAHeaderValue: a validly signed sub with a control byte
+// or outer spaces would reach x-sessiongate-user raw (or, over HTTP, be
+// dropped with the header): the token is refused. Inner spaces and
+// non-ASCII are fine.
+func TestSubjectMustBeAHeaderValue(t *testing.T) {
+	e := newEnv(t)
+	d := newIDP(t, idp.EdDSA)
+	v := e.verifier(baseConfig(e.writeJWKS(d)))
+	now := e.clock.Now()
+	for _, sub := range []string{"alice\r\nx-injected: 1", "alice\n", "al\x00ice", "\talice", "alice\x7f", "alice\x1b[31m", " alice", "alice "} {
+		c, err := verify(v, mint(t, d, claims(now, map[string]any{"sub": sub})), now)
+		if c != nil {
+			t.Errorf("sub %q accepted", sub)
+			continue
+		}
+		wantErr(t, err, authz.ReasonInvalidToken, "sub cannot be a header value")
+	}
+	for _, sub := range []string{"alice bob", "ålice", "用户", `a"b;c,d`} {
+		if _, err := verify(v, mint(t, d, claims(now, map[string]any{"sub": sub})), now); err != nil {
+			t.Errorf("sub %q refused: %v", sub, err)
+		}
+	}
 }

@@ -1,0 +1,34 @@
+package test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestIdentityThatCannotBeAHeader: a validly signed token whose sub holds
+// CR, LF, NUL or another control byte, or outer spaces, is refused
+// (invalid_token) over gRPC and over HTTP. Before, over gRPC the raw value
+// reached x-sessiongate-user, and over HTTP Go dropped the header holding
+// NUL, so that /auth/envoy allowed without listing x-sessiongate-user for
+// removal and a client-sent copy reached the upstream (S10).
+func TestIdentityThatCannotBeAHeader(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, map[string]string{"app": pol{Hosts: []string{faHost}}.yaml()})
+	c := s.apiClient(t)
+	direct := &http.Client{Timeout: 10 * time.Second}
+	for _, sub := range []string{"alice\r\nx-injected: 1", "al\x00ice", "alice\x1b", " alice"} {
+		tok := s.token(t, sub)
+		wantAPIDenied(t, c.Check(faHost, "/", tok, false), "invalid_token", false)
+		r := faDo(t, direct, "http://"+s.httpAddr+"/auth/envoy/", "", []string{"Host: " + faHost,
+			"Authorization: Bearer " + tok, "X-Sessiongate-User: admin"})
+		if r.status != 401 || r.header.Get("X-Sessiongate-Reason") != "invalid_token" {
+			t.Errorf("sub %q over /auth/envoy: %d %q, want 401 invalid_token", sub, r.status, r.header.Get("X-Sessiongate-Reason"))
+		}
+		if strings.Contains(r.header.Get("X-Sessiongate-User"), "alice") {
+			t.Errorf("sub %q reached a header", sub)
+		}
+	}
+	wantAllowed(t, c.Check(faHost, "/", s.token(t, "alice smith"), false))
+}
