@@ -204,7 +204,17 @@ func checkEnvoy(t *testing.T, path string) {
 	}
 	var hcOK bool
 	for _, hc := range c.GetHealthChecks() {
-		hcOK = hcOK || hc.GetGrpcHealthCheck().GetServiceName() == envoy.AuthorizationService
+		if hc.GetGrpcHealthCheck().GetServiceName() != envoy.AuthorizationService {
+			continue
+		}
+		hcOK = true
+		// Envoy stops sending to a draining replica once its health check
+		// has seen NOT_SERVING unhealthy_threshold times: within the
+		// binary's drain delay, or checks meet a closed port.
+		n := max(int64(hc.GetUnhealthyThreshold().GetValue()), 1)
+		if took := time.Duration(n)*hc.GetInterval().AsDuration() + hc.GetTimeout().AsDuration(); took >= serveFlagDefault(t, "drain-delay") {
+			t.Errorf("cluster %s: the health check takes up to %v to see a drain, not within serve's default --drain-delay", sessiongateCluster, took)
+		}
 	}
 	if !hcOK {
 		t.Errorf("cluster %s: want a gRPC health check of service %q", sessiongateCluster, envoy.AuthorizationService)

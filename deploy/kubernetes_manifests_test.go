@@ -77,9 +77,16 @@ type container struct {
 		Name  string `yaml:"name"`
 		Value string `yaml:"value"`
 	} `yaml:"env"`
-	Ports          []containerPort `yaml:"ports"`
-	ReadinessProbe *probe          `yaml:"readinessProbe"`
-	LivenessProbe  *probe          `yaml:"livenessProbe"`
+	Ports     []containerPort `yaml:"ports"`
+	Lifecycle struct {
+		PreStop *struct {
+			Sleep *struct {
+				Seconds int `yaml:"seconds"`
+			} `yaml:"sleep"`
+		} `yaml:"preStop"`
+	} `yaml:"lifecycle"`
+	ReadinessProbe *probe `yaml:"readinessProbe"`
+	LivenessProbe  *probe `yaml:"livenessProbe"`
 	Resources      struct {
 		Requests map[string]string `yaml:"requests"`
 		Limits   map[string]string `yaml:"limits"`
@@ -120,9 +127,10 @@ func (c *container) port(p intOrString) (containerPort, bool) {
 }
 
 type podSpec struct {
-	AutomountServiceAccountToken *bool `yaml:"automountServiceAccountToken"`
-	EnableServiceLinks           *bool `yaml:"enableServiceLinks"`
-	SecurityContext              struct {
+	TerminationGracePeriodSeconds *int  `yaml:"terminationGracePeriodSeconds"`
+	AutomountServiceAccountToken  *bool `yaml:"automountServiceAccountToken"`
+	EnableServiceLinks            *bool `yaml:"enableServiceLinks"`
+	SecurityContext               struct {
 		RunAsNonRoot   *bool `yaml:"runAsNonRoot"`
 		RunAsUser      *int  `yaml:"runAsUser"`
 		SeccompProfile struct {

@@ -467,3 +467,54 @@ func withHost(t *testing.T, store, addr string) string {
 	u.Host = addr
 	return u.String()
 }
+
+// TestKubernetesTermination: the grace period covers the preStop sleep, the
+// drain delay and the shutdown timeout, so that Kubernetes never kills a
+// replica that is still answering; the drain delay is at least the binary's
+// default, which outlasts the shipped Envoy health check.
+func TestKubernetesTermination(t *testing.T) {
+	c := loadCluster(t)
+	w, ct := sessiongateDeployment(t, c)
+	env := ct.env()
+	grace := w.Spec.Template.Spec.TerminationGracePeriodSeconds
+	if grace == nil {
+		t.Fatalf("Deployment %s: no terminationGracePeriodSeconds", k8sName)
+	}
+	var preStop time.Duration
+	if p := ct.Lifecycle.PreStop; p == nil || p.Sleep == nil || p.Sleep.Seconds <= 0 {
+		t.Errorf("Deployment %s: want a preStop sleep, so that the pod serves while its endpoint is removed", k8sName)
+	} else {
+		preStop = time.Duration(p.Sleep.Seconds) * time.Second
+	}
+	drain, err1 := time.ParseDuration(env["SESSIONGATE_DRAIN_DELAY"])
+	shutdown, err2 := time.ParseDuration(env["SESSIONGATE_SHUTDOWN_TIMEOUT"])
+	if err1 != nil || err2 != nil {
+		t.Fatalf("Deployment %s: SESSIONGATE_DRAIN_DELAY=%q SESSIONGATE_SHUTDOWN_TIMEOUT=%q: %v %v", k8sName,
+			env["SESSIONGATE_DRAIN_DELAY"], env["SESSIONGATE_SHUTDOWN_TIMEOUT"], err1, err2)
+	}
+	if total := preStop + drain + shutdown; total >= time.Duration(*grace)*time.Second {
+		t.Errorf("Deployment %s: preStop %v + drain %v + shutdown %v = %v, not below terminationGracePeriodSeconds %d",
+			k8sName, preStop, drain, shutdown, total, *grace)
+	}
+	if def := serveFlagDefault(t, "drain-delay"); drain < def {
+		t.Errorf("Deployment %s: drain delay %v below the binary's default %v", k8sName, drain, def)
+	}
+}
+
+// serveFlagDefault reads the default of a duration flag of serve from the
+// built binary's usage, where the flag's one owner writes it.
+func serveFlagDefault(t *testing.T, name string) time.Duration {
+	t.Helper()
+	out, _ := exec.Command(binPath, "serve", "-h").CombinedOutput()
+	_, rest, ok := strings.Cut(string(out), "-"+name+" duration")
+	if !ok {
+		t.Fatalf("sessiongate serve -h: no flag %s:\n%s", name, out)
+	}
+	_, rest, ok = strings.Cut(rest, "(default ")
+	v, _, _ := strings.Cut(rest, ")")
+	d, err := time.ParseDuration(v)
+	if !ok || err != nil {
+		t.Fatalf("sessiongate serve -h: flag %s has no duration default", name)
+	}
+	return d
+}

@@ -108,6 +108,10 @@ func (s *Server) SetServing(ok bool) {
 	s.health.SetServingStatus(AuthorizationService, st)
 }
 
+// Drain turns health to NOT_SERVING for good (later SetServing calls are
+// ignored) while checks are still answered: the start of a shutdown.
+func (s *Server) Drain() { s.health.Shutdown() }
+
 // Serve serves on l until Stop.
 func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -98,6 +99,59 @@ func TestServeRefusesBadPolicies(t *testing.T) {
 	if _, _, code := runBin(t, "serve"); code != 2 {
 		t.Errorf("serve without --policies: exit %d, want 2", code)
 	}
+}
+
+// TestDrainOnSIGTERM: for --drain-delay after SIGTERM the process is out of
+// rotation (gRPC health NOT_SERVING, /readyz 503) and still answers checks,
+// on open connections and new ones, as a load balancer that has not moved
+// away yet sends them; a second SIGTERM cuts the drain short.
+func TestDrainOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()},
+		serverOpts{extraArgs: []string{"--drain-delay", "1m"}})
+	tok := s.token(t, "alice")
+	c := s.client(t)
+	wantAllowed(t, c.Check("app.test", "/", tok, false))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(s.conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health watch: %v %v, want SERVING", m.GetStatus(), err)
+	}
+	s.signal(t, syscall.SIGTERM)
+	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health watch after SIGTERM: %v %v, want NOT_SERVING", m.GetStatus(), err)
+	}
+	cancel()
+	if code, body, err := s.httpGet("/readyz"); err != nil || code != 503 || body != "not ready: shutting down\n" {
+		t.Errorf("GET /readyz while draining: %d %q %v, want 503 shutting down", code, body, err)
+	}
+	if !s.waitLog("draining") {
+		t.Errorf("no drain log line")
+	}
+	// Still answering, on the open connection and on a new one.
+	for range 20 {
+		wantAllowed(t, c.Check("app.test", "/", tok, false))
+	}
+	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c2 := &client{t: t, s: s, api: authv3.NewAuthorizationClient(conn), jar: c.jar}
+	wantAllowed(t, c2.Check("app.test", "/", tok, false))
+	select {
+	case <-s.done:
+		t.Fatalf("exited during the drain delay: %v", s.waitErr)
+	default:
+	}
+	// A second SIGTERM (stop sends it and waits 10s at most, far less than
+	// the minute of drain left) ends the drain.
+	s.stop()
 }
 
 // TestGracefulShutdown: on SIGTERM, grpc health turns NOT_SERVING first,

@@ -284,7 +284,7 @@ func tail(s string, n int) string {
 
 func (s *server) start(o serverOpts) error {
 	s.grpcAddr, s.httpAddr = freeAddr(s.t), freeAddr(s.t)
-	args := []string{"serve", "--log-level", "debug", "--shutdown-timeout", "5s"}
+	args := []string{"serve", "--log-level", "debug", "--shutdown-timeout", "5s", "--drain-delay", "0s"}
 	env := cleanEnv()
 	if o.viaEnv {
 		env = append(env, "SESSIONGATE_POLICIES="+s.dir, "SESSIONGATE_GRPC_ADDR="+s.grpcAddr, "SESSIONGATE_HTTP_ADDR="+s.httpAddr)

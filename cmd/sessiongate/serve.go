@@ -41,6 +41,7 @@ type serveConfig struct {
 	auditHashSub    bool
 	shutdownTimeout time.Duration
 	http            httpserve.Limits
+	drainDelay      time.Duration
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -56,15 +57,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.auditLog, "audit-log", "stdout", "where session audit events go: stdout, stderr or a file path")
 	fs.BoolVar(&c.auditHashSub, "audit-hash-subject", false, "write a hash of the subject instead of the subject in audit events")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight checks may take to finish on shutdown")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight checks may take to finish on shutdown, after the drain delay")
 	fs.DurationVar(&c.http.IdleTimeout, "http-idle-timeout", httpserve.DefaultIdleTimeout, "close an HTTP keep-alive connection idle this long")
 	fs.DurationVar(&c.http.ReadTimeout, "http-read-timeout", httpserve.DefaultReadTimeout, "close an HTTP connection whose request (headers and body) takes longer")
 	fs.IntVar(&c.http.MaxConns, "http-max-conns", httpserve.DefaultMaxConns, "open HTTP connections at most (never more than half the open-file limit); more wait to be accepted")
+	fs.DurationVar(&c.drainDelay, "drain-delay", defaultDrainDelay, "on SIGTERM, how long to keep answering checks while /readyz and gRPC health say not serving, so that load balancers move away first (0: none; a second signal cuts it short)")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		return flagExit(err)
 	}
 	if c.policies == "" {
 		fmt.Fprintln(stderr, "sessiongate serve: --policies is required")
+		return exitUsage
+	}
+	if c.drainDelay < 0 || c.shutdownTimeout <= 0 {
+		fmt.Fprintln(stderr, "sessiongate serve: --drain-delay must not be negative and --shutdown-timeout must be positive")
 		return exitUsage
 	}
 	log, err := newLogger(stderr, c.logLevel, c.logFormat)
@@ -207,14 +213,42 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	// Out of rotation first, still answering: /readyz and gRPC health say
+	// not serving for the drain delay, while load balancers (Envoy's health
+	// check, Kubernetes endpoints) stop sending, so that no check sent
+	// meanwhile meets a closed port.
+	stopping.Store(true)
+	grpcSrv.Drain()
+	if serveErr == nil && c.drainDelay > 0 {
+		log.Info("sessiongate draining: not ready, still answering", "drain_delay", c.drainDelay.String())
+		drain(c.drainDelay)
+	}
 	log.Info("sessiongate shutting down")
 	sctx, scancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer scancel()
-	stopping.Store(true)
 	cancel()
 	grpcSrv.Stop(sctx)
 	_ = httpSrv.Shutdown(sctx)
 	return serveErr
+}
+
+// defaultDrainDelay is --drain-delay's default: above the 3 s that the
+// shipped Envoy configuration's health check (every second, unhealthy after
+// 2 failures, 1 s timeout) takes to see NOT_SERVING. deploy/ checks both.
+const defaultDrainDelay = 5 * time.Second
+
+// drain waits d, or less if SIGTERM or SIGINT arrives again (an operator
+// who does not want to wait).
+func drain(d time.Duration) {
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(again)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-again:
+	}
 }
 
 // watchReadiness keeps grpc.health.v1 in step with readiness: NOT_SERVING
