@@ -151,7 +151,7 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer floor.stop()
-	sgArgs := append([]string{"serve", "--policies", policies, "--http-addr", "127.0.0.1:0",
+	sgArgs := append([]string{"serve", "--policies", policies, "--http-addr", "127.0.0.1:0", "--drain-delay", "0s",
 		"--audit-log", filepath.Join(tmp, "audit.log")}, strings.Fields(cfg.sgArgs)...)
 	sg, err := start("sessiongate", cfg.sgBin, sgArgs)
 	if err != nil {
