@@ -11,7 +11,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-const capturesDir = "/work/shared/envoy-captures"
+// capturesDir holds CheckRequests recorded from real Envoy and Istio
+// deployments (see its README), kept with the code as test data.
+const capturesDir = "../envoy/testdata/captures"
 
 // captureWant is what each capture must get under a "*" default policy
 // that bypasses /health: no capture carries a token this gate accepts.
