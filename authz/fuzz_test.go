@@ -144,3 +144,39 @@ func FuzzReturnURL(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseAuthority: what ParseAuthority accepts, net/url reads as the same
+// host (lower-cased, trailing dot dropped) with at most a numeric port and
+// nothing else (no userinfo, path or query); the host it returns is lower
+// case and holds no byte that could end an authority or split a header; and
+// ReturnURL builds a return URL exactly for the authorities it accepts.
+func FuzzParseAuthority(f *testing.F) {
+	f.Fuzz(func(t *testing.T, a string) {
+		host, ok := ParseAuthority(a)
+		if got := ReturnURL(&Request{Host: a, Path: "/"}); (got != "") != ok {
+			t.Fatalf("ParseAuthority(%q) ok=%v but ReturnURL = %q", a, ok, got)
+		}
+		if !ok {
+			if host != "" {
+				t.Fatalf("ParseAuthority(%q) refused but returned %q", a, host)
+			}
+			return
+		}
+		if host == "" || host != strings.ToLower(host) || strings.ContainsAny(host, "@/?#[], \t\r\n\x00%") {
+			t.Fatalf("ParseAuthority(%q) = %q", a, host)
+		}
+		u, err := url.Parse("http://" + a + "/")
+		if err != nil {
+			t.Fatalf("ParseAuthority accepted %q, which net/url refuses: %v", a, err)
+		}
+		if u.User != nil || u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
+			t.Fatalf("ParseAuthority accepted %q, which net/url reads as more than an authority: %#v", a, u)
+		}
+		if want := strings.TrimSuffix(strings.ToLower(u.Hostname()), "."); want != host {
+			t.Fatalf("ParseAuthority(%q) = %q, net/url says %q", a, host, want)
+		}
+		if p := u.Port(); p != "" && strings.Trim(p, "0123456789") != "" {
+			t.Fatalf("ParseAuthority(%q) accepted port %q", a, p)
+		}
+	})
+}

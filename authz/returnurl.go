@@ -96,47 +96,10 @@ func LoginURL(p *Policy, r *Request, reauth bool) string {
 	return b.String()
 }
 
-// validHost accepts only host[:port] as a URL parser would: a DNS name or
-// IPv4 address, or a bracketed IPv6 address, then an optional numeric port.
-// Anything else ("app:evil.example", "[::1]x", ":80") gets no return URL.
+// validHost reports whether h is a plain host[:port] (ParseAuthority).
 func validHost(h string) bool {
-	if h == "" || len(h) > 255 {
-		return false
-	}
-	host, port, hasPort := h, "", false
-	if h[0] == '[' {
-		end := strings.IndexByte(h, ']')
-		if end < 0 {
-			return false
-		}
-		host = h[1:end]
-		if rest := h[end+1:]; rest != "" {
-			if rest[0] != ':' {
-				return false
-			}
-			port, hasPort = rest[1:], true
-		}
-		if host == "" || strings.Trim(host, "0123456789abcdefABCDEF:.") != "" {
-			return false
-		}
-	} else {
-		if i := strings.IndexByte(h, ':'); i >= 0 {
-			host, port, hasPort = h[:i], h[i+1:], true
-		}
-		if host == "" {
-			return false
-		}
-		for i := 0; i < len(host); i++ {
-			c := host[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	if hasPort && (port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "") {
-		return false
-	}
-	return true
+	_, ok := ParseAuthority(h)
+	return ok
 }
 
 // writeEscaped copies s, percent-encoding every byte that may not appear

@@ -44,15 +44,20 @@ func newSet(all []*compiled) *Set {
 	return s
 }
 
-// Match returns the policy for host (S8): port and trailing dot stripped,
-// case folded; an exact host before the longest matching "*.suffix" before
-// the "*" default; nil when none applies. It does not allocate for a host
+// Match returns the policy for host (S8): an authority as received,
+// parsed by authz.ParseAuthority (port and trailing dot stripped, case
+// folded); an exact host before the longest matching "*.suffix" before the
+// "*" default; nil when none applies, and for an authority that is not a
+// plain host[:port], whatever the default. It does not allocate for a host
 // already in lower case.
 func (s *Set) Match(host string) *authz.Policy {
 	if s == nil {
 		return nil
 	}
-	host = canonicalHost(host)
+	host, ok := authz.ParseAuthority(host)
+	if !ok {
+		return nil
+	}
 	if p, ok := s.exact[host]; ok {
 		return p
 	}
@@ -66,21 +71,6 @@ func (s *Set) Match(host string) *authz.Policy {
 		}
 	}
 	return s.fallback
-}
-
-// canonicalHost turns an authority as received ("Example.COM:8443",
-// "[::1]:8080", "example.com.") into the form policies are keyed by.
-func canonicalHost(h string) string {
-	if strings.HasPrefix(h, "[") {
-		if i := strings.IndexByte(h, ']'); i > 0 {
-			h = h[1:i]
-		}
-	} else if i := strings.IndexByte(h, ':'); i >= 0 && strings.IndexByte(h[i+1:], ':') < 0 {
-		// One colon is host:port; several are a bare IPv6 address.
-		h = h[:i]
-	}
-	h = strings.TrimSuffix(h, ".")
-	return strings.ToLower(h) // returns h itself when there is nothing to fold
 }
 
 // Policies returns the policies sorted by name. The slice is the caller's;

@@ -32,7 +32,6 @@ func TestMatch(t *testing.T) {
 		{"127.0.0.1:8080", "app", "app"},
 		{"[::1]:8080", "app", "app"},
 		{"[::1]", "app", "app"},
-		{"::1", "app", "app"},
 		{"a.example.com", "wild", "wild"},
 		{"a.b.c.example.com", "wild", "wild"},
 		{"b.example.com", "deep", "wild"},     // exact beats a wildcard
@@ -42,7 +41,21 @@ func TestMatch(t *testing.T) {
 		{"notexample.com", "default", ""},
 		{"example.org", "default", ""},
 		{"[::2]:443", "default", ""},
-		{"", "default", ""},
+		// Not a plain host[:port] (authz.ParseAuthority): no policy, not
+		// even the default, where a lax parse picked a prefix's policy.
+		{"", "", ""},
+		{"::1", "", ""},
+		{"app.example.com:80@evil.example.com", "", ""},
+		{"app.example.com:abc", "", ""},
+		{"app.example.com:", "", ""},
+		{"app.example.com:65536", "", ""},
+		{"app.example.com\r\nx: 1", "", ""},
+		{"app.example.com evil", "", ""},
+		{"app.example.com,evil.example.com", "", ""},
+		{".example.com", "", ""},
+		{"a..example.com", "", ""},
+		{"[::1%25eth0]:80", "", ""},
+		{"[app.example.com]", "", ""},
 	}
 	for _, tt := range tests {
 		if got := name(set.Match(tt.host)); got != tt.want {

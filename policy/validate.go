@@ -324,7 +324,7 @@ func (d *decoder) token(t *tokenSpec, p *authz.Policy) TokenConfig {
 	case file:
 		cfg.JWKSFile = d.jwksFile(t.JWKSFile)
 	case uri:
-		if u := d.absURL("token.jwks_uri", t.JWKSURI); u != nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		if u := d.absURL("token.jwks_uri", t.JWKSURI); u != nil && u.Scheme == "http" && !authz.IsLoopbackHost(u.Hostname()) {
 			d.fail("token.jwks_uri", "must use https (http only for 127.0.0.1, localhost or [::1])")
 		}
 		cfg.JWKSURI = t.JWKSURI
@@ -516,13 +516,6 @@ func (d *decoder) absURL(field, raw string) *url.URL {
 	return nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
-}
 
 // isToken reports whether s is an RFC 7230 token, the syntax of header and
 // cookie names.

@@ -103,7 +103,9 @@ func TestEnvoyCaptures(t *testing.T) {
 				}
 			}
 		}
-		// Degenerate requests Envoy could send get answers too.
+		// Degenerate requests Envoy could send get answers too: without an
+		// authority there is no host to choose a policy by, not even the
+		// default (authz.ParseAuthority): 403 unknown_host.
 		for i, req := range []*authv3.CheckRequest{
 			{},
 			{Attributes: &authv3.AttributeContext{}},
@@ -115,8 +117,8 @@ func TestEnvoyCaptures(t *testing.T) {
 				t.Errorf("degenerate request %d: gRPC error %v", i, err)
 				continue
 			}
-			if r.Allowed || r.Code != codes.Unauthenticated || r.Status != 401 || r.Reason != "no_token" {
-				t.Errorf("degenerate request %d: want 401 no_token, got %v", i, r)
+			if r.Allowed || r.Code != codes.PermissionDenied || r.Status != 403 || r.Reason != "unknown_host" {
+				t.Errorf("degenerate request %d: want 403 unknown_host, got %v", i, r)
 			}
 		}
 	})

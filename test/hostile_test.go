@@ -54,7 +54,13 @@ func TestHostileInput(t *testing.T) {
 		{"5000 cookies before the session", "app.test", "/", tok, false, []string{"cookie: " + many + cookieName + "=" + cookie}, ""},
 		{"5000 cookies before the token", "app.test", "/", "", false, []string{"cookie: " + many + "access_token=" + tok}, ""},
 		{"5000 session cookies, all made up", "app.test", "/", "", true, []string{"cookie: " + strings.Repeat(cookieName+"=x; ", 5000)}, "no_token"},
-		{"CR/LF in the host", "app.test\r\nSet-Cookie: evil=1", "/", tok, true, nil, ""},
+		// Not a plain host[:port]: no policy, not even the default one
+		// (a lax parse used to pick app.test's policy for these).
+		{"CR/LF in the host", "app.test\r\nSet-Cookie: evil=1", "/", tok, true, nil, "unknown_host"},
+		{"userinfo after the port", "app.test:80@evil.com", "/", tok, true, nil, "unknown_host"},
+		{"non-numeric port", "app.test:abc", "/", tok, true, nil, "unknown_host"},
+		{"empty port", "app.test:", "/", tok, true, nil, "unknown_host"},
+		{"a second host after a comma", "app.test,evil.com", "/", tok, true, nil, "unknown_host"},
 		{"CR/LF in the path", "app.test", "/x\r\nSet-Cookie: evil=1", "", true, nil, "no_token"},
 		{"encoded CR/LF in the path", "app.test", "/x%0d%0aSet-Cookie:%20evil=1", "", true, nil, "no_token"},
 		{"controls in the path", "app.test", "/\x00\x07\x1b\x7f?q=\t", "", true, nil, "no_token"},
