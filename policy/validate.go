@@ -516,7 +516,6 @@ func (d *decoder) absURL(field, raw string) *url.URL {
 	return nil
 }
 
-
 // isToken reports whether s is an RFC 7230 token, the syntax of header and
 // cookie names.
 func isToken(s string) bool {
