@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/sessiongate/sessiongate/authz"
 )
 
 // Config is what one policy says about its tokens. policy.TokenConfig has the
@@ -107,8 +109,11 @@ func (cfg Config) normalize() (Config, error) {
 		cfg.JWKSFile = abs
 	default:
 		u, err := url.Parse(cfg.JWKSURI)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 			bad("jwks_uri", "must be an absolute http(s) URL")
+		case u.Scheme == "http" && !authz.IsLoopbackHost(u.Hostname()):
+			bad("jwks_uri", "must use https (http only for 127.0.0.1, localhost or [::1])")
 		}
 	}
 	if len(cfg.Algorithms) == 0 {

@@ -8,6 +8,7 @@ package token
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -82,6 +83,10 @@ func NewProvider(o Options) *Provider {
 	if p.client == nil {
 		p.client = &http.Client{Timeout: fetchTimeout}
 	}
+	// Redirects follow the jwks_uri rule on every hop, whoever built the client.
+	c := *p.client
+	c.CheckRedirect = checkRedirect
+	p.client = &c
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}
@@ -172,4 +177,27 @@ func (p *Provider) refreshDue(ctx context.Context) {
 		}
 		ks.maybeRefresh(ctx, p, ks.period())
 	}
+}
+
+// maxRedirects bounds the redirects of one key set fetch.
+const maxRedirects = 5
+
+// checkRedirect applies the jwks_uri rule (https, or http to a loopback
+// host) to every hop of a key set fetch, and never lets one leave https: a
+// key set fetched over https must not be handed over to plain http, loopback
+// or not, where anyone on the path (or any local process) could serve keys.
+// The error names no URL (it may carry secrets in its query).
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > maxRedirects {
+		return fmt.Errorf("more than %d redirects", maxRedirects)
+	}
+	switch u := req.URL; {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme != "http" || !authz.IsLoopbackHost(u.Hostname()):
+		return errors.New("redirect to a URL that is neither https nor http on a loopback host refused")
+	case via[len(via)-1].URL.Scheme == "https":
+		return errors.New("redirect from https to http refused")
+	}
+	return nil
 }
