@@ -37,14 +37,19 @@ var faSpoof = []string{
 	"X-Sessiongate-Reason: ok",
 }
 
-func TestForwardAuthProxies(t *testing.T) {
-	t.Parallel()
-	const idle = 3 * time.Second
-	s := startServer(t, map[string]string{"app": pol{
+// faFlowPolicy is the policy forwardAuthFlow walks through.
+func faFlowPolicy(idle time.Duration) string {
+	return pol{
 		Hosts: []string{faHost}, Absolute: time.Hour, Idle: idle,
 		LogoutPath: "/logout", Bypass: []string{"/public/"},
 		From: []string{"header:authorization", "cookie:access_token"},
-	}.yaml()})
+	}.yaml()
+}
+
+func TestForwardAuthProxies(t *testing.T) {
+	t.Parallel()
+	const idle = 3 * time.Second
+	s := startServer(t, map[string]string{"app": faFlowPolicy(idle)})
 	for _, p := range []struct {
 		name  string
 		start func(t *testing.T, gate, app string) string
@@ -505,19 +510,26 @@ func (p *proxyProcess) readLog() string {
 }
 
 func (p *proxyProcess) stop(t *testing.T, name string) {
-	select {
-	case <-p.done:
-	default:
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
+	terminate(p.cmd, p.done, 10*time.Second)
 	if t.Failed() {
 		t.Logf("%s log:\n%s", name, p.readLog())
+	}
+}
+
+// terminate sends SIGTERM to a process whose Wait closes done, and kills it
+// if it has not exited after grace.
+func terminate(cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) {
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
 	}
 }
 
