@@ -82,19 +82,21 @@ func (f fakePolicies) Match(host string) *Policy {
 // ended sessions are never revived, scope ends only rise, and records whose
 // KeepUntil has passed (by the fake clock) are absent, as in the real stores.
 type memStore struct {
-	clock *fakeClock
+	clock Clock
 
 	mu       sync.Mutex
 	sessions map[sKey]Session
 	scopes   map[cKey]ScopeState
 	// fail makes the named operation ("load", "begin", "touch", "end",
-	// "ready") return an error wrapping ErrStoreUnavailable.
+	// "claim", "ready") return an error wrapping ErrStoreUnavailable.
 	fail map[string]bool
 	// hook, when set, runs before each operation outside the lock, so it
 	// may call the store itself (to simulate another replica) or fail it.
 	hook func(op, id string) error
 
-	loads, begins, touches, ends int
+	claims map[Digest]int64 // keep-until of each claim
+
+	loads, begins, touches, ends, claimsMade int
 }
 
 func (m *memStore) setHook(f func(op, id string) error) {
@@ -114,7 +116,7 @@ func (m *memStore) runHook(op, id string) error {
 }
 
 func newMemStore(c *fakeClock) *memStore {
-	return &memStore{clock: c, sessions: map[sKey]Session{}, scopes: map[cKey]ScopeState{}, fail: map[string]bool{}}
+	return &memStore{clock: c, sessions: map[sKey]Session{}, scopes: map[cKey]ScopeState{}, fail: map[string]bool{}, claims: map[Digest]int64{}}
 }
 
 var _ Store = (*memStore)(nil)
@@ -198,8 +200,7 @@ func (m *memStore) Begin(_ context.Context, s *Session) error {
 	}
 	m.sessions[sessionKey(s.Policy, s.ID)] = *s
 	st, _ := m.scope(s.Policy, s.Scope)
-	st.Current = s.ID
-	st.KeepUntil = max(st.KeepUntil, s.KeepUntil)
+	st.Begin(s.ID, s.KeepUntil)
 	m.scopes[scopeKey(s.Policy, s.Scope)] = st
 	return nil
 }
@@ -218,9 +219,7 @@ func (m *memStore) Touch(_ context.Context, policy, id string, t Touch) (Session
 	if !ok || s.Ended() {
 		return s, ok, nil
 	}
-	s.LastActivity = max(s.LastActivity, t.LastActivity)
-	s.SignIn = max(s.SignIn, t.SignIn)
-	s.KeepUntil = max(s.KeepUntil, t.KeepUntil)
+	s.Advance(t)
 	m.sessions[sessionKey(policy, id)] = s
 	return s, true, nil
 }
@@ -242,17 +241,32 @@ func (m *memStore) End(_ context.Context, policy, id string, scope Digest, e End
 	ended := false
 	if id != "" {
 		var ok bool
-		if s, ok = m.session(policy, id); ok && !s.Ended() {
-			s.EndedAt, s.Cause, s.KeepUntil = e.At, e.Cause, max(s.KeepUntil, e.KeepUntil)
+		if s, ok = m.session(policy, id); ok && s.EndWith(e) {
 			m.sessions[sessionKey(policy, id)] = s
 			ended = true
 		}
 	}
 	st, _ := m.scope(policy, scope)
-	st.EndedAt = max(st.EndedAt, e.At)
-	st.KeepUntil = max(st.KeepUntil, e.KeepUntil)
+	st.Raise(e)
 	m.scopes[scopeKey(policy, scope)] = st
 	return s, ended, nil
+}
+
+func (m *memStore) Claim(_ context.Context, key Digest, keepUntil int64) (bool, error) {
+	if err := m.runHook("claim", ""); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.claimsMade++
+	if err := m.failing("claim"); err != nil {
+		return false, err
+	}
+	if until, ok := m.claims[key]; ok && until >= m.nowMs() {
+		return false, nil
+	}
+	m.claims[key] = keepUntil
+	return true, nil
 }
 
 func (m *memStore) Ready(context.Context) error {

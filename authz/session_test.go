@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -67,12 +69,12 @@ func TestSessionBinaryRejectsBadInput(t *testing.T) {
 	bad := map[string][]byte{
 		"trailing byte":       append(append([]byte(nil), good...), 0),
 		"wrong version":       append([]byte{9}, good[1:]...),
-		"scope record":        append([]byte{scopeRecordV1}, good[1:]...),
-		"unknown cause":       append([]byte{sessionRecordV1, byte(causeCount)}, good[2:]...),
-		"string overruns":     {sessionRecordV1, 0, 0xff, 0xff, 'a'},
+		"scope record":        append([]byte{formatScopeV1}, good[1:]...),
+		"unknown cause":       append([]byte{formatSessionV2, byte(causeCount)}, good[2:]...),
+		"string overruns":     {formatSessionV2, 0, 0xff, 0xff, 'a'},
 		"garbage":             []byte("not a session record at all, just text of some length"),
-		"only header":         {sessionRecordV1, 0},
-		"zero strings, short": {sessionRecordV1, 0, 0, 0, 0, 0, 0, 0},
+		"only header":         {formatSessionV2, 0},
+		"zero strings, short": {formatSessionV2, 0, 0, 0, 0, 0, 0, 0},
 	}
 	for name, b := range bad {
 		var got Session
@@ -170,7 +172,13 @@ func FuzzSessionUnmarshal(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:len(good)-1])
 	f.Add([]byte{})
-	f.Add([]byte{sessionRecordV1, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{formatSessionV2, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{formatSessionV1, 0, 0, 0, 0, 0, 0, 0})
+	for _, name := range []string{"session-v1-live.bin", "session-v1-ended.bin"} {
+		if b, err := os.ReadFile(filepath.Join("testdata", "records", name)); err == nil {
+			f.Add(b)
+		}
+	}
 	empty, _ := (&Session{}).AppendBinary(nil)
 	f.Add(empty)
 	scope, _ := (&ScopeState{Current: "x", EndedAt: 1}).AppendBinary(nil)
@@ -181,11 +189,19 @@ func FuzzSessionUnmarshal(f *testing.F) {
 			if !errors.Is(err, ErrCorruptRecord) {
 				t.Fatalf("error %v is not ErrCorruptRecord", err)
 			}
-		} else {
+		} else if b[0] == formatSessionV2 {
 			// Whatever decodes re-encodes to the same bytes.
 			again, err := got.AppendBinary(nil)
 			if err != nil || !bytes.Equal(again, b) {
 				t.Fatalf("re-encoding differs: %x vs %x (%v)", again, b, err)
+			}
+		} else {
+			// An older format is rewritten in the current one, which
+			// decodes to the same session.
+			again, err := got.AppendBinary(nil)
+			var back Session
+			if err != nil || back.UnmarshalBinary(again) != nil || back != got {
+				t.Fatalf("older format %d does not survive re-encoding: %+v vs %+v (%v)", b[0], back, got, err)
 			}
 		}
 		var st ScopeState

@@ -323,7 +323,8 @@ func (f *fakeStore) Touch(_ context.Context, p, _ string, _ authz.Touch) (authz.
 func (f *fakeStore) End(_ context.Context, p, _ string, _ authz.Digest, _ authz.End) (authz.Session, bool, error) {
 	return authz.Session{}, false, f.err(p)
 }
-func (f *fakeStore) Ready(context.Context) error { return nil }
+func (f *fakeStore) Claim(context.Context, authz.Digest, int64) (bool, error) { return true, nil }
+func (f *fakeStore) Ready(context.Context) error                              { return nil }
 
 type fakeFallbackStore struct{ fakeStore }
 

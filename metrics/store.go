@@ -16,7 +16,7 @@ func InstrumentStore(s authz.Store, m *Metrics) authz.Store {
 	op := func(name string) opCounters {
 		return opCounters{m.storeOps.WithLabelValues(name), m.storeErrors.WithLabelValues(name)}
 	}
-	i := &store{s: s, load: op("load"), begin: op("begin"), touch: op("touch"), end: op("end")}
+	i := &store{s: s, load: op("load"), begin: op("begin"), touch: op("touch"), end: op("end"), claim: op("claim")}
 	if fb, ok := s.(authz.FallbackStore); ok {
 		return &fallbackStore{store: i, fb: fb}
 	}
@@ -40,8 +40,8 @@ func (o opCounters) count(err error) {
 }
 
 type store struct {
-	s                       authz.Store
-	load, begin, touch, end opCounters
+	s                              authz.Store
+	load, begin, touch, end, claim opCounters
 }
 
 func (i *store) Load(ctx context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
@@ -66,6 +66,12 @@ func (i *store) End(ctx context.Context, policy, id string, scope authz.Digest, 
 	s, ended, err := i.s.End(ctx, policy, id, scope, e)
 	i.end.count(err)
 	return s, ended, err
+}
+
+func (i *store) Claim(ctx context.Context, key authz.Digest, keepUntil int64) (bool, error) {
+	first, err := i.s.Claim(ctx, key, keepUntil)
+	i.claim.count(err)
+	return first, err
 }
 
 func (i *store) Ready(ctx context.Context) error { return i.s.Ready(ctx) }

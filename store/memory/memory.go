@@ -7,6 +7,7 @@ package memory
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -88,11 +89,12 @@ type stripe struct {
 }
 
 // Key tags: session records under "s" policy NUL id, scope records under
-// "c" policy NUL digest. Policy names are file stems, which hold no NUL, so
-// no two (policy, id) pairs share a key.
+// "c" policy NUL digest, claims under "k" digest. Policy names are file
+// stems, which hold no NUL, so no two (policy, id) pairs share a key.
 const (
 	sessionTag = 's'
 	scopeTag   = 'c'
+	claimTag   = 'k'
 )
 
 // New returns a store and starts its background upkeep; Close stops it.
@@ -214,8 +216,7 @@ func (s *Store) Begin(_ context.Context, r *authz.Session) error {
 	if err != nil {
 		return err
 	}
-	st.Current = r.ID
-	st.KeepUntil = max(st.KeepUntil, r.KeepUntil)
+	st.Begin(r.ID, r.KeepUntil)
 	buf := &s.stripes[i].buf
 	if err := putSession(s.hot, sk, r, buf); err != nil {
 		return err
@@ -236,11 +237,7 @@ func (s *Store) Touch(_ context.Context, policy, id string, t authz.Touch) (auth
 	if err != nil || !found || r.Ended() {
 		return r, found, err
 	}
-	old := r
-	r.LastActivity = max(r.LastActivity, t.LastActivity)
-	r.SignIn = max(r.SignIn, t.SignIn)
-	r.KeepUntil = max(r.KeepUntil, t.KeepUntil)
-	if r == old { // nothing advanced: spare hot a dead copy
+	if !r.Advance(t) { // nothing advanced: spare hot a dead copy
 		return r, true, nil
 	}
 	if err := putSession(s.hot, k, &r, &st.buf); err != nil {
@@ -270,8 +267,7 @@ func (s *Store) End(_ context.Context, policy, id string, scope authz.Digest, e 
 		if r, found, inHot, err = s.session(sk, now); err != nil {
 			return authz.Session{}, false, err
 		}
-		if found && !r.Ended() {
-			r.EndedAt, r.Cause, r.KeepUntil = e.At, e.Cause, max(r.KeepUntil, e.KeepUntil)
+		if found && r.EndWith(e) {
 			if err := s.retire(sk, &r, inHot, buf); err != nil {
 				return authz.Session{}, false, err
 			}
@@ -282,8 +278,7 @@ func (s *Store) End(_ context.Context, policy, id string, scope authz.Digest, e 
 	if err != nil {
 		return authz.Session{}, false, err
 	}
-	st.EndedAt = max(st.EndedAt, e.At)
-	st.KeepUntil = max(st.KeepUntil, e.KeepUntil)
+	st.Raise(e)
 	if err := s.putScope(ck, &st, buf); err != nil {
 		return authz.Session{}, false, err
 	}
@@ -296,6 +291,31 @@ func (s *Store) End(_ context.Context, policy, id string, scope authz.Digest, e 
 		}
 	}
 	return r, ended, nil
+}
+
+// Claim implements authz.Store. Claims live in cold, under their key's
+// stripe; the state file's snapshots keep them (they are not journaled: a
+// crash forgets the claims made since the last snapshot, which expire within
+// minutes anyway).
+func (s *Store) Claim(_ context.Context, key authz.Digest, keepUntil int64) (bool, error) {
+	if err := s.usable(); err != nil {
+		return false, err
+	}
+	k := claimKey(key)
+	st := &s.stripes[s.stripeOf(k)]
+	st.Lock()
+	defer st.Unlock()
+	b, err := get(s.cold, k)
+	if err != nil {
+		return false, err
+	}
+	if until, ok := claimUntil(b); ok && until >= s.now() {
+		return false, nil
+	} else if b != nil && !ok {
+		return false, fmt.Errorf("memory store: claim record: %w", authz.ErrCorruptRecord)
+	}
+	st.buf = binary.BigEndian.AppendUint64(st.buf[:0], uint64(keepUntil))
+	return true, set(s.cold, k, st.buf)
 }
 
 // retire moves a just-ended session to cold, with its stripe held. If the
@@ -493,8 +513,25 @@ func keepUntil(key string, b []byte) (t int64, ok bool) {
 		if st.UnmarshalBinary(b) == nil {
 			return st.KeepUntil, true
 		}
+	case claimTag:
+		return claimUntil(b)
 	}
 	return 0, false
+}
+
+// A claim record is its keep-until, a big-endian int64.
+func claimUntil(b []byte) (int64, bool) {
+	if len(b) != 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(b)), true
+}
+
+func claimKey(key authz.Digest) string {
+	var a [1 + len(key)]byte
+	a[0] = claimTag
+	copy(a[1:], key[:])
+	return string(a[:])
 }
 
 // get reads k from c; a miss is (nil, nil).

@@ -333,8 +333,8 @@ func closeFrame(b []byte, start int) []byte {
 	return b
 }
 
-// restore merges one loaded record into the store (see mergeSession and
-// mergeScope). Records past their KeepUntil are dropped.
+// restore merges one loaded record into the store (authz.MergeSessions,
+// authz.MergeScopes; a claim keeps the later keep-until). Records past their KeepUntil are dropped.
 func (s *Store) restore(k string, v []byte) error {
 	now := s.now()
 	var buf []byte
@@ -349,7 +349,7 @@ func (s *Store) restore(k string, v []byte) error {
 			return err
 		}
 		if found {
-			r = mergeSession(old, r)
+			r = authz.MergeSessions(old, r)
 		}
 		if r.KeepUntil < now {
 			return nil
@@ -372,40 +372,28 @@ func (s *Store) restore(k string, v []byte) error {
 		if old, found, err := s.scope(k, now); err != nil {
 			return err
 		} else if found {
-			sc = mergeScope(old, sc)
+			sc = authz.MergeScopes(old, sc)
 		}
 		if sc.KeepUntil < now {
 			return nil
 		}
 		return s.putScope(k, &sc, &buf)
+	case len(k) > 0 && k[0] == claimTag:
+		until, ok := claimUntil(v)
+		if !ok {
+			return authz.ErrCorruptRecord
+		}
+		if old, err := get(s.cold, k); err != nil {
+			return err
+		} else if o, ok := claimUntil(old); ok {
+			until = max(until, o)
+		}
+		if until < now {
+			return nil
+		}
+		return set(s.cold, k, binary.BigEndian.AppendUint64(nil, uint64(until)))
 	}
 	return errors.New("record with an unknown key")
-}
-
-// mergeSession joins two copies of one session: an end is final, and a live
-// record's times only grow.
-func mergeSession(a, b authz.Session) authz.Session {
-	keep := max(a.KeepUntil, b.KeepUntil)
-	switch {
-	case a.Ended() && (!b.Ended() || a.EndedAt <= b.EndedAt):
-	case b.Ended():
-		a = b
-	default:
-		a.LastActivity = max(a.LastActivity, b.LastActivity)
-		a.SignIn = max(a.SignIn, b.SignIn)
-	}
-	a.KeepUntil = keep
-	return a
-}
-
-// mergeScope joins two copies of one scope; b is the later one read.
-func mergeScope(a, b authz.ScopeState) authz.ScopeState {
-	if b.Current != "" {
-		a.Current = b.Current
-	}
-	a.EndedAt = max(a.EndedAt, b.EndedAt)
-	a.KeepUntil = max(a.KeepUntil, b.KeepUntil)
-	return a
 }
 
 // journalEnd makes one End durable: its session record (when there is one)

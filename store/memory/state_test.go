@@ -392,35 +392,6 @@ func TestStateSnapshotFailureKeepsJournals(t *testing.T) {
 	wantEnded(t, s, "s1", alice, authz.CauseSignedOut, signOut.At)
 }
 
-func TestMergeSession(t *testing.T) {
-	live := *newSession("s1", alice)
-	busier := live
-	busier.LastActivity, busier.KeepUntil = t0+500, t0+9*hourMs
-	ended := live
-	ended.EndedAt, ended.Cause, ended.KeepUntil = t0+100, authz.CauseIdle, t0+hourMs
-	later := ended
-	later.EndedAt, later.Cause = t0+200, authz.CauseSignedOut
-	for _, tc := range []struct {
-		name string
-		a, b authz.Session
-		want func(authz.Session) bool
-	}{
-		{"live, busier", live, busier, func(s authz.Session) bool { return s.LastActivity == t0+500 && !s.Ended() }},
-		{"busier, live", busier, live, func(s authz.Session) bool { return s.LastActivity == t0+500 && !s.Ended() }},
-		{"live, ended", busier, ended, func(s authz.Session) bool { return s.EndedAt == t0+100 && s.KeepUntil == t0+9*hourMs }},
-		{"ended, live", ended, busier, func(s authz.Session) bool { return s.EndedAt == t0+100 && s.KeepUntil == t0+9*hourMs }},
-		{"two ends", later, ended, func(s authz.Session) bool { return s.EndedAt == t0+100 && s.Cause == authz.CauseIdle }},
-	} {
-		if got := mergeSession(tc.a, tc.b); !tc.want(got) {
-			t.Errorf("%s: merge = %+v", tc.name, got)
-		}
-	}
-	sc := mergeScope(authz.ScopeState{EndedAt: 9, Current: "a", KeepUntil: 5}, authz.ScopeState{EndedAt: 3, KeepUntil: 7})
-	if sc != (authz.ScopeState{EndedAt: 9, Current: "a", KeepUntil: 7}) {
-		t.Errorf("mergeScope = %+v", sc)
-	}
-}
-
 // FuzzReadFrames: whatever a state file holds, reading it never panics,
 // and a file that reads cleanly still reads (at worst as a torn tail) when
 // cut short anywhere, which is what a crash during an append leaves.

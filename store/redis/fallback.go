@@ -54,6 +54,12 @@ func (f fallback) Touch(_ context.Context, policy, id string, t authz.Touch) (au
 	return r, ok, nil
 }
 
+// Claim refuses: a one-time claim made on one replica's copy would not be
+// one-time across replicas, so what needs one waits for Redis (S9).
+func (f fallback) Claim(context.Context, authz.Digest, int64) (bool, error) {
+	return false, fmt.Errorf("%w: redis store fallback: claims need Redis", authz.ErrStoreUnavailable)
+}
+
 // End records the end locally, where the fallback and the ends tier keep
 // it, and queues it for Redis. The queue is written before this replica
 // reads Redis or trusts its near cache again, so no replica-local view and
@@ -67,10 +73,11 @@ func (f fallback) End(_ context.Context, policy, id string, scope authz.Digest, 
 	}
 	now := f.s.now()
 	ck := f.s.scopeKey(policy, scope)
-	st := entry{scope: authz.ScopeState{EndedAt: e.At, KeepUntil: e.KeepUntil}, isScope: true}
+	st := entry{isScope: true}
 	if old, ok := f.s.near.lookupAll(ck, now); ok && old.isScope {
-		st.scope.Current = old.scope.Current
+		st.scope = old.scope
 	}
+	st.scope.Raise(e)
 	if err := f.s.near.putLocal(ck, st, now); err != nil {
 		return authz.Session{}, false, fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
 	}
@@ -86,7 +93,7 @@ func (f fallback) End(_ context.Context, policy, id string, scope authz.Digest, 
 		return old.session, false, nil
 	}
 	r := old.session
-	r.EndedAt, r.Cause, r.KeepUntil = e.At, e.Cause, max(r.KeepUntil, e.KeepUntil)
+	r.EndWith(e)
 	if err := f.s.near.putLocal(sk, entry{session: r}, now); err != nil {
 		return authz.Session{}, false, fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
 	}

@@ -113,11 +113,14 @@ func (e *entry) keepUntil() int64 {
 
 func decode(b []byte) (entry, error) {
 	var e entry
-	if len(b) > 0 && b[0] == 2 {
+	switch authz.KindOf(b) {
+	case authz.KindScope:
 		e.isScope = true
 		return e, e.scope.UnmarshalBinary(b)
+	case authz.KindSession:
+		return e, e.session.UnmarshalBinary(b)
 	}
-	return e, e.session.UnmarshalBinary(b)
+	return e, authz.ErrCorruptRecord
 }
 
 func (e *entry) appendBinary(b []byte) ([]byte, error) {
@@ -127,24 +130,18 @@ func (e *entry) appendBinary(b []byte) ([]byte, error) {
 	return e.session.AppendBinary(b)
 }
 
-// merge folds the newer knowledge nw into old: an ended session stays ended
-// (S3), times only grow, a scope's current session is the newer one's.
+// merge folds the newer knowledge nw into old by authz's rules
+// (MergeSessions, MergeScopes): an ended session stays ended (S3), times
+// only grow, a scope's current session is the newer one's.
 func merge(old, nw entry) entry {
 	if old.isScope != nw.isScope {
 		return nw
 	}
 	if old.isScope {
-		nw.scope.EndedAt = max(old.scope.EndedAt, nw.scope.EndedAt)
-		nw.scope.KeepUntil = max(old.scope.KeepUntil, nw.scope.KeepUntil)
+		nw.scope = authz.MergeScopes(old.scope, nw.scope)
 		return nw
 	}
-	if old.session.Ended() {
-		old.session.KeepUntil = max(old.session.KeepUntil, nw.session.KeepUntil)
-		return old
-	}
-	nw.session.LastActivity = max(old.session.LastActivity, nw.session.LastActivity)
-	nw.session.SignIn = max(old.session.SignIn, nw.session.SignIn)
-	nw.session.KeepUntil = max(old.session.KeepUntil, nw.session.KeepUntil)
+	nw.session = authz.MergeSessions(old.session, nw.session)
 	return nw
 }
 
@@ -242,9 +239,7 @@ func (n *nearCache) touch(k string, t authz.Touch, now int64) (s authz.Session, 
 	if e.session.Ended() {
 		return e.session, true
 	}
-	old := e.session
-	advance(&e.session, t)
-	if e.session != old {
+	if e.session.Advance(t) {
 		if err := n.put(i, n.live, k, e, now); err != nil {
 			return authz.Session{}, false
 		}
@@ -278,14 +273,6 @@ func (n *nearCache) touchLocal(k string, t authz.Touch, now int64) (s authz.Sess
 	if e.session.Ended() {
 		return e.session, true, nil
 	}
-	advance(&e.session, t)
+	e.session.Advance(t)
 	return e.session, true, n.put(i, n.local, k, e, now)
-}
-
-// advance applies an activity update to a live session record: each time
-// only grows (authz.Store.Touch).
-func advance(r *authz.Session, t authz.Touch) {
-	r.LastActivity = max(r.LastActivity, t.LastActivity)
-	r.SignIn = max(r.SignIn, t.SignIn)
-	r.KeepUntil = max(r.KeepUntil, t.KeepUntil)
 }

@@ -274,7 +274,65 @@ func (s *Store) scriptError(op string, err error) error {
 	return s.unavailable(op, err)
 }
 
-func isCorrupt(err error) bool { return strings.Contains(err.Error(), "sessiongate: corrupt") }
+// isCorrupt and isOldFormat read a script's error reply ("ERR " errPrefix
+// what).
+func isCorrupt(err error) bool   { return scriptSaid(err, errCorrupt) }
+func isOldFormat(err error) bool { return scriptSaid(err, errOldFormat) }
+
+func scriptSaid(err error, what string) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasSuffix(re.Error(), errPrefix+what)
+}
+
+// upgrade rewrites the session record under k in the current format, when
+// a script refused an older one: decoded and re-encoded by authz, in a
+// transaction that fails if anything changed the record meanwhile.
+func (s *Store) upgrade(ctx context.Context, k string) error {
+	for range 3 {
+		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
+			b, err := tx.Get(ctx, k).Bytes()
+			if errors.Is(err, redis.Nil) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			var r authz.Session
+			if err := r.UnmarshalBinary(b); err != nil {
+				return fmt.Errorf("redis store: upgrade: %w", err)
+			}
+			nb, err := r.AppendBinary(nil)
+			if err != nil {
+				return fmt.Errorf("redis store: upgrade: %w", err)
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Do(ctx, "SET", k, nb, "PXAT", r.KeepUntil)
+				return nil
+			})
+			return err
+		}, k)
+		if !errors.Is(err, redis.TxFailedErr) {
+			if err != nil && !errors.Is(err, authz.ErrCorruptRecord) {
+				return s.unavailable("upgrade", err)
+			}
+			return err
+		}
+	}
+	return s.unavailable("upgrade", redis.TxFailedErr)
+}
+
+// runSession runs a session script on k, upgrading a record of an older
+// format first when the script asks for it.
+func (s *Store) runSession(ctx context.Context, script *redis.Script, k string, args ...any) *redis.Cmd {
+	cmd := script.Run(ctx, s.c, []string{k}, args...)
+	if err := cmd.Err(); err != nil && isOldFormat(err) {
+		if uerr := s.upgrade(ctx, k); uerr != nil {
+			return cmd
+		}
+		cmd = script.Run(ctx, s.c, []string{k}, args...)
+	}
+	return cmd
+}
 
 // Load implements authz.Store: from the near cache when it is trusted and
 // holds both records and ctx does not ask for confirmed reads, else with one
@@ -384,8 +442,8 @@ func (s *Store) overlayPending(k string, r *authz.Session) {
 	s.pendingMu.Lock()
 	p, ok := s.pending[k]
 	s.pendingMu.Unlock()
-	if ok && !r.Ended() {
-		advance(r, p)
+	if ok {
+		r.Advance(p)
 	}
 }
 
@@ -428,11 +486,12 @@ func (s *Store) scopeChange(ctx context.Context, ck string, endedAt, keepUntil i
 
 // Touch implements authz.Store. With a trusted near cache holding the
 // session, it is applied there and queued for the next flush: no round
-// trip. Otherwise it runs in Redis at once.
+// trip. Otherwise, and always for a new grant (which must not be lost), it
+// runs in Redis at once.
 func (s *Store) Touch(ctx context.Context, policy, id string, t authz.Touch) (authz.Session, bool, error) {
 	k := s.sessionKey(policy, id)
 	now := s.now()
-	if s.trusted() {
+	if t.Grant == "" && s.trusted() {
 		if r, ok := s.near.touch(k, t, now); ok {
 			if !r.Ended() {
 				s.pend(k, t)
@@ -444,7 +503,7 @@ func (s *Store) Touch(ctx context.Context, policy, id string, t authz.Touch) (au
 		return authz.Session{}, false, err
 	}
 	gen := s.near.gen(k)
-	res, err := touchScript.Run(ctx, s.c, []string{k}, t.LastActivity, t.SignIn, t.KeepUntil).Text()
+	res, err := s.runSession(ctx, touchScript, k, t.LastActivity, t.SignIn, t.KeepUntil, t.GrantAt, t.Grant, s.channel).Text()
 	if errors.Is(err, redis.Nil) {
 		return authz.Session{}, false, nil
 	}
@@ -463,9 +522,7 @@ func (s *Store) pend(k string, t authz.Touch) {
 	s.pendingMu.Lock()
 	defer s.pendingMu.Unlock()
 	if old, ok := s.pending[k]; ok {
-		t.LastActivity = max(t.LastActivity, old.LastActivity)
-		t.SignIn = max(t.SignIn, old.SignIn)
-		t.KeepUntil = max(t.KeepUntil, old.KeepUntil)
+		t = authz.MergeTouches(old, t)
 	}
 	s.pending[k] = t
 }
@@ -503,7 +560,7 @@ func (s *Store) End(ctx context.Context, policy, id string, scope authz.Digest, 
 		return authz.Session{}, false, nil
 	}
 	sk := s.sessionKey(policy, id)
-	vals, err := endScript.Run(ctx, s.c, []string{sk}, e.At, int64(e.Cause), e.KeepUntil, s.channel).Slice()
+	vals, err := s.runSession(ctx, endScript, sk, e.At, int64(e.Cause), e.KeepUntil, s.channel).Slice()
 	if err != nil {
 		return authz.Session{}, false, s.scriptError("end", err)
 	}
@@ -521,6 +578,22 @@ func (s *Store) End(ctx context.Context, policy, id string, scope authz.Digest, 
 	}
 	ended, _ := vals[0].(int64)
 	return r, ended == 1, nil
+}
+
+// Claim implements authz.Store with SET NX PXAT: atomic on the key's node,
+// and so across every replica.
+func (s *Store) Claim(ctx context.Context, key authz.Digest, keepUntil int64) (bool, error) {
+	if err := s.isDown("claim"); err != nil {
+		return false, err
+	}
+	err := s.c.Do(ctx, "SET", s.o.Prefix+":k:"+hex.EncodeToString(key[:]), "1", "NX", "PXAT", keepUntil).Err()
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	}
+	return false, s.unavailable("claim", err)
 }
 
 // flushLoop writes coalesced activity every FlushInterval.
@@ -566,17 +639,18 @@ func (s *Store) flush(ctx context.Context) {
 	_, _ = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for k, t := range batch {
 			keys = append(keys, k)
-			cmds = append(cmds, touchScript.EvalSha(ctx, p, []string{k}, t.LastActivity, t.SignIn, t.KeepUntil))
+			cmds = append(cmds, touchScript.EvalSha(ctx, p, []string{k}, t.LastActivity, t.SignIn, t.KeepUntil, 0, "", s.channel))
 		}
 		return nil
 	})
 	failed := 0
 	for i, cmd := range cmds {
 		res, err := cmd.Text()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// A node that restarted or never ran the script: once with EVAL.
+		if err != nil && (redis.HasErrorPrefix(err, "NOSCRIPT") || isOldFormat(err)) {
+			// A node that restarted or never ran the script, or a record
+			// of an older format: once more, on its own.
 			t := batch[keys[i]]
-			res, err = touchScript.Run(ctx, s.c, []string{keys[i]}, t.LastActivity, t.SignIn, t.KeepUntil).Text()
+			res, err = s.runSession(ctx, touchScript, keys[i], t.LastActivity, t.SignIn, t.KeepUntil, 0, "", s.channel).Text()
 		}
 		if err == nil {
 			s.learnEnd(keys[i], res)
