@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sessiongate/sessiongate/envoy"
+	redisstore "github.com/sessiongate/sessiongate/store/redis"
 )
 
 // What the Envoy configuration must name and respect.
@@ -162,6 +163,11 @@ func checkEnvoy(t *testing.T, path string) {
 	}
 	if d := gs.GetTimeout().AsDuration(); d < minExtAuthzTimeout || d > maxExtAuthzTimeout {
 		t.Errorf("ext_authz timeout %v, want %v to %v (docs/deployment.md)", d, minExtAuthzTimeout, maxExtAuthzTimeout)
+	}
+	// A hung Redis must cost a 503 (or a fallback decision), not a timeout
+	// at Envoy: the store gives up first.
+	if d := gs.GetTimeout().AsDuration(); d <= redisstore.DefaultTimeout {
+		t.Errorf("ext_authz timeout %v, not above the Redis store's default timeout %v", d, redisstore.DefaultTimeout)
 	}
 
 	// The login callback route skips ext_authz and strips every header that

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
@@ -27,6 +28,9 @@ type client struct {
 	jar map[string]map[string]string // host → cookie name → value
 	// noCookies makes an API client that neither keeps nor sends cookies.
 	noCookies bool
+	// deadline is the gRPC deadline of each check (5s when zero), as
+	// Envoy's ext_authz timeout sets it.
+	deadline time.Duration
 }
 
 func (s *server) client(t *testing.T) *client {
@@ -185,7 +189,7 @@ func (c *client) try(host, path, token string, browser bool, extra ...string) (r
 
 // send sends a raw CheckRequest (no jar) and decodes the answer.
 func (c *client) send(req *authv3.CheckRequest) (result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), cmp.Or(c.deadline, 5*time.Second))
 	defer cancel()
 	resp, err := c.api.Check(ctx, req)
 	if err != nil {

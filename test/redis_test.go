@@ -237,6 +237,65 @@ func TestRedisOutage(t *testing.T) {
 	}
 }
 
+// TestRedisHung: Redis stops answering with its connections open (SIGSTOP,
+// as a swapping or frozen host does). Every check is answered within the
+// 0.5 s deadline of the shipped Envoy configuration — 503 on a policy with
+// store_failure deny, a near-cache decision on one with continue — never a
+// timeout at Envoy; /readyz and store_up say Redis is not answering; all is
+// well again once it answers.
+func TestRedisHung(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	strict, open := pol{Hosts: []string{"strict.test"}}, pol{Hosts: []string{"open.test"}}
+	a := startServerOpts(t, map[string]string{"strict": strict.yaml()}, serverOpts{extraArgs: []string{"--store", srv.URL()}})
+	b := startServerOpts(t, map[string]string{"open": strings.Replace(open.yaml(), "session:\n", "session:\n  store_failure: continue\n", 1)},
+		serverOpts{extraArgs: []string{"--store", srv.URL()}})
+	ca, cb := a.apiClient(t), b.apiClient(t)
+	ca.deadline, cb.deadline = 500*time.Millisecond, 500*time.Millisecond
+	tokA, tokB := a.token(t, "sam"), b.token(t, "olga")
+	wantAllowed(t, ca.Check("strict.test", "/", tokA, false))
+	wantAllowed(t, cb.Check("open.test", "/", tokB, false))
+
+	srv.Pause()
+	unavailable := 0
+	until := time.Now().Add(3 * time.Second) // past MaxStale (1s), when the near cache is no longer trusted
+	for time.Now().Before(until) {
+		r, err := ca.try("strict.test", "/", tokA, false)
+		switch {
+		case err != nil:
+			t.Fatalf("strict policy, Redis hung: no answer within the deadline: %v", err)
+		case !r.Allowed && r.Reason == "store_unavailable":
+			unavailable++
+		case !r.Allowed:
+			t.Fatalf("strict policy, Redis hung: %v", r)
+		}
+		r, err = cb.try("open.test", "/", tokB, false)
+		if err != nil || !r.Allowed {
+			t.Fatalf("open policy, Redis hung: %v %v, want allowed on the near cache within the deadline", r, err)
+		}
+	}
+	if unavailable == 0 {
+		t.Fatal("the strict policy never answered store_unavailable: Redis was not found hung")
+	}
+	if code, body, _ := a.httpGet("/readyz"); code != 503 || !strings.Contains(body, "not answered") && !strings.Contains(body, "did not answer") {
+		t.Errorf("/readyz with Redis hung: %d %q, want 503 saying Redis does not answer", code, body)
+	}
+	for _, s := range []*server{a, b} {
+		if v := metricValue(s.metrics(t), "sessiongate_store_up", nil); v != 0 {
+			t.Errorf("store_up %v with Redis hung, want 0", v)
+		}
+	}
+
+	srv.Resume()
+	for _, s := range []*server{a, b} {
+		if err := s.waitReady(15 * time.Second); err != nil {
+			t.Fatalf("not ready once Redis answers again: %v", err)
+		}
+	}
+	wantAllowed(t, ca.Check("strict.test", "/", tokA, false))
+	wantAllowed(t, cb.Check("open.test", "/", tokB, false))
+}
+
 // TestRedisStoreURLErrors: a bad --store fails at start with a message that
 // names the problem and never the password.
 func TestRedisStoreURLErrors(t *testing.T) {

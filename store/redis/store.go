@@ -47,6 +47,12 @@ type Options struct {
 	// a session may time out up to this much (plus the policy's activity
 	// granularity) early, never late.
 	FlushInterval time.Duration
+	// Timeout bounds one store operation (DefaultTimeout): a Redis that
+	// does not answer within it is marked down, so that the requests after
+	// it fail at once (503, or the fallback) instead of each waiting. Keep
+	// it below Envoy's ext_authz timeout. A request's own deadline bounds
+	// operations too, less a margin in which the answer still gets out.
+	Timeout time.Duration
 	// MaxStale bounds how far the near cache may lag Redis' ends (1s): if
 	// the subscription's heartbeat (sent every MaxStale/4) has not been
 	// answered for this long, reads go to Redis.
@@ -125,6 +131,9 @@ func New(c redis.UniversalClient, o Options) (*Store, error) {
 	if o.MaxStale == 0 {
 		o.MaxStale = time.Second
 	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
 	if o.NearCacheTTL == 0 {
 		o.NearCacheTTL = time.Minute
 	}
@@ -137,7 +146,7 @@ func New(c redis.UniversalClient, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.FlushInterval < 0 || o.MaxStale < 4*time.Millisecond {
+	if o.FlushInterval < 0 || o.MaxStale < 4*time.Millisecond || o.Timeout < 0 {
 		return nil, fmt.Errorf("redis store: flush interval %v must be positive and max stale %v at least 4ms", o.FlushInterval, o.MaxStale)
 	}
 	if o.NearCacheTTL < time.Second || o.EndsTTL < time.Second {
@@ -175,6 +184,9 @@ func Open(rawURL string, o Options) (*Store, error) {
 	if cfg.MaxStale != 0 {
 		o.MaxStale = cfg.MaxStale
 	}
+	if cfg.Timeout != 0 {
+		o.Timeout = cfg.Timeout
+	}
 	s, err := New(c, o)
 	if err != nil {
 		c.Close()
@@ -209,10 +221,11 @@ func (s *Store) Close() error {
 	return err
 }
 
-// Ready implements authz.Store: the subscription is current and no end
-// recorded during an outage is still waiting for Redis.
+// Ready implements authz.Store: the subscription is current, Redis has not
+// timed out since it last answered, and no end recorded during an outage is
+// still waiting for Redis.
 func (s *Store) Ready(context.Context) error {
-	if s.trusted() {
+	if s.trusted() && !s.down.Load() {
 		return nil
 	}
 	return fmt.Errorf("%w: redis store: %s", authz.ErrStoreUnavailable, *s.lastErr.Load())
@@ -245,10 +258,54 @@ func (s *Store) scopeKey(policy string, d authz.Digest) string {
 	return s.o.Prefix + ":c:" + policy + "/" + hex.EncodeToString(d[:])
 }
 
+// DefaultTimeout is Options.Timeout's default (the store URL's timeout):
+// well below the 0.5 s ext_authz timeout of the shipped Envoy
+// configurations, so that a hung Redis costs one request 250 ms and a 503
+// (or a fallback decision), not a timeout at Envoy.
+const DefaultTimeout = 250 * time.Millisecond
+
+var (
+	// errTimedOut is the cause of an operation's own deadline (Timeout).
+	errTimedOut = errors.New("Redis did not answer within the timeout")
+	// errCallerDeadline is the cause of the deadline set just before the
+	// caller's, so that the answer reaches it in time.
+	errCallerDeadline = errors.New("the request's deadline is near")
+)
+
+// bound bounds one store operation by Timeout, and by the caller's deadline
+// less a margin (a tenth of what is left, 2–50 ms) in which the engine still
+// answers: store_unavailable, or a decision on the fallback.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, cause := time.Now().Add(s.o.Timeout), errTimedOut
+	if cd, ok := ctx.Deadline(); ok {
+		margin := min(max(time.Until(cd)/10, 2*time.Millisecond), 50*time.Millisecond)
+		if m := cd.Add(-margin); m.Before(d) {
+			d, cause = m, errCallerDeadline
+		}
+	}
+	return context.WithDeadlineCause(ctx, d, cause)
+}
+
 // unavailable wraps a failure to reach Redis, and marks Redis down, unless
-// the caller gave up (Envoy's timeout, a cancelled request): that says
-// nothing about Redis, and must not fail everyone else's requests.
-func (s *Store) unavailable(op string, err error) error {
+// the caller gave up or is about to (Envoy's timeout, a cancelled request):
+// that says nothing about Redis, and must not fail everyone else's
+// requests. An operation that ran out of its own Timeout does mark it down:
+// a hung Redis (stopped, overloaded, a frozen host) holds connections open
+// and answers nothing, and each request would otherwise wait it out.
+func (s *Store) unavailable(ctx context.Context, op string, err error) error {
+	cause := error(nil)
+	if ctx.Err() != nil {
+		cause = context.Cause(ctx)
+	}
+	switch {
+	case cause == errTimedOut:
+		msg := fmt.Sprintf("redis store: %s: Redis did not answer within %v (the store URL's timeout)", op, s.o.Timeout)
+		s.setErr(msg)
+		s.down.Store(true)
+		return fmt.Errorf("%w: %s", authz.ErrStoreUnavailable, msg)
+	case cause == errCallerDeadline:
+		return fmt.Errorf("%w: redis store: %s: no answer before the request's deadline", authz.ErrStoreUnavailable, op)
+	}
 	wrapped := fmt.Errorf("%w: redis store: %s: %v", authz.ErrStoreUnavailable, op, err)
 	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		s.setErr(wrapped.Error())
@@ -267,11 +324,11 @@ func (s *Store) isDown(op string) error {
 
 // scriptError maps a script's failure: a corrupt record is not an outage
 // (fail-open must not apply to it, S9); anything else is.
-func (s *Store) scriptError(op string, err error) error {
+func (s *Store) scriptError(ctx context.Context, op string, err error) error {
 	if isCorrupt(err) {
 		return fmt.Errorf("redis store: %s: %w", op, authz.ErrCorruptRecord)
 	}
-	return s.unavailable(op, err)
+	return s.unavailable(ctx, op, err)
 }
 
 // isCorrupt and isOldFormat read a script's error reply ("ERR " errPrefix
@@ -355,6 +412,8 @@ func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest)
 	if err := s.isDown("load"); err != nil {
 		return authz.Lookup{}, err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var sgen uint64
 	if sk != "" {
 		sgen = s.near.gen(sk)
@@ -369,11 +428,11 @@ func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return authz.Lookup{}, s.unavailable("load", err)
+		return authz.Lookup{}, s.unavailable(ctx, "load", err)
 	}
 	var lk authz.Lookup
 	if sc != nil {
-		e, found, err := s.decodeReply(sc, false)
+		e, found, err := s.decodeReply(ctx, sc, false)
 		if err != nil {
 			return authz.Lookup{}, err
 		}
@@ -383,7 +442,7 @@ func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest)
 			lk.Session, lk.SessionFound = e.session, true
 		}
 	}
-	e, found, err := s.decodeReply(cc, true)
+	e, found, err := s.decodeReply(ctx, cc, true)
 	if err != nil {
 		return authz.Lookup{}, err
 	}
@@ -396,13 +455,13 @@ func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest)
 
 // decodeReply decodes a GET of a scope or a session record. Errors never
 // name the key: a session key holds the session id, the cookie's value.
-func (s *Store) decodeReply(cmd *redis.StringCmd, scope bool) (entry, bool, error) {
+func (s *Store) decodeReply(ctx context.Context, cmd *redis.StringCmd, scope bool) (entry, bool, error) {
 	b, err := cmd.Bytes()
 	if errors.Is(err, redis.Nil) {
 		return entry{}, false, nil
 	}
 	if err != nil {
-		return entry{}, false, s.unavailable("load", err)
+		return entry{}, false, s.unavailable(ctx, "load", err)
 	}
 	e, err := decode(b)
 	if err == nil && e.isScope != scope {
@@ -458,9 +517,11 @@ func (s *Store) Begin(ctx context.Context, r *authz.Session) error {
 	if err := s.isDown("begin"); err != nil {
 		return err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	sk, ck := s.sessionKey(r.Policy, r.ID), s.scopeKey(r.Policy, r.Scope)
 	if err := s.c.Do(ctx, "SET", sk, b, "PXAT", r.KeepUntil).Err(); err != nil {
-		return s.unavailable("begin", err)
+		return s.unavailable(ctx, "begin", err)
 	}
 	st, err := s.scopeChange(ctx, ck, 0, r.KeepUntil, r.ID)
 	if err != nil {
@@ -475,7 +536,7 @@ func (s *Store) Begin(ctx context.Context, r *authz.Session) error {
 func (s *Store) scopeChange(ctx context.Context, ck string, endedAt, keepUntil int64, current string) (authz.ScopeState, error) {
 	b, err := scopeScript.Run(ctx, s.c, []string{ck}, endedAt, keepUntil, current, s.channel).Text()
 	if err != nil {
-		return authz.ScopeState{}, s.scriptError("scope", err)
+		return authz.ScopeState{}, s.scriptError(ctx, "scope", err)
 	}
 	var st authz.ScopeState
 	if err := st.UnmarshalBinary([]byte(b)); err != nil {
@@ -502,13 +563,15 @@ func (s *Store) Touch(ctx context.Context, policy, id string, t authz.Touch) (au
 	if err := s.isDown("touch"); err != nil {
 		return authz.Session{}, false, err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	gen := s.near.gen(k)
 	res, err := s.runSession(ctx, touchScript, k, t.LastActivity, t.SignIn, t.KeepUntil, t.GrantAt, t.Grant, s.channel).Text()
 	if errors.Is(err, redis.Nil) {
 		return authz.Session{}, false, nil
 	}
 	if err != nil {
-		return authz.Session{}, false, s.scriptError("touch", err)
+		return authz.Session{}, false, s.scriptError(ctx, "touch", err)
 	}
 	var r authz.Session
 	if err := r.UnmarshalBinary([]byte(res)); err != nil {
@@ -543,6 +606,8 @@ func (s *Store) End(ctx context.Context, policy, id string, scope authz.Digest, 
 	if err := s.isDown("end"); err != nil {
 		return authz.Session{}, false, err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	ck := s.scopeKey(policy, scope)
 	st, scopeErr := s.scopeChange(ctx, ck, e.At, e.KeepUntil, "")
 	now := s.now()
@@ -562,7 +627,7 @@ func (s *Store) End(ctx context.Context, policy, id string, scope authz.Digest, 
 	sk := s.sessionKey(policy, id)
 	vals, err := s.runSession(ctx, endScript, sk, e.At, int64(e.Cause), e.KeepUntil, s.channel).Slice()
 	if err != nil {
-		return authz.Session{}, false, s.scriptError("end", err)
+		return authz.Session{}, false, s.scriptError(ctx, "end", err)
 	}
 	if len(vals) < 2 {
 		return authz.Session{}, false, scopeErr

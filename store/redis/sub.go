@@ -96,15 +96,23 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 		wg.Wait()
 	}()
 	heard := time.Now()
+	// Heartbeats go every MaxStale/4: waiting that plus Timeout for a word
+	// means one sent at least Timeout ago is unanswered.
+	wait := s.o.MaxStale/4 + s.o.Timeout
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, s.o.MaxStale)
+		msg, err := ps.ReceiveTimeout(ctx, wait)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && time.Since(heard) < silenceLimit*s.o.MaxStale {
-			// A stall (CPU, GC, a busy Redis): trust lapses by itself
-			// (trusted) and reads go to Redis; the connection is kept.
+			// A hung Redis (stopped, swapping, a frozen host) or a stall
+			// (CPU, GC, a busy Redis): commands fail at once until Redis
+			// answers again, rather than each waiting out its timeout;
+			// trust lapses by itself (trusted). The connection is kept:
+			// the next answer clears this.
+			s.setErr(fmt.Sprintf("Redis has not answered the change channel's heartbeat for %v", time.Since(heard).Round(time.Millisecond)))
+			s.down.Store(true)
 			continue
 		}
 		if err != nil {

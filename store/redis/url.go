@@ -53,7 +53,7 @@ type Config struct {
 
 	Prefix        string        // key and channel prefix
 	DialTimeout   time.Duration // dial_timeout
-	Timeout       time.Duration // read and write timeout of one command
+	Timeout       time.Duration // one operation's bound (Options.Timeout), and go-redis' read and write timeouts
 	PoolSize      int
 	FlushInterval time.Duration // Options.FlushInterval
 	MaxStale      time.Duration // Options.MaxStale
@@ -276,7 +276,7 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 		o.DialTimeout = time.Second
 	}
 	if o.ReadTimeout == 0 {
-		o.ReadTimeout, o.WriteTimeout = time.Second, time.Second
+		o.ReadTimeout, o.WriteTimeout = DefaultTimeout, DefaultTimeout
 	}
 	if c.TLS {
 		// ServerName stays empty: the TLS dialer then checks each node's

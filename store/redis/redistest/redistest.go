@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,6 +174,26 @@ func (s *Server) Kill() {
 		<-s.done
 	}
 	s.cmd = nil
+}
+
+// Pause stops the server's process (SIGSTOP): connections stay open and
+// nothing is answered, as with a Redis hung on a slow disk or a host frozen
+// by its hypervisor. Resume (or the end of the test) continues it.
+func (s *Server) Pause() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+	s.t.Cleanup(s.Resume) // before Stop, which cleanups registered earlier run after
+}
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig os.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
 }
 
 // Restart starts the stopped server again on the same port and data.
