@@ -370,12 +370,12 @@ func (s *Store) upgrade(ctx context.Context, k string) error {
 		}, k)
 		if !errors.Is(err, redis.TxFailedErr) {
 			if err != nil && !errors.Is(err, authz.ErrCorruptRecord) {
-				return s.unavailable("upgrade", err)
+				return s.unavailable(ctx, "upgrade", err)
 			}
 			return err
 		}
 	}
-	return s.unavailable("upgrade", redis.TxFailedErr)
+	return s.unavailable(ctx, "upgrade", redis.TxFailedErr)
 }
 
 // runSession runs a session script on k, upgrading a record of an older
@@ -651,6 +651,8 @@ func (s *Store) Claim(ctx context.Context, key authz.Digest, keepUntil int64) (b
 	if err := s.isDown("claim"); err != nil {
 		return false, err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	err := s.c.Do(ctx, "SET", s.o.Prefix+":k:"+hex.EncodeToString(key[:]), "1", "NX", "PXAT", keepUntil).Err()
 	switch {
 	case err == nil:
@@ -658,7 +660,7 @@ func (s *Store) Claim(ctx context.Context, key authz.Digest, keepUntil int64) (b
 	case errors.Is(err, redis.Nil):
 		return false, nil
 	}
-	return false, s.unavailable("claim", err)
+	return false, s.unavailable(ctx, "claim", err)
 }
 
 // flushLoop writes coalesced activity every FlushInterval.
