@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
@@ -93,6 +95,8 @@ type tab struct {
 
 	mu        sync.Mutex
 	responses []docResponse
+	requests  []string // URLs of top-level navigations, redirects included
+	paused    chan fetch.RequestID
 }
 
 // docResponse is one top-level document response the tab received.
@@ -118,11 +122,26 @@ func (b *browser) newTab(t *testing.T) *tab {
 func newTab(t *testing.T, ctx context.Context) *tab {
 	t.Helper()
 	tb := &tab{ctx: ctx}
+	tb.paused = make(chan fetch.RequestID, 16)
 	err := chromedp.Listen(ctx, func(ev any) {
-		if e, ok := ev.(*network.EventResponseReceived); ok && e.Type == network.ResourceTypeDocument {
-			tb.mu.Lock()
-			tb.responses = append(tb.responses, docResponse{URL: e.Response.URL, Status: int(e.Response.Status)})
-			tb.mu.Unlock()
+		switch e := ev.(type) {
+		case *network.EventResponseReceived:
+			if e.Type == network.ResourceTypeDocument {
+				tb.mu.Lock()
+				tb.responses = append(tb.responses, docResponse{URL: e.Response.URL, Status: int(e.Response.Status)})
+				tb.mu.Unlock()
+			}
+		case *network.EventRequestWillBeSent:
+			if e.Type == network.ResourceTypeDocument {
+				tb.mu.Lock()
+				tb.requests = append(tb.requests, e.Request.URL)
+				tb.mu.Unlock()
+			}
+		case *fetch.EventRequestPaused:
+			select {
+			case tb.paused <- e.RequestID:
+			default:
+			}
 		}
 	})
 	if err == nil {
@@ -204,6 +223,52 @@ func (tb *tab) status(prefix string) int {
 		}
 	}
 	return 0
+}
+
+// navigations returns the URLs of the top-level requests so far (redirect
+// hops included) and forgets them.
+func (tb *tab) navigations() []string {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	out := tb.requests
+	tb.requests = nil
+	return out
+}
+
+// pauseRequests holds every request whose URL matches pattern ("*" is a
+// wildcard) until resume; nextPaused waits for one.
+func (tb *tab) pauseRequests(t *testing.T, pattern string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, browserTimeout)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{
+		Patterns: []*fetch.RequestPattern{{URLPattern: pattern, RequestStage: fetch.RequestStageRequest}}}); err != nil {
+		t.Fatalf("browser: pause requests: %v", err)
+	}
+}
+
+func (tb *tab) nextPaused(t *testing.T) fetch.RequestID {
+	t.Helper()
+	select {
+	case id := <-tb.paused:
+		return id
+	case <-time.After(browserTimeout):
+		t.Fatalf("browser: no request paused\n%s", tb.lastResponses())
+		return ""
+	}
+}
+
+// resume lets a paused request go on and stops pausing.
+func (tb *tab) resume(t *testing.T, id fetch.RequestID) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, browserTimeout)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: id}); err != nil {
+		t.Fatalf("browser: resume: %v", err)
+	}
+	if _, err := chromedp.Call(ctx, fetch.Disable, cdp.Empty{}); err != nil {
+		t.Fatalf("browser: stop pausing: %v", err)
+	}
 }
 
 // documents returns the document responses so far and forgets them.

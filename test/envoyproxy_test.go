@@ -36,8 +36,9 @@ type envoyProxy struct {
 	timeout  time.Duration
 }
 
-// startEnvoyProxy serves on a free loopback port and returns its address.
-func startEnvoyProxy(t *testing.T, grpcAddr, upstreamAddr string) string {
+// startEnvoyProxy serves on a free loopback port, or at, and returns its
+// address.
+func startEnvoyProxy(t *testing.T, grpcAddr, upstreamAddr string, at ...string) string {
 	t.Helper()
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -50,7 +51,11 @@ func startEnvoyProxy(t *testing.T, grpcAddr, upstreamAddr string) string {
 			r.SetURL(target)
 			r.Out.Host = r.In.Host // Envoy keeps the original :authority
 		}}}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	listen := "127.0.0.1:0"
+	if len(at) > 0 {
+		listen = at[0]
+	}
+	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func TestForwardAuthProxies(t *testing.T) {
 	s := startServer(t, map[string]string{"app": faFlowPolicy(idle)})
 	for _, p := range []struct {
 		name  string
-		start func(t *testing.T, gate, app string) string
+		start func(t *testing.T, gate, app string, at ...string) string
 	}{
 		{"nginx", startNginx},
 		{"caddy", startCaddy},
@@ -388,6 +388,7 @@ func startRecordingUpstream(t *testing.T) *recordingUpstream {
 		u.got = append(u.got, upstreamRequest{uri: r.RequestURI, header: r.Header.Clone()})
 		u.mu.Unlock()
 		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Cache-Control", "no-store") // the back button asks again
 		fmt.Fprintln(w, "hello from the application")
 	}))
 	t.Cleanup(u.srv.Close)
@@ -462,12 +463,17 @@ type proxyProcess struct {
 }
 
 // startProxy picks a free port, builds the command for it and waits until it
-// accepts connections, retrying on another port if this one was taken.
-func startProxy(t *testing.T, name string, build func(dir, listen string) (*exec.Cmd, string)) string {
+// accepts connections, retrying on another port if this one was taken. With
+// at, it listens there (an address the test has already handed out), and
+// does not retry.
+func startProxy(t *testing.T, name string, at []string, build func(dir, listen string) (*exec.Cmd, string)) string {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		dir := t.TempDir()
 		listen := freeAddr(t)
+		if len(at) > 0 {
+			listen, attempt = at[0], 3
+		}
 		cmd, logFile := build(dir, listen)
 		p := &proxyProcess{cmd: cmd, done: make(chan struct{}), log: logFile}
 		if err := cmd.Start(); err != nil {
@@ -535,9 +541,9 @@ func terminate(cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) {
 
 // startNginx runs nginx with examples/nginx.conf as its only server, as
 // the current user, with pid, logs and temporary files in a temp dir.
-func startNginx(t *testing.T, gate, app string) string {
+func startNginx(t *testing.T, gate, app string, at ...string) string {
 	bin := requireBinary(t, "nginx", "nginx")
-	return startProxy(t, "nginx", func(dir, listen string) (*exec.Cmd, string) {
+	return startProxy(t, "nginx", at, func(dir, listen string) (*exec.Cmd, string) {
 		site := exampleConfig(t, "nginx.conf",
 			"server 127.0.0.1:9002;", "server "+gate+";",
 			"server 127.0.0.1:8080;", "server "+app+";",
@@ -576,9 +582,9 @@ http {
 
 // startCaddy runs Caddy with examples/Caddyfile, admin endpoint off, bound
 // to loopback, with its data and config directories in a temp dir.
-func startCaddy(t *testing.T, gate, app string) string {
+func startCaddy(t *testing.T, gate, app string, at ...string) string {
 	bin := requireBinary(t, "caddy", "caddy")
-	return startProxy(t, "caddy", func(dir, listen string) (*exec.Cmd, string) {
+	return startProxy(t, "caddy", at, func(dir, listen string) (*exec.Cmd, string) {
 		_, port, _ := net.SplitHostPort(listen)
 		site := exampleConfig(t, "Caddyfile",
 			"reverse_proxy 127.0.0.1:9002 {", "reverse_proxy "+gate+" {",

@@ -344,3 +344,13 @@ func TestProviderHarness(t *testing.T) {
 		t.Errorf("provider counted %d logins, want 2 (the wrong password and single sign-on are not)", s.Logins)
 	}
 }
+
+// tokens lists every access, refresh and ID token the provider issued.
+func (p *oidcProvider) tokens(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	if err := p.getJSON("/_test/tokens", &out); err != nil {
+		t.Fatalf("provider tokens: %v", err)
+	}
+	return out
+}

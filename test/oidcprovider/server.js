@@ -13,6 +13,7 @@
 //
 // Besides the provider's own endpoints, test controls under /_test/:
 //   GET  /_test/stats                    counts: logins, codes, refreshes, refresh errors
+//   GET  /_test/tokens                   every token the token endpoint issued
 //   POST /_test/ignore-prompt-login?on=1 drop prompt=login and max_age from
 //                                        authorization requests (single sign-on
 //                                        returns the old auth_time)
@@ -27,6 +28,7 @@ const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const users = new Map(config.users.map((u) => [u.username, u]));
 const stats = { logins: 0, codes: 0, refreshes: 0, refreshErrors: 0 };
 const grantsByAccount = new Map();
+const issued = []; // every token the token endpoint handed out
 let ignorePromptLogin = false;
 
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -121,6 +123,9 @@ provider.Client.prototype.postLogoutRedirectUriAllowed = function allowed(value)
 
 provider.on('grant.success', (ctx) => {
   const gt = ctx.oidc.params?.grant_type;
+  for (const kind of ['access_token', 'refresh_token', 'id_token']) {
+    if (ctx.body?.[kind] && issued.length < 1000) issued.push(ctx.body[kind]);
+  }
   if (gt === 'refresh_token') stats.refreshes += 1;
   if (gt === 'authorization_code') stats.codes += 1;
 });
@@ -170,6 +175,10 @@ provider.use(async (ctx, next) => {
   const path = ctx.path;
   if (path === '/_test/stats') {
     ctx.body = stats;
+    return;
+  }
+  if (path === '/_test/tokens') {
+    ctx.body = issued;
     return;
   }
   if (path === '/_test/ignore-prompt-login' && ctx.method === 'POST') {
