@@ -177,8 +177,10 @@ func cleanPath(p string) bool {
 	// as a traversal out of the bypassed prefix. Raw non-ASCII is not valid
 	// in a request target either, and servers that normalise Unicode read
 	// look-alikes ("\u2025", fullwidth dots, overlong UTF-8) as "..".
+	// A space is not valid either, and a comma is how a proxy that appends
+	// joins a client's forwarded URI with its own ("/public/x, /admin").
 	for i := 0; i < len(p); i++ {
-		if p[i] < 0x20 || p[i] >= 0x7f {
+		if c := p[i]; c <= 0x20 || c >= 0x7f || c == ',' {
 			return false
 		}
 	}

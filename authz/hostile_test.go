@@ -37,6 +37,11 @@ func TestHostileInput(t *testing.T) {
 		{"bypass smuggled with a tab", req{path: "/public/\t../admin"}, false, ReasonNoToken},
 		{"bypass smuggled with CR/LF", req{path: "/public/\r\n../admin"}, false, ReasonNoToken},
 		{"bypass with a DEL", req{path: "/public/\x7f"}, false, ReasonNoToken},
+		// Two forwarded URIs joined on one line by a proxy that appends.
+		{"bypass joined with a comma", req{path: "/public/x, /admin"}, false, ReasonNoToken},
+		{"bypass joined with a bare comma", req{path: "/public/x,/admin"}, false, ReasonNoToken},
+		{"bypass with a space", req{path: "/public/x /admin"}, false, ReasonNoToken},
+		{"plain bypass", req{path: "/public/x"}, true, ReasonNone},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

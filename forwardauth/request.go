@@ -176,16 +176,50 @@ func originalFields(f Flavor) (method, uri string) {
 }
 
 // ambiguous reports whether a forwarded field the flavor reads appears more
-// than once.
+// than once, on separate lines or joined on one. A proxy that appends to a
+// client's copy rather than overwriting it joins with a comma: "https,
+// http", "evil.example, app.example", "/public/x, /admin". Proto, host and
+// method never hold a comma; a URI may, so there only a comma followed by
+// another origin-form target ("/", after optional blanks) counts.
 func ambiguous(h http.Header, f Flavor) bool {
-	if len(h[hForwardedProto]) > 1 {
+	if repeated(h[hForwardedProto], false) {
 		return true
 	}
 	if f == Envoy {
 		return false
 	}
 	method, uri := originalFields(f)
-	return len(h[hForwardedHost]) > 1 || len(h[method]) > 1 || len(h[uri]) > 1
+	return repeated(h[hForwardedHost], false) || repeated(h[method], false) || repeated(h[uri], true)
+}
+
+// repeated reports whether a field's values are more than one line, or one
+// line joined from several: any comma, or for a URI a comma that starts
+// another target.
+func repeated(vs []string, uri bool) bool {
+	switch {
+	case len(vs) > 1:
+		return true
+	case len(vs) == 0:
+		return false
+	case !uri:
+		return strings.IndexByte(vs[0], ',') >= 0
+	}
+	return joinedURI(vs[0])
+}
+
+// joinedURI reports whether v holds a comma followed by optional blanks and
+// a "/": two request targets joined on one line.
+func joinedURI(v string) bool {
+	for {
+		i := strings.IndexByte(v, ',')
+		if i < 0 {
+			return false
+		}
+		v = strings.TrimLeft(v[i+1:], " \t")
+		if strings.HasPrefix(v, "/") {
+			return true
+		}
+	}
 }
 
 // peerAddr is the IP of a RemoteAddr ("ip:port"), IPv4-mapped IPv6 unmapped;

@@ -32,3 +32,30 @@ func TestIdentityThatCannotBeAHeader(t *testing.T) {
 	}
 	wantAllowed(t, c.Check(faHost, "/", s.token(t, "alice smith"), false))
 }
+
+// TestForwardedURIJoinedOnOneLine: a forwarded URI that a proxy appended to
+// the client's copy on one line ("/public/x, /admin") is ambiguous, like two
+// lines: the request describes itself and the bypass does not apply; nor
+// does a comma or a space in the path bypass over gRPC. Before, the joined
+// value was taken as a path under /public/ and allowed without a token.
+func TestForwardedURIJoinedOnOneLine(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, map[string]string{"app": pol{Hosts: []string{faHost}, Bypass: []string{"/public/"}}.yaml()})
+	direct := &http.Client{Timeout: 10 * time.Second}
+	for _, tc := range []struct{ endpoint, header string }{
+		{"/auth/nginx", "X-Original-URI"}, {"/auth/forward", "X-Forwarded-Uri"},
+	} {
+		for _, uri := range []string{"/public/x, /admin", "/public/x,/admin"} {
+			r := faDo(t, direct, "http://"+s.httpAddr+tc.endpoint, "", []string{"X-Forwarded-Host: " + faHost, tc.header + ": " + uri})
+			if r.status == 200 {
+				t.Errorf("%s %s: %q allowed without a token", tc.endpoint, tc.header, uri)
+			}
+		}
+		r := faDo(t, direct, "http://"+s.httpAddr+tc.endpoint, "", []string{"X-Forwarded-Host: " + faHost, tc.header + ": /public/x"})
+		wantFAStatus(t, r, 200)
+	}
+	c := s.apiClient(t)
+	for _, path := range []string{"/public/x, /admin", "/public/x /admin"} {
+		wantAPIDenied(t, c.Check(faHost, path, "", false), "no_token", false)
+	}
+}
