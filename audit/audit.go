@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/sessiongate/sessiongate/authz"
@@ -106,4 +107,22 @@ func Hash(s string) string {
 	}
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:16])
+}
+
+// IsSubjectKey reports whether a log attribute key carries a subject: the
+// convention every package follows is the key "subject" or a key ending in
+// "_subject" ("session_subject", "token_subject"). HashSubjects relies on it.
+func IsSubjectKey(key string) bool {
+	return key == "subject" || strings.HasSuffix(key, "_subject")
+}
+
+// HashSubjects is a slog.HandlerOptions.ReplaceAttr that writes Hash(v) in
+// place of every string attribute whose key IsSubjectKey, so that
+// --audit-hash-subject keeps subjects out of operator log lines (the WARN
+// of an identity mismatch, for one) as it keeps them out of audit events.
+func HashSubjects(_ []string, a slog.Attr) slog.Attr {
+	if IsSubjectKey(a.Key) && a.Value.Kind() == slog.KindString {
+		a.Value = slog.StringValue(Hash(a.Value.String()))
+	}
+	return a
 }

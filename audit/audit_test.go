@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -193,5 +194,23 @@ func TestFileReopen(t *testing.T) {
 	}
 	if _, err := f.Write([]byte("{}\n")); err != nil {
 		t.Errorf("write after a failed Reopen: %v", err)
+	}
+}
+
+// TestHashSubjects: the operator log's ReplaceAttr hashes every string
+// attribute named subject or *_subject, inside groups too, and nothing else.
+func TestHashSubjects(t *testing.T) {
+	var b bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&b, &slog.HandlerOptions{ReplaceAttr: HashSubjects}))
+	log.With("subject", "alice").WithGroup("g").Warn("x", "session_subject", "bob", "token_subject", "carol",
+		"policy", "app", "subjects", "dave", "empty_subject", "")
+	out := b.String()
+	for _, sub := range []string{"alice", "bob", "carol"} {
+		if strings.Contains(out, `"`+sub+`"`) || !strings.Contains(out, Hash(sub)) {
+			t.Errorf("%s not hashed: %s", sub, out)
+		}
+	}
+	if !strings.Contains(out, `"policy":"app"`) || !strings.Contains(out, `"subjects":"dave"`) || !strings.Contains(out, `"empty_subject":""`) {
+		t.Errorf("other attributes changed: %s", out)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/audit"
 )
 
 // TestIdentityThatCannotBeAHeader: a validly signed token whose sub holds
@@ -57,5 +59,35 @@ func TestForwardedURIJoinedOnOneLine(t *testing.T) {
 	c := s.apiClient(t)
 	for _, path := range []string{"/public/x, /admin", "/public/x /admin"} {
 		wantAPIDenied(t, c.Check(faHost, path, "", false), "no_token", false)
+	}
+}
+
+// TestHashSubjectInLogLines: with --audit-hash-subject, the operator log's
+// WARN lines (identity mismatch, and an ended session presented with
+// another identity's token) carry the subjects' audit hashes, as the audit
+// events do, never the subjects. Before, only the audit events were hashed.
+func TestHashSubjectInLogLines(t *testing.T) {
+	t.Parallel()
+	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()},
+		serverOpts{extraArgs: []string{"--audit-hash-subject"}})
+	const aliceSub, bobSub = "alice-7c1f0e", "bob-93d2aa"
+	aliceTok, bobTok := s.token(t, aliceSub), s.token(t, bobSub)
+	alice := s.client(t)
+	r := alice.Check("app.test", "/", aliceTok, true)
+	wantAllowed(t, r)
+	cookie := wantNewSessionCookie(t, r, time.Hour)
+	wantAPIDenied(t, alice.Check("app.test", "/", bobTok, false), "identity_mismatch", true)
+	wantAPIDenied(t, alice.Check("app.test", "/", bobTok, false, "cookie: "+cookieName+"="+cookie), "reauth_required", true)
+	if !s.waitLog("ended session presented with another identity") {
+		t.Fatalf("no WARN lines:\n%s", s.stderr.String())
+	}
+	logs := s.stderr.String()
+	for _, sub := range []string{aliceSub, bobSub} {
+		if strings.Contains(logs, sub) {
+			t.Errorf("subject %q in the log in clear:\n%s", sub, logs)
+		}
+		if !strings.Contains(logs, audit.Hash(sub)) {
+			t.Errorf("no hash of %q in the log:\n%s", sub, logs)
+		}
 	}
 }

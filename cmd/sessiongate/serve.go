@@ -56,7 +56,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.auditLog, "audit-log", "stdout", "where session audit events go: stdout, stderr or a file path")
-	fs.BoolVar(&c.auditHashSub, "audit-hash-subject", false, "write a hash of the subject instead of the subject in audit events")
+	fs.BoolVar(&c.auditHashSub, "audit-hash-subject", false, "write a hash of the subject instead of the subject in audit events and log lines")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight checks may take to finish on shutdown, after the drain delay")
 	fs.DurationVar(&c.http.IdleTimeout, "http-idle-timeout", httpserve.DefaultIdleTimeout, "close an HTTP keep-alive connection idle this long")
 	fs.DurationVar(&c.http.ReadTimeout, "http-read-timeout", httpserve.DefaultReadTimeout, "close an HTTP connection whose request (headers and body) takes longer")
@@ -73,7 +73,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sessiongate serve: --drain-delay must not be negative and --shutdown-timeout must be positive")
 		return exitUsage
 	}
-	log, err := newLogger(stderr, c.logLevel, c.logFormat)
+	log, err := newLogger(stderr, c.logLevel, c.logFormat, c.auditHashSub)
 	if err != nil {
 		fmt.Fprintln(stderr, "sessiongate serve:", err)
 		return exitUsage
@@ -306,12 +306,17 @@ func openAudit(dest string, stdout io.Writer) (io.Writer, *audit.File, error) {
 	return f, f, nil
 }
 
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+// newLogger builds the operator log; with hashSubjects, every subject in it
+// is written as its audit hash (audit.HashSubjects).
+func newLogger(w io.Writer, level, format string, hashSubjects bool) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	if hashSubjects {
+		opts.ReplaceAttr = audit.HashSubjects
+	}
 	switch format {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
