@@ -75,3 +75,13 @@ func (i *store) Claim(ctx context.Context, key authz.Digest, keepUntil int64) (b
 }
 
 func (i *store) Ready(ctx context.Context) error { return i.s.Ready(ctx) }
+
+// NewStateFileWritable is sessiongate_state_file_writable, for a store with
+// a state file (--state-file): 1 while it can be written, 0 while it cannot
+// (a full disk, an I/O error), when ends are refused with store_unavailable.
+// err reports why it cannot, nil while it can.
+func NewStateFileWritable(err func() error) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "state_file_writable",
+		Help: "1 while the state file can be written; 0 while it cannot and session ends are refused (store_unavailable)."},
+		func() float64 { return b2f(err() == nil) })
+}

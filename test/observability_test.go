@@ -532,7 +532,9 @@ type alertRules struct {
 // the rules' unit tests pass.
 func TestDashboardAndAlertsMatchTheBinary(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()})
+	// With a state file, whose metric only such a server exports.
+	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()},
+		serverOpts{extraArgs: []string{"--state-file", filepath.Join(t.TempDir(), "state")}})
 	exported := map[string]bool{}
 	for _, line := range strings.Split(s.metrics(t), "\n") {
 		if line != "" && !strings.HasPrefix(line, "#") {
@@ -554,7 +556,7 @@ func TestDashboardAndAlertsMatchTheBinary(t *testing.T) {
 	}
 	// The alerts the operations guide promises.
 	for _, a := range []string{"SessiongateInstanceDown", "SessiongateStoreDown", "SessiongateStoreErrors", "SessiongatePolicyReloadFailing",
-		"SessiongateJWKSRefreshFailing", "SessiongateDenySpike", "SessiongateIdentityMismatch", "SessiongateCheckLatencyHigh", "SessiongateAuditWriteErrors"} {
+		"SessiongateJWKSRefreshFailing", "SessiongateDenySpike", "SessiongateIdentityMismatch", "SessiongateCheckLatencyHigh", "SessiongateAuditWriteErrors", "SessiongateStateFileUnwritable"} {
 		if !alerts[a] {
 			t.Errorf("alert %s missing from sessiongate-alerts.yaml", a)
 		}

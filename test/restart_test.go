@@ -186,6 +186,14 @@ func TestStateFileDiskFull(t *testing.T) {
 	}
 	t.Logf("%d sign-outs journaled before the disk was full", len(signedOut))
 	wantAPIDenied(t, s.client(t).Check("app.test", "/", tokens[failed], false), "reauth_required", true)
+	// Readiness, store_up and state_file_writable say so, as long as it lasts.
+	if code, body, _ := s.httpGet("/readyz"); code != 503 || !strings.Contains(body, "no space left on device") {
+		t.Errorf("/readyz with the state file's disk full: %d %q, want 503 saying why", code, body)
+	}
+	m := s.metrics(t)
+	if up, w := metricValue(m, "sessiongate_store_up", nil), metricValue(m, "sessiongate_state_file_writable", nil); up != 0 || w != 0 {
+		t.Errorf("store_up %v, state_file_writable %v with the disk full, want 0 and 0", up, w)
+	}
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
@@ -194,6 +202,12 @@ func TestStateFileDiskFull(t *testing.T) {
 		return s.client(t).Check("app.test", "/logout", tokens[failed], false).Reason == "signed_out"
 	}) {
 		t.Fatalf("the sign-out still fails with room on the disk:\n%s", tail(s.stderr.String(), 4000))
+	}
+	if err := s.waitReady(10 * time.Second); err != nil {
+		t.Errorf("not ready again with room on the disk: %v", err)
+	}
+	if w := metricValue(s.metrics(t), "sessiongate_state_file_writable", nil); w != 1 {
+		t.Errorf("state_file_writable %v with room on the disk, want 1", w)
 	}
 	restart(t, s, o, true)
 	c := s.client(t)

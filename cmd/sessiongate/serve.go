@@ -137,6 +137,9 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		}
 	}()
 	instrumented := metrics.InstrumentStore(store, m)
+	if sf, ok := store.(interface{ StateFileErr() error }); ok && c.stateFile != "" {
+		reg.MustRegister(metrics.NewStateFileWritable(sf.StateFileErr))
+	}
 	if live, ok := store.(metrics.LiveSessions); ok { // the embedded store; Redis is not scanned on scrape
 		reg.MustRegister(metrics.NewSessionsActive(live, func() []*authz.Policy { return watcher.Current().Policies() }, clock))
 	}

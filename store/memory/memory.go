@@ -181,8 +181,26 @@ func (s *Store) Close() error {
 // KeepUntil has passed but which bigcache has not yet aged out.
 func (s *Store) Len() (hot, cold int) { return s.hot.Len(), s.cold.Len() }
 
-// Ready implements authz.Store.
-func (s *Store) Ready(context.Context) error { return s.usable() }
+// Ready implements authz.Store: not while the state file cannot be written,
+// when ends (sign-outs, timeouts) are answered 503 (StateFileErr).
+func (s *Store) Ready(context.Context) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	if err := s.StateFileErr(); err != nil {
+		return fmt.Errorf("%w: %v", authz.ErrStoreUnavailable, err)
+	}
+	return nil
+}
+
+// StateFileErr reports why the state file cannot be written now: nil while
+// it can, and without a state file.
+func (s *Store) StateFileErr() error {
+	if s.state == nil {
+		return nil
+	}
+	return s.state.Err()
+}
 
 // Load implements authz.Store with two bigcache reads for a hot session.
 func (s *Store) Load(_ context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {

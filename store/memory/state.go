@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/allegro/bigcache/v3"
@@ -106,6 +107,11 @@ type state struct {
 	wEnd    chan struct{}
 
 	compactMu sync.Mutex // one compaction at a time
+
+	// fault says why the files cannot be written (nil while they can): set
+	// by a failed append or compaction, cleared by a compaction that
+	// succeeds. The store is not ready meanwhile (Store.Ready).
+	fault atomic.Pointer[error]
 
 	// Owned by the writer goroutine.
 	f      file
@@ -471,6 +477,7 @@ func (st *state) append(b []byte) error {
 	}
 	if err != nil {
 		st.broken = err
+		st.setFault(err)
 		st.kick()
 		return st.errorf("journal: %v", err)
 	}
@@ -525,6 +532,16 @@ func (st *state) closeJournal() {
 	}
 }
 
+func (st *state) setFault(err error) { st.fault.Store(&err) }
+
+// Err reports why the state file cannot be written now, nil while it can.
+func (st *state) Err() error {
+	if p := st.fault.Load(); p != nil {
+		return st.errorf("cannot write (%v): ends are refused until it can", *p)
+	}
+	return nil
+}
+
 // kick asks for a compaction; it never blocks.
 func (st *state) kick() {
 	select {
@@ -556,10 +573,14 @@ func (st *state) loop() {
 		case <-retry.C:
 		}
 		if err := st.compactNow(); err != nil {
+			st.setFault(err)
 			wait = min(max(2*wait, retryMin), retryMax)
 			st.log.Error("state file: compaction failed; ends stay in the journals", "err", err, "retry_in", wait)
 			retry.Reset(wait)
 			continue
+		}
+		if st.fault.Swap(nil) != nil {
+			st.log.Info("state file: writable again; ends are acknowledged")
 		}
 		wait = 0
 	}

@@ -356,12 +356,16 @@ func TestStateDiskFull(t *testing.T) {
 	if _, _, err := s.End(ctx, "crm", "c", authz.ScopeDigest("https://idp", "c", ""), signOut); err == nil {
 		t.Fatal("End acknowledged while the journal is broken")
 	}
+	if err := s.Ready(ctx); err == nil || !strings.Contains(err.Error(), "no space left") || s.StateFileErr() == nil {
+		t.Errorf("Ready while ends are refused = %v (state file: %v), want not ready, saying why", err, s.StateFileErr())
+	}
 
 	disk.left.Store(1 << 20) // room again: the retried compaction recovers
 	waitFor(t, "Ends acknowledged again", func() bool {
 		_, _, err := s.End(ctx, "crm", "c", authz.ScopeDigest("https://idp", "c", ""), signOut)
 		return err == nil
 	})
+	waitFor(t, "ready again", func() bool { return s.Ready(ctx) == nil && s.StateFileErr() == nil })
 	crash(s)
 	s = openState(t, path, clock)
 	defer s.Close()
