@@ -159,10 +159,19 @@ type okAnswer struct {
 	headers  [3]*corev3.HeaderValueOption
 }
 
+// DryRunPrefix starts the status message of a dry-run allow, followed by
+// the reason enforcement would have denied with.
+const DryRunPrefix = "dry_run_deny: "
+
 func okResponse(d *authz.Decision) *authv3.CheckResponse {
 	a := &okAnswer{}
 	a.resp.Status, a.resp.HttpResponse = &a.status, &a.oneof
 	a.oneof.OkResponse = &a.ok
+	if d.DryRun {
+		// What enforcement would have answered, for `sessiongate check` and
+		// Envoy's debug logs; Envoy ignores the message of an OK status.
+		a.status.Message = DryRunPrefix + d.Reason.String()
+	}
 	ok := &a.ok
 	if d.User != "" {
 		// Both deadlines in one string: one allocation for two headers.

@@ -39,6 +39,11 @@ func deniedResp(code int32, reason string, httpStatus int32, headers ...*corev3.
 	}
 }
 
+func withMessage(r *authv3.CheckResponse, msg string) *authv3.CheckResponse {
+	r.Status.Message = msg
+	return r
+}
+
 func withBody(r *authv3.CheckResponse, body string) *authv3.CheckResponse {
 	r.GetDeniedResponse().Body = body
 	return r
@@ -72,8 +77,9 @@ func TestToResponse(t *testing.T) {
 			okResp(&authv3.OkHttpResponse{HeadersToRemove: removeAll})},
 		{"dry-run denial with cookies", authz.Decision{Allow: true, DryRun: true, Reason: authz.ReasonIdleTimeout, Policy: "app",
 			ExpiresIn: -1, SetCookie: []string{clear, cookie}},
-			okResp(&authv3.OkHttpResponse{HeadersToRemove: removeAll,
-				ResponseHeadersToAdd: []*corev3.HeaderValueOption{add("set-cookie", clear), add("set-cookie", cookie)}})},
+			withMessage(okResp(&authv3.OkHttpResponse{HeadersToRemove: removeAll,
+				ResponseHeadersToAdd: []*corev3.HeaderValueOption{add("set-cookie", clear), add("set-cookie", cookie)}}),
+				"dry_run_deny: idle_timeout")},
 		{"302 to the login page", authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 302, ExpiresIn: -1,
 			Location: "https://login.example.com/start?rd=x"},
 			deniedResp(16, "no_token", 302, over("location", "https://login.example.com/start?rd=x"))},

@@ -27,6 +27,8 @@ type decoder struct {
 	// so that one mistake yields one error, not a cascade.
 	bad  map[string]bool
 	errs Errors
+	// warns are choices worth a second look that are not mistakes.
+	warns Errors
 }
 
 // parse decodes one policy file. Where ok, the spec holds what could be
@@ -38,7 +40,7 @@ func parse(file string, data []byte) (sp *spec, d *decoder, ok bool) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		d.syntax(err)
+		d.syntax(err, data)
 		return sp, d, false
 	}
 	if len(doc.Content) == 0 {
@@ -55,7 +57,7 @@ func parse(file string, data []byte) (sp *spec, d *decoder, ok bool) {
 	if err := dec.Decode(&more); err == nil {
 		d.errorf(more.Line, "yaml", "only one document per file")
 	} else if !errors.Is(err, io.EOF) {
-		d.syntax(err)
+		d.syntax(err, data)
 	}
 	d.decode(root, "", reflect.ValueOf(sp).Elem())
 	return sp, d, true
@@ -71,7 +73,8 @@ func (d *decoder) errorf(line int, field, format string, args ...any) {
 }
 
 // syntax turns a yaml.v3 parse error ("yaml: line 3: msg") into an Error.
-func (d *decoder) syntax(err error) {
+// data is the file, to explain the parser's words where they are obscure.
+func (d *decoder) syntax(err error, data []byte) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line := 0
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
@@ -91,7 +94,27 @@ func (d *decoder) syntax(err error) {
 		"found incompatible YAML document", "found duplicate %TAG directive":
 		line++
 	}
+	if tabIndented(data, line) {
+		// yaml.v3 says "found character that cannot start any token".
+		msg = "a tab in the indentation: YAML indents with spaces only"
+	}
 	d.errorf(max(line, 1), "yaml", "%s", msg)
+}
+
+// tabIndented reports whether line (1-based) of data has a tab in its
+// leading white space.
+func tabIndented(data []byte, line int) bool {
+	if line < 1 {
+		return false
+	}
+	for l := range bytes.Lines(data) {
+		if line--; line > 0 {
+			continue
+		}
+		indent := l[:len(l)-len(bytes.TrimLeft(l, " \t"))]
+		return bytes.IndexByte(indent, '\t') >= 0
+	}
+	return false
 }
 
 func (d *decoder) decode(n *yaml.Node, field string, v reflect.Value) {

@@ -151,7 +151,8 @@ func load(files []string, errs Errors, opts Options) (*Set, error) {
 func compileFile(file string) (*compiled, Errors) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, Errors{{File: file, Line: 1, Field: "policy", Msg: "cannot read: " + ioMsg(err)}}
+		// No line: there is no file to point into.
+		return nil, Errors{{File: file, Msg: "cannot read: " + ioMsg(err)}}
 	}
 	sp, d, ok := parse(file, data)
 	if !ok {
@@ -159,5 +160,6 @@ func compileFile(file string) (*compiled, Errors) {
 	}
 	base := filepath.Base(file)
 	c := d.compile(strings.TrimSuffix(base, filepath.Ext(base)), sp)
+	c.warnings = d.warns
 	return c, d.errs
 }

@@ -125,6 +125,27 @@ func TestVerifierFactoryError(t *testing.T) {
 
 // TestLoadDirBad holds one directory per class of mistake; each entry is
 // the exact "file:line: field: " prefix, plus the start of the message.
+// TestWarnings: a policy without logout loads, with one warning that names
+// the file and the field; the policies with a logout path have none.
+func TestWarnings(t *testing.T) {
+	set, err := LoadDir("testdata/valid", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range set.Warnings() {
+		got = append(got, w.Error())
+	}
+	var want []string
+	for _, f := range []string{"deep.yaml", "default.yaml", "minimal.yml", "wild.yaml"} {
+		want = append(want, "testdata/valid/"+f+": logout: not set: users cannot sign out through sessiongate, "+
+			"so a session ends only by its timeouts; set logout.path and logout.redirect_url (S6)")
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Warnings():\n got %q\nwant %q", got, want)
+	}
+}
+
 func TestLoadDirBad(t *testing.T) {
 	tests := map[string][]string{
 		"alg_none":                  {"p.yaml:8: token.algorithms[0]: \"none\" is never accepted"},
@@ -229,7 +250,7 @@ func TestLoadDirReportsEveryProblem(t *testing.T) {
 		"testdata/many/b.yaml:5: token.issuer: required",
 		"testdata/many/b.yaml:5: token.audiences: required",
 		"testdata/many/b.yaml:6: token.algorithms[0]: \"HS512\" is not accepted",
-		"testdata/many/c.yaml:3: yaml: found character that cannot start any token",
+		"testdata/many/c.yaml:3: yaml: a tab in the indentation: YAML indents with spaces only",
 	})
 }
 
@@ -258,7 +279,7 @@ func TestLoadFiles(t *testing.T) {
 	_, err = LoadFiles([]string{"testdata/valid/minimal.yml", "testdata/bad/duplicate_name/p.yaml", "testdata/bad/duplicate_host/b.yaml", "testdata/bad/duplicate_host", "testdata/nowhere.yaml"}, Options{})
 	assertErrors(t, err, []string{
 		"testdata/bad/duplicate_host/a.yaml:1: hosts[0]: host \"shared.example.com\" is already claimed by testdata/bad/duplicate_host/b.yaml",
-		"testdata/nowhere.yaml:1: policy: cannot read: no such file or directory",
+		"testdata/nowhere.yaml: cannot read: no such file or directory",
 	})
 
 	_, err = LoadFiles(nil, Options{})

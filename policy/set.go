@@ -17,6 +17,8 @@ type Set struct {
 	// refs are files the policies read (jwks_file), which the Watcher
 	// fingerprints besides the policy files themselves.
 	refs []string
+	// warnings are the policies' choices worth a second look, by file.
+	warnings Errors
 }
 
 var _ authz.PolicySource = (*Set)(nil)
@@ -36,6 +38,7 @@ func newSet(all []*compiled) *Set {
 				s.exact[h] = p
 			}
 		}
+		s.warnings = append(s.warnings, c.warnings...)
 		if c.token.JWKSFile != "" {
 			s.refs = append(s.refs, c.token.JWKSFile)
 		}
@@ -43,6 +46,10 @@ func newSet(all []*compiled) *Set {
 	slices.SortFunc(s.policies, func(a, b *authz.Policy) int { return strings.Compare(a.Name, b.Name) })
 	return s
 }
+
+// Warnings returns what the policies chose that is worth a second look but
+// is no mistake (a policy without sign-out), one Error each, by file.
+func (s *Set) Warnings() Errors { return s.warnings }
 
 // Match returns the policy for host (S8): an authority as received,
 // parsed by authz.ParseAuthority (port and trailing dot stripped, case

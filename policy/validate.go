@@ -44,6 +44,7 @@ type compiled struct {
 	token     TokenConfig
 	tokenLine int
 	hosts     []hostRef
+	warnings  Errors
 }
 
 // hostRef remembers where a host was written, to place cross-file errors.
@@ -87,6 +88,12 @@ func parentField(f string) string {
 }
 
 // fail reports a validation problem of field unless it already has one.
+// warnf records a choice worth a second look that is not a mistake: the
+// policy loads, and validate and serve print it. An absent field has no line.
+func (d *decoder) warnf(field, format string, args ...any) {
+	d.warns = append(d.warns, Error{File: d.file, Line: d.lines[field], Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
 func (d *decoder) fail(field, format string, args ...any) {
 	if !d.broken(field) {
 		d.errorf(d.line(field), field, format, args...)
@@ -477,6 +484,8 @@ func (d *decoder) logout(p *authz.Policy, s *logoutSpec) {
 	if !d.has("logout.path") {
 		if d.has("logout.redirect_url") {
 			d.fail("logout.redirect_url", "has no effect without logout.path")
+		} else if !d.has("logout") {
+			d.warnf("logout", "not set: users cannot sign out through sessiongate, so a session ends only by its timeouts; set logout.path and logout.redirect_url (S6)")
 		}
 		return
 	}

@@ -127,11 +127,18 @@ func (w *Watcher) load(force bool) (loaded bool, err error) {
 	if err != nil {
 		w.lastErr = err
 		// Problems name files, lines and fields, never token or key material.
-		w.log.Error("policy load failed; keeping the last good policies", "dir", w.dir, "err", err)
+		// The first load has nothing to keep: NewWatcher returns the error
+		// and its caller says what happens instead.
+		if cur != nil {
+			w.log.Error("policy load failed; keeping the last good policies", "dir", w.dir, "err", err)
+		}
 	} else {
 		w.cur.Store(set)
 		w.lastErr, w.lastSuccess = nil, time.Now()
 		w.log.Info("policies loaded", "dir", w.dir, "policies", set.Names())
+		for _, warn := range set.Warnings() {
+			w.log.Warn("policy: "+warn.Field+": "+warn.Msg, "file", warn.File)
+		}
 	}
 	if cur := w.cur.Load(); cur != nil {
 		w.refsSum = sumFiles(cur.refs)

@@ -2,9 +2,12 @@ package test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -250,4 +253,117 @@ func TestServeFromEnvironment(t *testing.T) {
 	if _, _, code := runBin(t, "serve", "--policies", s.dir, "--no-such-flag"); code != 2 {
 		t.Errorf("serve with an unknown flag: exit %d, want 2", code)
 	}
+}
+
+// TestCheckShowsDryRunReason: on a dry-run policy, check prints what
+// enforcement would have answered, since that is what operators run it for.
+func TestCheckShowsDryRunReason(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, map[string]string{"app": pol{Hosts: []string{"app.test"}, DryRun: true}.yaml()})
+	out, errOut, code := runBin(t, "check", "--addr", s.grpcAddr, "--host", "app.test", "--path", "/api")
+	if code != 0 {
+		t.Fatalf("check on a dry-run policy: exit %d, want 0 (allowed); stdout %q, stderr %q", code, out, errOut)
+	}
+	for _, want := range []string{"decision: allow (dry-run: enforcement would deny)\n", "status:   200 (forwarded upstream)\n", "reason:   no_token\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check dry-run: stdout lacks %q:\n%s", want, out)
+		}
+	}
+	// An allow that enforcement would allow too names no reason.
+	out, _, code = runBin(t, "check", "--addr", s.grpcAddr, "--host", "app.test", "--token", s.token(t, "alice"))
+	if code != 0 || !strings.Contains(out, "decision: allow\n") || strings.Contains(out, "reason:") {
+		t.Errorf("check dry-run, valid token: exit %d:\n%s", code, out)
+	}
+}
+
+// TestValidateMessages: validate warns about a policy without sign-out and
+// still exits 0, explains a tab in the indentation, names a missing file
+// without a line, and counts in the singular.
+func TestValidateMessages(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := newIDP(t).WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
+		t.Fatal(err)
+	}
+	app := filepath.Join(dir, "app.yaml")
+	writeFile(t, app, pol{Hosts: []string{"app.test"}}.yaml())
+	out, errOut, code := runBin(t, "validate", dir)
+	if code != 0 || out != "ok: 1 policy valid: app\n" {
+		t.Errorf("validate one policy: exit %d, stdout %q; want 0 and %q", code, out, "ok: 1 policy valid: app\n")
+	}
+	if want := "warning: " + app + ": logout: not set: users cannot sign out through sessiongate"; !strings.HasPrefix(errOut, want) {
+		t.Errorf("validate without logout: stderr %q, want it to start with %q", errOut, want)
+	}
+	writeFile(t, app, pol{Hosts: []string{"app.test"}, LogoutPath: "/logout"}.yaml())
+	if out, errOut, code := runBin(t, "validate", app); code != 0 || errOut != "" || out != "ok: 1 policy valid: app\n" {
+		t.Errorf("validate with logout: exit %d, stdout %q, stderr %q; want no warning", code, out, errOut)
+	}
+
+	tab := filepath.Join(dir, "tab.yaml")
+	writeFile(t, tab, "hosts: [tab.test]\nsession:\n\tabsolute_timeout: 8h\n")
+	_, errOut, code = runBin(t, "validate", tab)
+	if want := tab + ":3: yaml: a tab in the indentation: YAML indents with spaces only\n"; code != 1 || errOut != want {
+		t.Errorf("validate with a tab: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	missing := filepath.Join(dir, "missing.yaml")
+	_, errOut, code = runBin(t, "validate", missing)
+	if want := missing + ": cannot read: no such file or directory\n"; code != 1 || errOut != want {
+		t.Errorf("validate a missing file: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+}
+
+// TestMintAnywhereInTheClone: mint finds the demo key from any directory of
+// the repository, says what to do outside it, and writes the claims that S3
+// cases need (--auth-time, --sid). The usage line marks only --sub required.
+func TestMintAnywhereInTheClone(t *testing.T) {
+	t.Parallel()
+	for _, dir := range []string{"", "bench", ".."} {
+		if _, err := os.Stat(filepath.Join(".", dir)); err != nil {
+			continue
+		}
+		out, errOut, code := runBinIn(t, dir, "mint", "--sub", "alice", "--sid", "s-1", "--auth-time", "none")
+		if code != 0 {
+			t.Fatalf("mint in %q: exit %d, stderr %q", dir, code, errOut)
+		}
+		claims := jwtClaims(t, strings.TrimSpace(out))
+		if claims["sub"] != "alice" || claims["sid"] != "s-1" || claims["auth_time"] != nil {
+			t.Errorf("mint in %q: claims %v, want sub alice, sid s-1 and no auth_time", dir, claims)
+		}
+	}
+	_, errOut, code := runBinIn(t, t.TempDir(), "mint", "--sub", "alice")
+	if code != 2 || !strings.Contains(errOut, "run inside a clone of the repository, or pass --key PEM") {
+		t.Errorf("mint outside the clone: exit %d, stderr %q", code, errOut)
+	}
+	out, _, _ := runBin(t, "help")
+	if !strings.Contains(out, "sessiongate mint --sub SUB [--key PEM] [--iss URL] [--aud AUD] [--sid SID] [--auth-time now|none|UNIX]") {
+		t.Errorf("usage does not show mint's optional flags as optional:\n%s", out)
+	}
+}
+
+// TestVersion: version names the module version, the VCS revision (or says
+// it is unknown) and the Go release.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	out, _, code := runBin(t, "version")
+	if code != 0 || !regexp.MustCompile(`^sessiongate \S+ \(revision (unknown|[0-9a-f]+( \(modified\))?( of \S+)?), go1\.\S+\)\n$`).MatchString(out) {
+		t.Errorf("version: exit %d, %q", code, out)
+	}
+}
+
+// jwtClaims decodes the payload of a compact JWS without verifying it.
+func jwtClaims(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a compact JWS: %q", tok)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

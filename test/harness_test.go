@@ -347,9 +347,16 @@ func newIDP(t *testing.T) *idp.IDP {
 // exit status.
 func runBin(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runBinIn(t, "", args...)
+}
+
+// runBinIn is runBin in the working directory dir ("" for the test's).
+func runBinIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd.Dir = dir
 	cmd.Env = cleanEnv()
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e

@@ -257,7 +257,7 @@ func TestValidate(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("validate good dir: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	if !strings.Contains(out, "ok: 2 policies valid") || !strings.Contains(out, "app") || !strings.Contains(out, "default") {
+	if !strings.Contains(out, "ok: 2 policies valid: app, default") || !strings.Contains(out, "app") || !strings.Contains(out, "default") {
 		t.Errorf("validate good dir: stdout %q", out)
 	}
 

@@ -13,6 +13,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sessiongate/sessiongate/envoy"
 )
 
 // exitDenied is check's exit status for a denial, so scripts can branch.
@@ -92,8 +94,16 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func printResponse(w io.Writer, resp *authv3.CheckResponse) int {
 	if ok := resp.GetOkResponse(); resp.GetStatus().GetCode() == 0 {
-		fmt.Fprintln(w, "decision: allow")
-		fmt.Fprintln(w, "status:   200 (forwarded upstream)")
+		if reason, dry := strings.CutPrefix(resp.GetStatus().GetMessage(), envoy.DryRunPrefix); dry {
+			// A dry-run policy let a denial through: say what enforcement
+			// would have done, which is why operators run check on it.
+			fmt.Fprintln(w, "decision: allow (dry-run: enforcement would deny)")
+			fmt.Fprintln(w, "status:   200 (forwarded upstream)")
+			fmt.Fprintf(w, "reason:   %s\n", reason)
+		} else {
+			fmt.Fprintln(w, "decision: allow")
+			fmt.Fprintln(w, "status:   200 (forwarded upstream)")
+		}
 		printHeaders(w, "upstream", ok.GetHeaders())
 		for _, h := range ok.GetHeadersToRemove() {
 			fmt.Fprintf(w, "upstream remove: %s\n", h)

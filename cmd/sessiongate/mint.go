@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -11,11 +12,34 @@ import (
 	"github.com/sessiongate/sessiongate/idp"
 )
 
+// demoKey is the repository's demo signing key, relative to its root.
+const demoKey = "envoy/examples/demo-key.pem"
+
+// findUp looks for rel in the working directory and each one above it, so
+// that mint finds the demo key from anywhere inside a clone.
+func findUp(rel string) (string, bool) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", false
+	}
+	for {
+		p := filepath.Join(dir, rel)
+		if _, err := os.Stat(p); err == nil {
+			return p, true
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", false
+		}
+		dir = parent
+	}
+}
+
 // mint signs a token with a local key, for the quickstart and local trials
 // only: a real deployment gets its tokens from its identity provider.
 func mint(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("mint", stderr)
-	keyFile := fs.String("key", "envoy/examples/demo-key.pem", "PEM private key (the demo key is for LOCAL USE ONLY)")
+	keyFile := fs.String("key", "", "PEM private key (default: the repository's demo key "+demoKey+", looked for in the current directory and those above it; LOCAL USE ONLY)")
 	iss := fs.String("iss", "https://idp.example.com", "issuer (iss)")
 	sub := fs.String("sub", "", "subject (sub), required")
 	aud := fs.String("aud", "app", "audience (aud), comma-separated for several")
@@ -30,6 +54,14 @@ func mint(args []string, stdout, stderr io.Writer) int {
 	if *sub == "" {
 		fmt.Fprintln(stderr, "sessiongate mint: --sub is required")
 		return exitUsage
+	}
+	if *keyFile == "" {
+		found, ok := findUp(demoKey)
+		if !ok {
+			fmt.Fprintf(stderr, "sessiongate mint: no --key given, and the demo key %s is not below this directory or any above it: run inside a clone of the repository, or pass --key PEM\n", demoKey)
+			return exitUsage
+		}
+		*keyFile = found
 	}
 	pem, err := os.ReadFile(*keyFile)
 	if err != nil {

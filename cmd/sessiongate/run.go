@@ -17,7 +17,7 @@ Usage:
   sessiongate validate PATH...
   sessiongate check [--addr ADDR] --host HOST [--path PATH] [--token JWT] [--cookie C] [--browser] [-H 'name: value']...
   sessiongate health [--addr ADDR]
-  sessiongate mint --key PEM --iss URL --aud AUD --sub SUB [--ttl D] [--claim k=v]...   (local demos only)
+  sessiongate mint --sub SUB [--key PEM] [--iss URL] [--aud AUD] [--sid SID] [--auth-time now|none|UNIX] [--ttl 1h] [--claim k=v]...   (local demos only)
   sessiongate version
 
 Flags of serve are also read from SESSIONGATE_* environment variables
@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "mint":
 		return mint(rest, stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "sessiongate", version())
+		fmt.Fprintln(stdout, "sessiongate", readBuildInfo())
 		return exitOK
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -59,12 +59,78 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
-// version is the module version stamped by the Go toolchain, or "devel".
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+// Build identity stamped by the image build (go build -ldflags "-X
+// main.stampVersion=… -X main.stampRevision=…"), whose context has no VCS
+// metadata; empty otherwise, and the Go toolchain's build info is used.
+var (
+	stampVersion  string
+	stampRevision string
+)
+
+// buildInfo is what a binary knows of the source it was built from.
+type buildInfo struct {
+	version  string // module version: a tag, a pseudo-version, or "devel"
+	revision string // VCS commit, "" when unknown
+	time     string // commit time (RFC 3339), "" when unknown
+	modified bool   // built from a tree with uncommitted changes
+	goVer    string
+}
+
+// readBuildInfo takes the module version and VCS revision that the Go
+// toolchain records (a build inside a git checkout stamps both, unless
+// -buildvcs=false), overridden by what the image build stamped.
+func readBuildInfo() buildInfo {
+	b := buildInfo{version: "devel"}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		b.goVer = bi.GoVersion
+		if v := bi.Main.Version; v != "" && v != "(devel)" {
+			b.version = v
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				b.revision = s.Value
+			case "vcs.time":
+				b.time = s.Value
+			case "vcs.modified":
+				b.modified = s.Value == "true"
+			}
+		}
 	}
-	return "devel"
+	if stampVersion != "" {
+		b.version = stampVersion
+	}
+	if stampRevision != "" {
+		b.revision, b.time, b.modified = stampRevision, "", false
+	}
+	return b
+}
+
+// version is the module version, for logs and the User-Agent.
+func version() string { return readBuildInfo().version }
+
+// String is the line `sessiongate version` prints after the name.
+func (b buildInfo) String() string {
+	var s strings.Builder
+	s.WriteString(b.version)
+	var parts []string
+	if b.revision != "" {
+		r := "revision " + b.revision
+		if b.modified {
+			r += " (modified)"
+		}
+		if b.time != "" {
+			r += " of " + b.time
+		}
+		parts = append(parts, r)
+	} else {
+		parts = append(parts, "revision unknown")
+	}
+	if b.goVer != "" {
+		parts = append(parts, b.goVer)
+	}
+	s.WriteString(" (" + strings.Join(parts, ", ") + ")")
+	return s.String()
 }
 
 // parseFlags parses args and then fills every flag not given on the command

@@ -122,7 +122,7 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("loading policies: %w", err)
+		return fmt.Errorf("no valid policies to start with (fix them and start again): %w", err)
 	}
 	m.Policies(watcher.Current().Names())
 
@@ -208,7 +208,8 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	go watchReadiness(ctx, ready, grpcSrv)
 	go reloadOnHUP(ctx, watcher, auditFile, log)
 
-	log.Info("sessiongate serving", "version", version(), "grpc_addr", grpcLis.Addr().String(),
+	bi := readBuildInfo()
+	log.Info("sessiongate serving", "version", bi.version, "revision", bi.revision, "grpc_addr", grpcLis.Addr().String(),
 		"http_addr", httpLis.Addr().String(), "http_max_conns", httpLimits.MaxConns, "policies", watcher.Current().Names(), "store", redisstore.Redact(c.store))
 
 	var serveErr error

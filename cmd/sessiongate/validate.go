@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/policy"
@@ -16,7 +17,7 @@ import (
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("validate", stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: sessiongate validate PATH...\n\nPATH is a policy file or a directory of policy files. Exit status 0 when all are valid, 1 otherwise.")
+		fmt.Fprintln(stderr, "usage: sessiongate validate PATH...\n\nPATH is a policy file or a directory of policy files. Problems are printed as\nfile:line: field: message. Exit status 0 when all are valid (warnings, such as\na policy without logout, are printed but do not fail), 1 otherwise.")
 	}
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		return flagExit(err)
@@ -33,6 +34,15 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitFailure
 	}
-	fmt.Fprintf(stdout, "ok: %d policies valid: %v\n", len(set.Names()), set.Names())
+	// Warnings do not fail validation: the policy is what its author chose.
+	for _, w := range set.Warnings() {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	names := set.Names()
+	noun := "policies"
+	if len(names) == 1 {
+		noun = "policy"
+	}
+	fmt.Fprintf(stdout, "ok: %d %s valid: %s\n", len(names), noun, strings.Join(names, ", "))
 	return exitOK
 }
