@@ -184,6 +184,23 @@ func (tb *tab) text(t *testing.T) string {
 	return evaluate[string](t, tb, "read the page", `document.body ? document.body.innerText : ""`)
 }
 
+// waitText waits for the page to contain s and returns its text.
+func waitText(t *testing.T, tb *tab, s string) string {
+	t.Helper()
+	var text string
+	deadline := time.Now().Add(browserTimeout)
+	for {
+		text = tb.text(t)
+		if strings.Contains(text, s) {
+			return text
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("page at %s does not say %q:\n%s\n%s", tb.location(), s, tr(text, 600), tb.lastResponses())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // waitURL waits until the location satisfies ok.
 func (tb *tab) waitURL(t *testing.T, what string, ok func(*url.URL) bool) *url.URL {
 	t.Helper()

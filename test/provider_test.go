@@ -314,8 +314,30 @@ func TestProviderHarness(t *testing.T) {
 	tb.waitVisible(t, "#error")
 	tb.signIn(t, "alice", opPassword)
 	tb.waitURL(t, "the callback with a code", atCallback)
-	if q := last(); q.Get("code") == "" || q.Get("iss") != op.issuer {
+	q := last()
+	if q.Get("code") == "" || q.Get("iss") != op.issuer {
 		t.Fatalf("callback query %v: want a code and iss", q)
+	}
+
+	// The code gives a refresh token (no offline_access asked); it works
+	// until the grant is revoked, then it is invalid_grant.
+	tok := op.tokenRequest(t, url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")},
+		"redirect_uri": {callback}, "client_id": {opPublicClient}, "code_verifier": {"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"}})
+	if tok["refresh_token"] == "" || tok["id_token"] == "" || tok["access_token"] == "" {
+		t.Fatalf("token response without access, refresh or ID token: %v", keys(tok))
+	}
+	refresh := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok["refresh_token"]}, "client_id": {opPublicClient}}
+	tok = op.tokenRequest(t, refresh)
+	op.revoke(t, "alice")
+	refresh.Set("refresh_token", tok["refresh_token"])
+	if got := op.tokenRequest(t, refresh); got["error"] != "invalid_grant" {
+		t.Errorf("refresh after revocation: %v, want invalid_grant", got)
+	}
+	if s := op.stats(t); s.Refreshes != 1 || s.RefreshErrors != 1 || s.Codes != 1 {
+		t.Errorf("provider stats %+v, want 1 code, 1 refresh, 1 refused refresh", s)
+	}
+	if n := len(op.tokens(t)); n != 6 { // access, refresh and ID token, twice
+		t.Errorf("provider lists %d issued tokens, want 6", n)
 	}
 
 	// Single sign-on: no form; prompt=login: the form again.
@@ -343,6 +365,45 @@ func TestProviderHarness(t *testing.T) {
 	if s := op.stats(t); s.Logins != 2 {
 		t.Errorf("provider counted %d logins, want 2 (the wrong password and single sign-on are not)", s.Logins)
 	}
+
+	// RP-Initiated Logout asks for confirmation, then signs out: the next
+	// authorization request shows the form.
+	tb.navigate(t, op.issuer+"/session/end?client_id="+opPublicClient)
+	tb.waitVisible(t, `button[name="logout"]`)
+	tb.run(t, "confirm sign-out", chromedp.Click(chromedp.CSS(`button[name="logout"]`)))
+	waitText(t, tb, "Sign-out Success")
+	tb.navigate(t, authorize(""))
+	tb.waitVisible(t, "#username")
+}
+
+// tokenRequest posts to the token endpoint and returns the JSON answer's
+// string fields.
+func (p *oidcProvider) tokenRequest(t *testing.T, form url.Values) map[string]string {
+	t.Helper()
+	res, err := opHTTP.PostForm(p.issuer+"/token", form)
+	if err != nil {
+		t.Fatalf("token endpoint: %v", err)
+	}
+	defer res.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&m); err != nil {
+		t.Fatalf("token endpoint: %v", err)
+	}
+	out := map[string]string{}
+	for k, v := range m {
+		if s, ok := v.(string); ok {
+			out[k] = s
+		}
+	}
+	return out
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 // tokens lists every access, refresh and ID token the provider issued.
