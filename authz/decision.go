@@ -23,8 +23,10 @@ type Decision struct {
 	User             string
 	SessionExpiresAt int64 // Unix seconds, absolute deadline
 	IdleExpiresAt    int64 // Unix seconds, inactivity deadline
-	// ExpiresIn is the seconds until the earlier deadline, set (>= 0) only
-	// inside the policy's warning window; -1 otherwise.
+	// Warn is set inside the policy's warning window (S11): the client is
+	// told ExpiresIn, the seconds (>= 0) until the earlier deadline. The
+	// zero value warns of nothing.
+	Warn      bool
 	ExpiresIn int64
 
 	// SetCookie holds Set-Cookie values for the client, one header each.

@@ -75,7 +75,7 @@ func (e *Engine) Check(ctx context.Context, r *Request) Decision {
 func (e *Engine) decide(ctx context.Context, r *Request, now time.Time) Decision {
 	p := e.policies.Match(r.Host)
 	if p == nil {
-		return Decision{Reason: ReasonUnknownHost, Status: 403, ExpiresIn: -1}
+		return Decision{Reason: ReasonUnknownHost, Status: 403}
 	}
 	c := check{e: e, p: p, r: r, now: now, nowMs: now.UnixMilli(), store: e.store}
 	d := c.run(ctx)
@@ -85,7 +85,7 @@ func (e *Engine) decide(ctx context.Context, r *Request, now time.Time) Decision
 			"status", d.Status, "source", r.SourceAddr, "request_id", r.RequestID)
 		// S9 dry-run: decided, recorded, allowed. The cookie changes still go
 		// out so that the session model keeps tracking what the client holds.
-		d = Decision{Allow: true, DryRun: true, Reason: d.Reason, Policy: p.Name, ExpiresIn: -1, SetCookie: d.SetCookie}
+		d = Decision{Allow: true, DryRun: true, Reason: d.Reason, Policy: p.Name, SetCookie: d.SetCookie}
 	}
 	return d
 }
@@ -99,10 +99,9 @@ type check struct {
 	nowMs  int64
 	cookie string // the session id presented, "" if none or malformed
 	claims *Claims
-	// scopeEnd is the token's scope's last end as loaded, 0 if none.
-	scopeEnd int64
-	store    Store // the engine's store, or its local fallback once degraded
-	// degraded is set once the decision runs on the store's fallback.
+	// store is what decideOn runs on: the engine's store, or its local
+	// fallback (degraded).
+	store    Store
 	degraded bool
 }
 
@@ -112,7 +111,7 @@ func (c *check) run(ctx context.Context) Decision {
 		path = path[:i]
 	}
 	if c.bypassed(path) {
-		return Decision{Allow: true, ExpiresIn: -1}
+		return Decision{Allow: true}
 	}
 	cookies := c.r.header("cookie")
 	if v, ok := CookieValue(cookies, c.p.Cookie.Name); ok && validSessionID(v) {
@@ -239,106 +238,104 @@ func (c *check) cookieSessionEnded(ctx context.Context) bool {
 	return err == nil && lk.SessionFound && lk.Session.Ended()
 }
 
+// withToken decides a request whose token was verified, on the engine's
+// store.
 func (c *check) withToken(ctx context.Context) Decision {
-	cl := c.claims
-	lk, err := c.store.Load(ctx, c.p.Name, c.cookie, cl.Scope)
+	return c.decideOn(ctx, c.e.store, false)
+}
+
+// decideOn is the driver of one decision (see decide.go): it loads the
+// facts from st, asks Decide, confirms against the store of record when
+// Decide says so, and applies the outcome. degraded says st is the store's
+// local fallback, used during an outage by a fail-open policy.
+func (c *check) decideOn(ctx context.Context, st Store, degraded bool) Decision {
+	c.store, c.degraded = st, degraded
+	f, err := c.facts(ctx, st, false)
 	if err != nil {
 		return c.storeFailure(ctx, err)
 	}
-	signIn := cl.SignIn()
-	scopeEnd := int64(0)
-	if lk.ScopeFound {
-		scopeEnd = lk.Scope.EndedAt
-	}
-	c.scopeEnd = scopeEnd
-	// S3: a token whose sign-in is not after the scope's last end is refused,
-	// with or without a cookie.
-	if scopeEnd != 0 && signIn <= scopeEnd {
-		return c.deny(ReasonReauthRequired, true)
-	}
-	// A live session of another IdP session of the same user says nothing
-	// about this token's session.
-	foreign := lk.SessionFound && !lk.Session.Ended() && lk.Session.Identity == cl.Identity && lk.Session.Scope != cl.Scope
-	if (!lk.SessionFound || foreign) && lk.ScopeFound && lk.Scope.Current != "" {
-		// A client without cookies (an API client) continues its scope's
-		// current session, so that S1/S2 hold for every client. So does one
-		// whose cookie names no session of this scope: a made-up or foreign
-		// cookie must not open a fresh session per request and dodge S1/S2.
-		cur, err := c.store.Load(ctx, c.p.Name, lk.Scope.Current, Digest{})
-		if err != nil {
+	o := Decide(c.p, c.claims, &f, c.nowMs, c.passive())
+	if o.Verdict == VerdictConfirm {
+		if f, err = c.facts(ctx, st, true); err != nil {
 			return c.storeFailure(ctx, err)
 		}
-		if cur.SessionFound && cur.Session.Identity == cl.Identity && !cur.Session.Ended() {
-			lk.Session, lk.SessionFound = cur.Session, true
-		}
+		o = Decide(c.p, c.claims, &f, c.nowMs, c.passive())
 	}
-	if !lk.SessionFound {
-		return c.begin(ctx)
-	}
-	s := &lk.Session
-	if s.Identity != cl.Identity {
-		if s.Ended() {
-			// Already over: ending it again would raise its scope's end and
-			// sign its owner out of newer sessions, on the word of whoever
-			// kept a dead cookie. Refuse it, and drop the cookie so that the
-			// presenter's next sign-in is not refused with it again.
-			c.e.log.Warn("ended session presented with another identity's token",
-				"policy", c.p.Name, "session_subject", s.Subject, "token_subject", cl.Subject,
-				"source", c.r.SourceAddr, "request_id", c.r.RequestID)
-			d := c.deny(ReasonReauthRequired, true)
-			if sameSecret(c.cookie, s.ID) {
-				d.SetCookie = append(d.SetCookie, c.clearCookie())
-			}
-			return d
-		}
-		return c.mismatch(ctx, s)
-	}
-	// The session died with its scope (another session of the same sign-in
-	// ended), or ended itself: only a sign-in after that end opens a new one.
-	if s.Ended() || (s.Scope == cl.Scope && scopeEnd >= s.Created) {
-		if signIn > max(s.EndedAt, scopeEnd) {
-			return c.begin(ctx)
-		}
-		return c.deny(ReasonReauthRequired, true)
-	}
-	if s.Scope != cl.Scope {
-		// Same identity, another IdP session: a fresh session for it.
-		return c.begin(ctx)
-	}
-	return c.resume(ctx, s)
+	return c.apply(ctx, &f, o)
 }
 
-// begin opens a new session for the verified token.
-func (c *check) begin(ctx context.Context) Decision {
-	cl := c.claims
-	signIn := c.nowMs
-	if cl.AuthTime != 0 {
-		signIn = cl.AuthTime
-		if c.nowMs-signIn > c.p.AbsoluteTimeout.Milliseconds() {
-			// S1 on first sight: the sign-in itself is too old. Record the
-			// end so that silently refreshed tokens of it stay refused.
-			if _, _, err := c.store.End(ctx, c.p.Name, "", cl.Scope, End{Cause: CauseAbsolute, At: c.nowMs, KeepUntil: c.keep(c.nowMs)}); err != nil {
-				return c.storeFailure(ctx, err)
-			}
-			return c.deny(ReasonAbsoluteTimeout, true)
+// facts loads what Decide needs: the cookie's session and the token's
+// scope, and the scope's current session when Decide wants it. confirm
+// reads the store of record, past any replica-local copy.
+func (c *check) facts(ctx context.Context, st Store, confirm bool) (Facts, error) {
+	if confirm {
+		if fs, ok := st.(FallbackStore); ok {
+			st = fs.Confirmed()
 		}
 	}
+	f := Facts{Confirmed: confirm}
+	var err error
+	if f.Lookup, err = st.Load(ctx, c.p.Name, c.cookie, c.claims.Scope); err != nil {
+		return f, err
+	}
+	if id, ok := CurrentWanted(c.claims, &f.Lookup); ok {
+		cur, err := st.Load(ctx, c.p.Name, id, Digest{})
+		if err != nil {
+			return f, err
+		}
+		f.Current, f.CurrentFound = cur.Session, cur.SessionFound
+	}
+	return f, nil
+}
+
+// apply carries out Decide's outcome.
+func (c *check) apply(ctx context.Context, f *Facts, o Outcome) Decision {
+	s := &o.Session
+	if o.Foreign {
+		msg := "session presented with another identity's token; session ended"
+		if o.Verdict == VerdictDeny {
+			msg = "ended session presented with another identity's token"
+		}
+		c.e.log.Warn(msg, "policy", c.p.Name, "session_subject", s.Subject, "token_subject", c.claims.Subject,
+			"source", c.r.SourceAddr, "request_id", c.r.RequestID)
+	}
+	switch o.Verdict {
+	case VerdictBegin:
+		return c.begin(ctx, o.Session)
+	case VerdictResume:
+		return c.resume(ctx, s, o.Touch, o.Reauthenticated)
+	case VerdictEnd:
+		if o.ScopeOnly {
+			if _, _, err := c.store.End(ctx, c.p.Name, "", s.Scope, End{Cause: o.Cause, At: o.EndAt, KeepUntil: keep(c.p, c.claims, o.EndAt)}); err != nil {
+				return c.storeFailure(ctx, err)
+			}
+			return c.deny(o.Reason, o.Reauth)
+		}
+		if err := c.record(ctx, s, o.Cause, o.EndAt); err != nil {
+			return c.storeFailure(ctx, err)
+		}
+		if o.ThenBegin {
+			return c.apply(ctx, f, Begin(c.p, c.claims, f, c.nowMs))
+		}
+	}
+	// A denial, or an end that this request found (later requests get
+	// reauth_required). A cookie naming the ended session is dropped.
+	d := c.deny(o.Reason, o.Reauth)
+	if (o.Verdict == VerdictEnd || o.Foreign) && c.cookie != "" && sameSecret(c.cookie, s.ID) {
+		d.SetCookie = append(d.SetCookie, c.clearCookie())
+	}
+	return d
+}
+
+// begin opens the session s that Decide laid out. (A copy: the store
+// takes a pointer, which moves it to the heap, and only this path.)
+func (c *check) begin(ctx context.Context, s Session) Decision {
 	id, err := c.e.newID()
 	if err != nil {
 		c.e.log.Error("session id generation failed", "err", err)
 		return c.storeFailure(ctx, err)
 	}
-	// Only a sign-in after the scope's last end gets here. That end may lie
-	// ahead of now (see endAt); the session opens after it, not as one that
-	// died with it.
-	created := c.nowMs
-	if c.scopeEnd >= created {
-		created = c.scopeEnd + 1
-	}
-	s := Session{
-		ID: id, Policy: c.p.Name, Subject: cl.Subject, Identity: cl.Identity, Scope: cl.Scope,
-		SignIn: signIn, Created: created, LastActivity: c.nowMs, KeepUntil: c.keep(c.nowMs),
-	}
+	s.ID = id
 	if err := c.store.Begin(ctx, &s); err != nil {
 		return c.storeFailure(ctx, err)
 	}
@@ -348,52 +345,8 @@ func (c *check) begin(ctx context.Context) Decision {
 	return d
 }
 
-// resume applies S1, S2 and the activity update to a live session.
-func (c *check) resume(ctx context.Context, s *Session) Decision {
-	cl := c.claims
-	var t Touch
-	reauth := cl.AuthTime > s.SignIn
-	if reauth {
-		// A newer sign-in within the session restarts its absolute lifetime.
-		t.SignIn = cl.AuthTime
-		s.SignIn = cl.AuthTime
-	}
-	// S1 counts from the token's auth_time when it has one. A session opened
-	// by a token without it took its start as the sign-in, a guess no later
-	// than the real one: a token of that scope revealing an older sign-in
-	// does not ride on the guess past its lifetime. (A session whose sign-in
-	// is an auth_time keeps it: an older token does not undo a newer sign-in.)
-	absOver := c.nowMs-s.SignIn > c.p.AbsoluteTimeout.Milliseconds() ||
-		s.SignIn == s.Created && cl.AuthTime != 0 && c.nowMs-cl.AuthTime > c.p.AbsoluteTimeout.Milliseconds()
-	over := absOver || c.nowMs > s.LastActivity+c.p.IdleTimeout.Milliseconds()
-	if over && !ReadsConfirmed(ctx) {
-		// A timeout ends the session for good (S3), so it is decided on the
-		// store of record: a shared store's near cache may not have seen a
-		// newer sign-in or activity on another replica yet. Decide again.
-		return c.withToken(ConfirmReads(ctx))
-	}
-	if absOver {
-		return c.end(ctx, s, CauseAbsolute)
-	}
-	if idleAt := s.LastActivity + c.p.IdleTimeout.Milliseconds(); c.nowMs > idleAt {
-		if cl.AuthTime > idleAt {
-			// The user signed in again after the session had idled out. The
-			// session ends at its deadline, and the new sign-in opens a new
-			// session rather than being refused and asked for yet another.
-			// Tokens signed in before the deadline stay refused (S3).
-			if err := c.record(ctx, s, CauseIdle, idleAt); err != nil {
-				return c.storeFailure(ctx, err)
-			}
-			return c.begin(ctx)
-		}
-		return c.end(ctx, s, CauseIdle)
-	}
-	if !c.passive() && c.nowMs-s.LastActivity >= c.p.ActivityGranularity.Milliseconds() {
-		t.LastActivity = c.nowMs
-	}
-	if keep := c.keep(s.SignIn); keep > s.KeepUntil {
-		t.KeepUntil = keep
-	}
+// resume stores the activity update t of the live session s and allows.
+func (c *check) resume(ctx context.Context, s *Session, t Touch, reauth bool) Decision {
 	if t != (Touch{}) {
 		ns, found, err := c.store.Touch(ctx, c.p.Name, s.ID, t)
 		if err != nil {
@@ -428,19 +381,6 @@ func (c *check) passive() bool {
 	return false
 }
 
-// end ends a session that this request found over a limit, and answers with
-// that cause (later requests get reauth_required).
-func (c *check) end(ctx context.Context, s *Session, cause EndCause) Decision {
-	if err := c.record(ctx, s, cause, c.endAt(s.Scope)); err != nil {
-		return c.storeFailure(ctx, err)
-	}
-	d := c.deny(cause.Reason(), true)
-	if sameSecret(c.cookie, s.ID) {
-		d.SetCookie = append(d.SetCookie, c.clearCookie())
-	}
-	return d
-}
-
 // sameSecret compares a presented session id with a stored one in constant
 // time. The stored session is today always the presenter's own (named by
 // the cookie, or the current one of the token's scope), so timing reveals
@@ -456,15 +396,6 @@ func (c *check) record(ctx context.Context, s *Session, cause EndCause, at int64
 		c.e.events.SessionEnded(c.event(s, cause))
 	}
 	return err
-}
-
-// mismatch handles S4: the session is presented with another identity's
-// token. The session ends; the event is a security event.
-func (c *check) mismatch(ctx context.Context, s *Session) Decision {
-	c.e.log.Warn("session presented with another identity's token; session ended",
-		"policy", c.p.Name, "session_subject", s.Subject, "token_subject", c.claims.Subject,
-		"source", c.r.SourceAddr, "request_id", c.r.RequestID)
-	return c.end(ctx, s, CauseIdentityMismatch)
 }
 
 // logout ends whatever session the cookie or the token names (S6) and sends
@@ -505,7 +436,7 @@ func (c *check) logout(ctx context.Context) Decision {
 	}
 	return Decision{
 		Reason: ReasonSignedOut, Status: 302, Location: c.p.Logout.RedirectURL,
-		SetCookie: []string{c.clearCookie()}, ExpiresIn: -1,
+		SetCookie: []string{c.clearCookie()},
 	}
 }
 
@@ -513,7 +444,7 @@ func (c *check) logout(ctx context.Context) Decision {
 // recorded would pretend the session ended (S6, S9).
 func (c *check) logoutFailure(err error) Decision {
 	c.e.log.Error("session store failure; sign-out not recorded", "policy", c.p.Name, "err", err)
-	return Decision{Reason: ReasonStoreUnavailable, Status: 503, ExpiresIn: -1}
+	return Decision{Reason: ReasonStoreUnavailable, Status: 503}
 }
 
 func (c *check) endFor(ctx context.Context, s *Session, scope Digest) error {
@@ -525,45 +456,25 @@ func (c *check) endFor(ctx context.Context, s *Session, scope Digest) error {
 	return err
 }
 
-// endAt is when an end of scope, decided now, is recorded. An IdP whose
-// clock runs ahead (within the verifier's clock skew) issues tokens whose
-// sign-in lies after now: the end covers the presenting token of that scope
-// too, so that replaying it does not pass as a sign-in after the end (S3).
-// A genuine later sign-in from the same IdP still lies after it.
-func (c *check) endAt(scope Digest) int64 {
-	if c.claims != nil && c.claims.Scope == scope && c.nowMs > 0 { // <= 0: refused by the store, as before
-		return max(c.nowMs, c.claims.SignIn())
-	}
-	return c.nowMs
-}
+func (c *check) endAt(scope Digest) int64 { return endAt(c.claims, scope, c.nowMs) }
 
-// keep is how long records written now must be kept: past the absolute
-// lifetime of any sign-in up to at, and past the presenting token's expiry,
-// so that every token an end covers is refused until it expires (S3).
-func (c *check) keep(at int64) int64 {
-	k := at + c.p.AbsoluteTimeout.Milliseconds()
-	if c.claims != nil && c.claims.Expiry > k {
-		k = c.claims.Expiry
-	}
-	return k + retainMargin.Milliseconds()
-}
+func (c *check) keep(at int64) int64 { return keep(c.p, c.claims, at) }
 
 func (c *check) storeFailure(ctx context.Context, err error) Decision {
 	c.e.log.Error("session store failure", "policy", c.p.Name, "degraded", c.degraded, "err", err)
 	if c.p.StoreFailOpen && errors.Is(err, ErrStoreUnavailable) {
 		// Opt-in fail-open (S9), for outages only. A store with a local copy
 		// (the near cache of a shared store) decides again on that copy.
-		if fb, ok := c.e.store.(FallbackStore); ok && !c.degraded {
-			c.degraded, c.store, c.claims, c.cookie = true, fb.Fallback(), nil, ""
-			return c.run(ctx)
+		if fb, ok := c.e.store.(FallbackStore); ok && !c.degraded && c.claims != nil {
+			return c.decideOn(ctx, fb.Fallback(), true)
 		}
 		if c.claims != nil {
 			// Without one: the token was verified, the session could not be
 			// checked. Identity goes upstream, deadlines are unknown.
-			return Decision{Allow: true, Reason: ReasonStoreUnavailable, User: c.claims.Subject, ExpiresIn: -1}
+			return Decision{Allow: true, Reason: ReasonStoreUnavailable, User: c.claims.Subject}
 		}
 	}
-	return Decision{Reason: ReasonStoreUnavailable, Status: 503, ExpiresIn: -1}
+	return Decision{Reason: ReasonStoreUnavailable, Status: 503}
 }
 
 func (c *check) allow(s *Session) Decision {
@@ -571,11 +482,11 @@ func (c *check) allow(s *Session) Decision {
 	idle := s.LastActivity + c.p.IdleTimeout.Milliseconds()
 	d := Decision{
 		Allow: true, User: c.claims.Subject,
-		SessionExpiresAt: abs / 1000, IdleExpiresAt: idle / 1000, ExpiresIn: -1,
+		SessionExpiresAt: abs / 1000, IdleExpiresAt: idle / 1000,
 	}
 	// S11: inside the warning window the client is told too.
 	if left := min(abs, idle) - c.nowMs; c.p.WarnBefore > 0 && left <= c.p.WarnBefore.Milliseconds() {
-		d.ExpiresIn = max(left, 0) / 1000
+		d.Warn, d.ExpiresIn = true, max(left, 0)/1000
 	}
 	return d
 }
@@ -583,7 +494,7 @@ func (c *check) allow(s *Session) Decision {
 // deny builds a denial: browsers are redirected to the login page, others get
 // 401 with a Bearer challenge (S7).
 func (c *check) deny(reason Reason, reauth bool) Decision {
-	d := Decision{Reason: reason, ExpiresIn: -1}
+	d := Decision{Reason: reason}
 	if c.r.IsBrowser() {
 		d.Status = 302
 		d.Location = LoginURL(c.p, c.r, reauth)

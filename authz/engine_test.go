@@ -59,7 +59,7 @@ func TestNewSessionDecision(t *testing.T) {
 	if want := t0.Add(30 * time.Minute).Unix(); d.IdleExpiresAt != want {
 		t.Errorf("IdleExpiresAt %d, want %d", d.IdleExpiresAt, want)
 	}
-	if d.ExpiresIn != -1 {
+	if d.Warn {
 		t.Errorf("ExpiresIn %d outside the warning window", d.ExpiresIn)
 	}
 	s, ok := h.store.get("app", id)
@@ -1275,7 +1275,7 @@ func TestS9StoreUnavailable(t *testing.T) {
 							t.Errorf("enforce: %s", describe(d))
 						}
 					case "fail-open":
-						if !d.Allow || d.DryRun || d.User != "alice" || d.Label() != "allow" || d.ExpiresIn != -1 {
+						if !d.Allow || d.DryRun || d.User != "alice" || d.Label() != "allow" || d.Warn {
 							t.Errorf("fail-open: %s", describe(d))
 						}
 					case "dry-run":
@@ -1475,7 +1475,7 @@ func TestS10Bypass(t *testing.T) {
 				rq.Path = tc.path // keep "" as is
 				d := h.eng.Check(context.Background(), rq)
 				if tc.bypass {
-					if !d.Allow || d.User != "" || d.Reason != ReasonNone || d.SessionExpiresAt != 0 || d.IdleExpiresAt != 0 || len(d.SetCookie) != 0 || d.ExpiresIn != -1 {
+					if !d.Allow || d.User != "" || d.Reason != ReasonNone || d.SessionExpiresAt != 0 || d.IdleExpiresAt != 0 || len(d.SetCookie) != 0 || d.Warn {
 						t.Errorf("bypass: %s", describe(d))
 					}
 				} else if r.token == "" && r.headers == nil && d.Reason != ReasonNoToken {
@@ -1495,7 +1495,7 @@ func TestS11Warnings(t *testing.T) {
 	type step struct {
 		at       time.Duration // since t0, the first request
 		path     string        // "" is activity, "/api/poll" passive
-		expires  time.Duration // wanted ExpiresIn; none for -1
+		expires  time.Duration // wanted ExpiresIn; none for no warning
 		idleExp  time.Duration // wanted IdleExpiresAt, since t0
 		wantDeny Reason
 	}
@@ -1552,7 +1552,7 @@ func TestS11Warnings(t *testing.T) {
 				}
 				if s.wantDeny != ReasonNone {
 					mustDeny(t, d, s.wantDeny, fmt.Sprintf("step %d", i))
-					if d.ExpiresIn != -1 || d.SessionExpiresAt != 0 {
+					if d.Warn || d.SessionExpiresAt != 0 {
 						t.Errorf("step %d: denial with deadlines %s", i, describe(d))
 					}
 					continue
@@ -1562,8 +1562,12 @@ func TestS11Warnings(t *testing.T) {
 				if s.expires != none {
 					wantIn = int64(s.expires / time.Second)
 				}
-				if d.ExpiresIn != wantIn {
-					t.Errorf("step %d (%v): ExpiresIn %d, want %d", i, s.at, d.ExpiresIn, wantIn)
+				gotIn := int64(-1) // no warning
+				if d.Warn {
+					gotIn = d.ExpiresIn
+				}
+				if gotIn != wantIn {
+					t.Errorf("step %d (%v): ExpiresIn %d, want %d", i, s.at, gotIn, wantIn)
 				}
 				if want := signIn.Add(tc.abs).Unix(); d.SessionExpiresAt != want {
 					t.Errorf("step %d: SessionExpiresAt %d, want %d", i, d.SessionExpiresAt, want)

@@ -91,29 +91,19 @@ type End struct {
 	KeepUntil int64
 }
 
-type confirmReadsKey struct{}
-
-// ConfirmReads marks ctx so that Store.Load answers from the store of record
-// itself, never from a replica-local copy that may lag it (the near cache of
-// a shared store). The engine loads so before it ends a session for a
-// timeout: S1 and S2 count sign-ins and activity on every replica, which a
-// local copy may not have seen yet. Stores without such a copy ignore it.
-func ConfirmReads(ctx context.Context) context.Context {
-	return context.WithValue(ctx, confirmReadsKey{}, true)
-}
-
-// ReadsConfirmed reports whether ctx was marked by ConfirmReads.
-func ReadsConfirmed(ctx context.Context) bool {
-	v, _ := ctx.Value(confirmReadsKey{}).(bool)
-	return v
-}
-
 // FallbackStore is implemented by stores that keep a local copy of what they
 // serve (the near cache of a shared store). While the shared store is
 // unreachable, a policy that opted in to fail-open decides on the local copy;
 // the store is responsible for carrying ends recorded there back to the
 // shared store when it returns, so that nothing is revived (S3).
+//
+// Such a store also answers reads from that copy while it is current, which
+// may lag other replicas' activity and sign-ins: Confirmed returns the store
+// with Loads that read the store of record itself. The engine loads so
+// before it ends a session for a timeout (S1 and S2 count activity on every
+// replica).
 type FallbackStore interface {
 	Store
 	Fallback() Store
+	Confirmed() Store
 }

@@ -191,9 +191,9 @@ func okResponse(d *authz.Decision) *authv3.CheckResponse {
 	if len(d.Upstream) > 0 || d.StripCookies {
 		upstream(ok, d)
 	}
-	if n := len(d.SetCookie); n > 0 || d.ExpiresIn >= 0 {
+	if n := len(d.SetCookie); n > 0 || d.Warn {
 		l := headerList{hs: make([]header, 0, n+1)}
-		if d.ExpiresIn >= 0 {
+		if d.Warn {
 			l.add(HeaderExpiresIn, strconv.FormatInt(d.ExpiresIn, 10), overwriteAction)
 		}
 		for _, c := range d.SetCookie {

@@ -47,11 +47,11 @@ func benchDecisions() []struct {
 		d    authz.Decision
 	}{
 		{"allow", authz.Decision{Allow: true, Policy: "app", User: "alice@example.com",
-			SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600, ExpiresIn: -1}},
+			SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600}},
 		{"allow-new-session", authz.Decision{Allow: true, Policy: "app", User: "alice@example.com",
-			SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600, ExpiresIn: -1,
+			SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600,
 			SetCookie: []string{"__Host-sessiongate=0123456789abcdefghijklmnopqrstuv; Path=/; Max-Age=28800; Secure; HttpOnly; SameSite=Lax"}}},
-		{"deny-302", authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 302, ExpiresIn: -1,
+		{"deny-302", authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 302,
 			Location: "https://login.example.com/start?rd=https%3A%2F%2Fapp.example.com%2Fapp%2Forders%3Fpage%3D2"}},
 	}
 }

@@ -60,7 +60,7 @@ func TestToResponse(t *testing.T) {
 	}
 	identity := []*corev3.HeaderValueOption{over(HeaderUser, "alice"),
 		over(HeaderSessionExpiry, "1767225600"), over(HeaderIdleExpiry, "1767198600")}
-	live := authz.Decision{Allow: true, Policy: "app", User: "alice", SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600, ExpiresIn: -1}
+	live := authz.Decision{Allow: true, Policy: "app", User: "alice", SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600}
 	with := func(d authz.Decision, f func(*authz.Decision)) authz.Decision { f(&d); return d }
 	tests := []struct {
 		name string
@@ -70,29 +70,29 @@ func TestToResponse(t *testing.T) {
 		{"allow with a session", live, okResp(&authv3.OkHttpResponse{
 			Headers: identity, HeadersToRemove: removeWithUser})},
 		{"allow opening a session inside the warning window",
-			with(live, func(d *authz.Decision) { d.ExpiresIn, d.SetCookie = 0, []string{cookie} }),
+			with(live, func(d *authz.Decision) { d.Warn, d.ExpiresIn, d.SetCookie = true, 0, []string{cookie} }),
 			okResp(&authv3.OkHttpResponse{Headers: identity, HeadersToRemove: removeWithUser,
 				ResponseHeadersToAdd: []*corev3.HeaderValueOption{over(HeaderExpiresIn, "0"), add("set-cookie", cookie)}})},
-		{"allow on a bypass path", authz.Decision{Allow: true, Policy: "app", ExpiresIn: -1},
+		{"allow on a bypass path", authz.Decision{Allow: true, Policy: "app"},
 			okResp(&authv3.OkHttpResponse{HeadersToRemove: removeAll})},
 		{"dry-run denial with cookies", authz.Decision{Allow: true, DryRun: true, Reason: authz.ReasonIdleTimeout, Policy: "app",
-			ExpiresIn: -1, SetCookie: []string{clear, cookie}},
+			SetCookie: []string{clear, cookie}},
 			withMessage(okResp(&authv3.OkHttpResponse{HeadersToRemove: removeAll,
 				ResponseHeadersToAdd: []*corev3.HeaderValueOption{add("set-cookie", clear), add("set-cookie", cookie)}}),
 				"dry_run_deny: idle_timeout")},
-		{"302 to the login page", authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 302, ExpiresIn: -1,
+		{"302 to the login page", authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 302,
 			Location: "https://login.example.com/start?rd=x"},
 			deniedResp(16, "no_token", 302, over("location", "https://login.example.com/start?rd=x"))},
-		{"401 ending a session", authz.Decision{Reason: authz.ReasonIdleTimeout, Policy: "app", Status: 401, ExpiresIn: -1,
+		{"401 ending a session", authz.Decision{Reason: authz.ReasonIdleTimeout, Policy: "app", Status: 401,
 			Authenticate: `Bearer realm="sessiongate"`, SetCookie: []string{clear}},
 			deniedResp(16, "idle_timeout", 401, over("www-authenticate", `Bearer realm="sessiongate"`), add("set-cookie", clear))},
 		{"302 with every header and two cookies", authz.Decision{Reason: authz.ReasonSignedOut, Policy: "app", Status: 302,
-			ExpiresIn: -1, Location: "https://x/", Authenticate: "Bearer", SetCookie: []string{clear, cookie}},
+			Location: "https://x/", Authenticate: "Bearer", SetCookie: []string{clear, cookie}},
 			deniedResp(16, "signed_out", 302, over("location", "https://x/"), over("www-authenticate", "Bearer"),
 				add("set-cookie", clear), add("set-cookie", cookie))},
-		{"unknown host", authz.Decision{Reason: authz.ReasonUnknownHost, Status: 403, ExpiresIn: -1},
+		{"unknown host", authz.Decision{Reason: authz.ReasonUnknownHost, Status: 403},
 			deniedResp(7, "unknown_host", 403)},
-		{"store unavailable", authz.Decision{Reason: authz.ReasonStoreUnavailable, Policy: "app", Status: 503, ExpiresIn: -1},
+		{"store unavailable", authz.Decision{Reason: authz.ReasonStoreUnavailable, Policy: "app", Status: 503},
 			deniedResp(16, "store_unavailable", 503)},
 		{"allow with a sign-in: access token, identity headers, cookies stripped",
 			with(live, func(d *authz.Decision) {
@@ -108,11 +108,11 @@ func TestToResponse(t *testing.T) {
 			}),
 			okResp(&authv3.OkHttpResponse{Headers: append(slices.Clone(identity), over("authorization", "Bearer at")),
 				HeadersToRemove: append(slices.Clone(removeWithUser), "cookie")})},
-		{"denial with a page", authz.Decision{Reason: authz.ReasonReauthNotPerformed, Policy: "app", Status: 403, ExpiresIn: -1,
+		{"denial with a page", authz.Decision{Reason: authz.ReasonReauthNotPerformed, Policy: "app", Status: 403,
 			Body: "<p>again</p>", ContentType: authz.ContentTypeHTML},
 			withBody(deniedResp(16, "reauth_not_performed", 403, over("content-type", authz.ContentTypeHTML),
 				over("x-content-type-options", "nosniff")), "<p>again</p>")},
-		{"denial with a page and a cookie", authz.Decision{Reason: authz.ReasonSignInFailed, Policy: "app", Status: 400, ExpiresIn: -1,
+		{"denial with a page and a cookie", authz.Decision{Reason: authz.ReasonSignInFailed, Policy: "app", Status: 400,
 			SetCookie: []string{clear}, Body: `{"error":"sign_in_failed"}`, ContentType: authz.ContentTypeJSON},
 			withBody(deniedResp(16, "sign_in_failed", 400, add("set-cookie", clear), over("content-type", authz.ContentTypeJSON),
 				over("x-content-type-options", "nosniff")), `{"error":"sign_in_failed"}`)},
@@ -173,7 +173,7 @@ func TestToRequest(t *testing.T) {
 // TestToResponseKeepsSharedLists: removing the cookie on one answer must not
 // leak into the shared header-removal lists of later answers.
 func TestToResponseKeepsSharedLists(t *testing.T) {
-	d := authz.Decision{Allow: true, User: "alice", ExpiresIn: -1, StripCookies: true}
+	d := authz.Decision{Allow: true, User: "alice", StripCookies: true}
 	_ = ToResponse(&d)
 	d.User = ""
 	_ = ToResponse(&d)
@@ -182,7 +182,7 @@ func TestToResponseKeepsSharedLists(t *testing.T) {
 			t.Fatalf("a shared removal list now holds cookie: %v", l)
 		}
 	}
-	if got := ToResponse(&authz.Decision{Allow: true, ExpiresIn: -1}).GetOkResponse().GetHeadersToRemove(); slices.Contains(got, "cookie") {
+	if got := ToResponse(&authz.Decision{Allow: true}).GetOkResponse().GetHeadersToRemove(); slices.Contains(got, "cookie") {
 		t.Errorf("an answer without StripCookies removes the cookie: %v", got)
 	}
 }

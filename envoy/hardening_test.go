@@ -29,7 +29,7 @@ func (c slowChecker) Check(_ context.Context, r *authz.Request) authz.Decision {
 		c.entered <- struct{}{}
 		<-c.release
 	}
-	return authz.Decision{Allow: true, ExpiresIn: -1}
+	return authz.Decision{Allow: true}
 }
 
 // TestServerStormLeavesNothing: after a storm of short-lived connections and
@@ -164,7 +164,7 @@ type countingChecker struct{ n *int }
 
 func (c countingChecker) Check(context.Context, *authz.Request) authz.Decision {
 	*c.n++
-	return authz.Decision{Allow: true, ExpiresIn: -1}
+	return authz.Decision{Allow: true}
 }
 
 // TestHeaderFieldBound: a CheckRequest with more than MaxHeaderFields

@@ -141,7 +141,7 @@ func writeResponse(w http.ResponseWriter, f Flavor, d *authz.Decision, orig http
 }
 
 func writeAllow(w http.ResponseWriter, h http.Header, f Flavor, d *authz.Decision, orig http.Header) {
-	if d.ExpiresIn >= 0 {
+	if d.Warn {
 		h[HeaderExpiresIn] = []string{strconv.FormatInt(d.ExpiresIn, 10)}
 	}
 	switch {

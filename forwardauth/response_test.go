@@ -18,29 +18,29 @@ const (
 
 var (
 	allowSession = authz.Decision{Allow: true, Policy: "app", User: "alice",
-		SessionExpiresAt: 1700003600, IdleExpiresAt: 1700001800, ExpiresIn: -1, SetCookie: []string{newCookie}}
+		SessionExpiresAt: 1700003600, IdleExpiresAt: 1700001800, SetCookie: []string{newCookie}}
 	allowWarn = authz.Decision{Allow: true, Policy: "app", User: "alice",
-		SessionExpiresAt: 1700003600, IdleExpiresAt: 1700001800, ExpiresIn: 0}
-	allowBypass   = authz.Decision{Allow: true, Policy: "app", ExpiresIn: -1}
-	denyRedirect  = authz.Decision{Reason: authz.ReasonIdleTimeout, Policy: "app", Status: 302, Location: loginLoc, ExpiresIn: -1}
-	denyAPI       = authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 401, Authenticate: challenge, ExpiresIn: -1}
-	denyLogout    = authz.Decision{Reason: authz.ReasonSignedOut, Policy: "app", Status: 302, Location: "https://login.example.com/out", SetCookie: []string{clearCookie}, ExpiresIn: -1}
-	denyUnknown   = authz.Decision{Reason: authz.ReasonUnknownHost, Status: 403, ExpiresIn: -1}
-	denyStore     = authz.Decision{Reason: authz.ReasonStoreUnavailable, Policy: "app", Status: 503, ExpiresIn: -1}
-	denyMalformed = authz.Decision{Reason: authz.ReasonInvalidToken, Policy: "app", ExpiresIn: -1} // no status
+		SessionExpiresAt: 1700003600, IdleExpiresAt: 1700001800, Warn: true, ExpiresIn: 0}
+	allowBypass   = authz.Decision{Allow: true, Policy: "app"}
+	denyRedirect  = authz.Decision{Reason: authz.ReasonIdleTimeout, Policy: "app", Status: 302, Location: loginLoc}
+	denyAPI       = authz.Decision{Reason: authz.ReasonNoToken, Policy: "app", Status: 401, Authenticate: challenge}
+	denyLogout    = authz.Decision{Reason: authz.ReasonSignedOut, Policy: "app", Status: 302, Location: "https://login.example.com/out", SetCookie: []string{clearCookie}}
+	denyUnknown   = authz.Decision{Reason: authz.ReasonUnknownHost, Status: 403}
+	denyStore     = authz.Decision{Reason: authz.ReasonStoreUnavailable, Policy: "app", Status: 503}
+	denyMalformed = authz.Decision{Reason: authz.ReasonInvalidToken, Policy: "app"} // no status
 	allowSignIn   = authz.Decision{Allow: true, Policy: "app", User: "alice",
-		SessionExpiresAt: 1700003600, IdleExpiresAt: 1700001800, ExpiresIn: -1,
+		SessionExpiresAt: 1700003600, IdleExpiresAt: 1700001800,
 		Upstream:     []authz.Header{{Name: "authorization", Value: "Bearer at"}, {Name: "x-sessiongate-email", Value: "a@example.com"}},
 		StripCookies: true, UpstreamCookie: "theme=dark"}
 	allowSignInNoCookie = authz.Decision{Allow: true, Policy: "app", User: "alice",
-		SessionExpiresAt: 1700003600, IdleExpiresAt: 1700001800, ExpiresIn: -1,
+		SessionExpiresAt: 1700003600, IdleExpiresAt: 1700001800,
 		Upstream: []authz.Header{{Name: "authorization", Value: "Bearer at"}}, StripCookies: true}
 	pageHTML = `<!doctype html><p>Please sign in with your credentials</p>`
-	denyPage = authz.Decision{Reason: authz.ReasonReauthNotPerformed, Policy: "app", Status: 403, ExpiresIn: -1,
+	denyPage = authz.Decision{Reason: authz.ReasonReauthNotPerformed, Policy: "app", Status: 403,
 		Body: pageHTML, ContentType: authz.ContentTypeHTML}
-	denyPageJSON = authz.Decision{Reason: authz.ReasonSignInFailed, Policy: "app", Status: 400, ExpiresIn: -1,
+	denyPageJSON = authz.Decision{Reason: authz.ReasonSignInFailed, Policy: "app", Status: 400,
 		Body: `{"error":"sign_in_failed"}`, ContentType: authz.ContentTypeJSON}
-	denyPageOutage = authz.Decision{Reason: authz.ReasonProviderUnavailable, Policy: "app", Status: 503, ExpiresIn: -1,
+	denyPageOutage = authz.Decision{Reason: authz.ReasonProviderUnavailable, Policy: "app", Status: 503,
 		Body: pageHTML, ContentType: authz.ContentTypeHTML}
 )
 

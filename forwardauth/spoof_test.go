@@ -14,8 +14,8 @@ import (
 // well (Envoy flavor).
 func TestEnvoyRemovesUnderscoreSpellings(t *testing.T) {
 	for _, d := range []authz.Decision{
-		{Allow: true, User: "alice", SessionExpiresAt: 1, IdleExpiresAt: 1, ExpiresIn: -1},
-		{Allow: true, ExpiresIn: -1},
+		{Allow: true, User: "alice", SessionExpiresAt: 1, IdleExpiresAt: 1},
+		{Allow: true},
 	} {
 		r := httptest.NewRequest("GET", "http://gate/auth/envoy/x", nil)
 		r.RemoteAddr = "127.0.0.1:1234"

@@ -14,7 +14,7 @@ import (
 func BenchmarkDecided(b *testing.B) {
 	m := New(prometheus.NewRegistry())
 	m.Policies([]string{"app", "crm"})
-	d := &authz.Decision{Allow: true, Policy: "app", User: "alice", ExpiresIn: -1}
+	d := &authz.Decision{Allow: true, Policy: "app", User: "alice"}
 	b.ReportAllocs()
 	for b.Loop() {
 		m.Decided(d, 3*time.Microsecond)

@@ -328,7 +328,8 @@ func (f *fakeStore) Ready(context.Context) error                              { 
 
 type fakeFallbackStore struct{ fakeStore }
 
-func (f *fakeFallbackStore) Fallback() authz.Store { return f.fallback }
+func (f *fakeFallbackStore) Fallback() authz.Store  { return f.fallback }
+func (f *fakeFallbackStore) Confirmed() authz.Store { return f }
 
 func TestInstrumentStore(t *testing.T) {
 	reg := prometheus.NewRegistry()

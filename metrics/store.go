@@ -30,6 +30,14 @@ type fallbackStore struct {
 
 func (f *fallbackStore) Fallback() authz.Store { return f.fb.Fallback() }
 
+// Confirmed counts like the store it wraps: confirmed reads go to the store
+// of record.
+func (f *fallbackStore) Confirmed() authz.Store {
+	c := *f.store
+	c.s = f.fb.Confirmed()
+	return &c
+}
+
 type opCounters struct{ ops, errs prometheus.Counter }
 
 func (o opCounters) count(err error) {

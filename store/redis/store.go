@@ -14,7 +14,7 @@
 //     been answered within MaxStale. Otherwise reads go to Redis.
 //   - Activity (Touch) is applied to the near cache at once and written to
 //     Redis every FlushInterval in one pipeline. Other replicas' caches do
-//     not follow activity; the engine re-reads Redis (authz.ConfirmReads)
+//     not follow activity; the engine re-reads Redis (Confirmed)
 //     before it ends a session for a timeout.
 //   - While Redis is unreachable, Fallback decides on the near cache; ends
 //     recorded there are queued and written before this replica trusts its
@@ -392,16 +392,29 @@ func (s *Store) runSession(ctx context.Context, script *redis.Script, k string, 
 }
 
 // Load implements authz.Store: from the near cache when it is trusted and
-// holds both records and ctx does not ask for confirmed reads, else with one
-// pipelined round trip to Redis.
+// holds both records, else with one pipelined round trip to Redis.
 func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
+	return s.load(ctx, policy, id, scope, false)
+}
+
+// Confirmed implements authz.FallbackStore: the store whose Loads read
+// Redis itself, never the near cache.
+func (s *Store) Confirmed() authz.Store { return confirmed{s} }
+
+type confirmed struct{ *Store }
+
+func (c confirmed) Load(ctx context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
+	return c.load(ctx, policy, id, scope, true)
+}
+
+func (s *Store) load(ctx context.Context, policy, id string, scope authz.Digest, confirm bool) (authz.Lookup, error) {
 	var sk string
 	if id != "" {
 		sk = s.sessionKey(policy, id)
 	}
 	ck := s.scopeKey(policy, scope)
 	now := s.now()
-	if !authz.ReadsConfirmed(ctx) && s.trusted() {
+	if !confirm && s.trusted() {
 		if lk, ok := s.cached(sk, ck, now); ok {
 			return lk, nil
 		}

@@ -17,7 +17,7 @@ func roundTrip(t *testing.T, a, b *Store) *authz.Session {
 	if err := a.Begin(ctx, r); err != nil {
 		t.Fatalf("Begin: %v", err)
 	}
-	if lk := mustLoad(t, a, authz.ConfirmReads(ctx), r); !lk.SessionFound || lk.Session != *r || lk.Scope.Current != r.ID {
+	if lk := mustLoad(t, a.Confirmed(), ctx, r); !lk.SessionFound || lk.Session != *r || lk.Scope.Current != r.ID {
 		t.Fatalf("a after Begin: %+v", lk)
 	}
 	if lk := mustLoad(t, b, ctx, r); !lk.SessionFound || lk.Session.Ended() || lk.Scope.Current != r.ID {
@@ -28,7 +28,7 @@ func roundTrip(t *testing.T, a, b *Store) *authz.Session {
 		t.Fatalf("Touch = %+v %v %v", got, found, err)
 	}
 	waitFor(t, "b confirms a's activity", func() bool {
-		return mustLoad(t, b, authz.ConfirmReads(ctx), r).Session.LastActivity == la
+		return mustLoad(t, b.Confirmed(), ctx, r).Session.LastActivity == la
 	})
 	loadCached(t, b, r)
 	start := time.Now()
@@ -47,7 +47,7 @@ func roundTrip(t *testing.T, a, b *Store) *authz.Session {
 	}
 	t.Logf("b saw a's end after %v", time.Since(start))
 	for _, s := range []*Store{a, b} {
-		if lk := mustLoad(t, s, authz.ConfirmReads(ctx), r); !lk.Session.Ended() || lk.Session.Cause != authz.CauseSignedOut {
+		if lk := mustLoad(t, s.Confirmed(), ctx, r); !lk.Session.Ended() || lk.Session.Cause != authz.CauseSignedOut {
 			t.Fatalf("confirmed read after End: %+v", lk)
 		}
 	}
@@ -120,14 +120,14 @@ func TestSentinelFailover(t *testing.T) {
 	// not revive it.
 	for _, s := range []*Store{a, b} {
 		for _, c := range []bool{false, true} {
-			cx := ctx
+			var l authz.Store = s
 			if c {
-				cx = authz.ConfirmReads(ctx)
+				l = s.Confirmed()
 			}
-			if lk := mustLoad(t, s, cx, ended); !lk.Session.Ended() || lk.Scope.EndedAt == 0 {
+			if lk := mustLoad(t, l, ctx, ended); !lk.Session.Ended() || lk.Scope.EndedAt == 0 {
 				t.Fatalf("ended session after failover (confirmed %v): %+v", c, lk)
 			}
-			if lk := mustLoad(t, s, cx, live); !lk.SessionFound || lk.Session.Ended() || lk.Scope.Current != live.ID {
+			if lk := mustLoad(t, l, ctx, live); !lk.SessionFound || lk.Session.Ended() || lk.Scope.Current != live.ID {
 				t.Fatalf("live session after failover (confirmed %v): %+v", c, lk)
 			}
 		}

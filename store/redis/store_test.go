@@ -73,10 +73,10 @@ func TestLifecycle(t *testing.T) {
 	if err := s.Begin(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []context.Context{ctx, authz.ConfirmReads(ctx)} {
-		lk := mustLoad(t, s, c, r)
+	for i, l := range []authz.Store{s, s.Confirmed()} {
+		lk := mustLoad(t, l, ctx, r)
 		if !lk.SessionFound || lk.Session != *r || !lk.ScopeFound || lk.Scope.Current != r.ID || lk.Scope.EndedAt != 0 {
-			t.Fatalf("after Begin (confirmed %v): %+v", authz.ReadsConfirmed(c), lk)
+			t.Fatalf("after Begin (confirmed %v): %+v", i == 1, lk)
 		}
 	}
 	// The record carries its KeepUntil as Redis' expiry.
@@ -96,7 +96,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	// Coalesced: Redis has it after a flush.
 	waitFor(t, "activity flushed", func() bool {
-		lk := mustLoad(t, s, authz.ConfirmReads(ctx), r)
+		lk := mustLoad(t, s.Confirmed(), ctx, r)
 		return lk.Session.LastActivity == la
 	})
 
@@ -108,10 +108,10 @@ func TestLifecycle(t *testing.T) {
 	if _, again, _ := s.End(ctx, "app", r.ID, r.Scope, authz.End{Cause: authz.CauseIdle, At: at + 1, KeepUntil: 1}); again {
 		t.Error("a second End reported ended again")
 	}
-	for _, c := range []context.Context{ctx, authz.ConfirmReads(ctx)} {
-		lk := mustLoad(t, s, c, r)
+	for i, l := range []authz.Store{s, s.Confirmed()} {
+		lk := mustLoad(t, l, ctx, r)
 		if !lk.Session.Ended() || lk.Session.Cause != authz.CauseSignedOut || lk.Scope.EndedAt != at+1 || lk.Scope.Current != r.ID {
-			t.Fatalf("after End (confirmed %v): %+v", authz.ReadsConfirmed(c), lk)
+			t.Fatalf("after End (confirmed %v): %+v", i == 1, lk)
 		}
 	}
 	// S3: a Touch of an ended session changes nothing, here or in Redis.
@@ -199,8 +199,8 @@ func TestTouchEndRace(t *testing.T) {
 		wg.Wait()
 		time.Sleep(20 * time.Millisecond) // the last flushes
 		for _, st := range []*Store{a, b} {
-			for _, c := range []context.Context{ctx, authz.ConfirmReads(ctx)} {
-				if lk := mustLoad(t, st, c, r); !lk.Session.Ended() || lk.Session.EndedAt != at {
+			for _, l := range []authz.Store{st, st.Confirmed()} {
+				if lk := mustLoad(t, l, ctx, r); !lk.Session.Ended() || lk.Session.EndedAt != at {
 					t.Fatalf("round %d: revived: %+v", round, lk.Session)
 				}
 			}
@@ -259,7 +259,7 @@ func TestActivityIsConfirmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "b confirms a's activity", func() bool {
-		return mustLoad(t, b, authz.ConfirmReads(ctx), r).Session.LastActivity == la
+		return mustLoad(t, b.Confirmed(), ctx, r).Session.LastActivity == la
 	})
 }
 
@@ -289,7 +289,7 @@ func TestOutage(t *testing.T) {
 	})
 
 	srv.Stop()
-	_, err := b.Load(authz.ConfirmReads(ctx), "app", live.ID, live.Scope)
+	_, err := b.Confirmed().Load(ctx, "app", live.ID, live.Scope)
 	if !errors.Is(err, authz.ErrStoreUnavailable) {
 		t.Fatalf("Load during the outage: %v", err)
 	}
@@ -326,12 +326,12 @@ func TestOutage(t *testing.T) {
 	waitReady(t, b)
 	waitReady(t, a)
 	for _, st := range []*Store{a, b} {
-		for _, c := range []context.Context{ctx, authz.ConfirmReads(ctx)} {
-			lk := mustLoad(t, st, c, live)
+		for _, l := range []authz.Store{st, st.Confirmed()} {
+			lk := mustLoad(t, l, ctx, live)
 			if !lk.Session.Ended() || lk.Session.EndedAt != at || lk.Session.Cause != authz.CauseIdentityMismatch || lk.Scope.EndedAt != at {
 				t.Errorf("after the outage, the fallback's end is not in Redis: %+v", lk)
 			}
-			if lk := mustLoad(t, st, c, endedBefore); !lk.Session.Ended() {
+			if lk := mustLoad(t, l, ctx, endedBefore); !lk.Session.Ended() {
 				t.Errorf("after the outage: revived %+v", lk)
 			}
 		}
@@ -395,7 +395,7 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, "touch flushed", func() bool {
-			return mustLoad(t, a, authz.ConfirmReads(ctx), r).Session.LastActivity == r.LastActivity+1
+			return mustLoad(t, a.Confirmed(), ctx, r).Session.LastActivity == r.LastActivity+1
 		})
 		if _, ended, err := a.End(ctx, "app", r.ID, r.Scope, authz.End{Cause: authz.CauseSignedOut, At: time.Now().UnixMilli(), KeepUntil: r.KeepUntil}); err != nil || !ended {
 			t.Fatal(ended, err)
@@ -509,7 +509,7 @@ func TestCloseWritesQueuedEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, a)
-	if lk := mustLoad(t, a, authz.ConfirmReads(ctx), r); !lk.Session.Ended() || lk.Scope.EndedAt != at {
+	if lk := mustLoad(t, a.Confirmed(), ctx, r); !lk.Session.Ended() || lk.Scope.EndedAt != at {
 		t.Errorf("the acknowledged end was lost at Close: %+v", lk)
 	}
 }

@@ -1,0 +1,224 @@
+package authz
+
+// The decision for a request with a verified credential is a pure function
+// of the policy, the claims, what the store returned and the time (Decide);
+// the engine's driver (engine.go) does the I/O around it: it loads the
+// facts, asks Decide, confirms against the store of record when Decide
+// says so, and applies the outcome (Begin, Touch, End). Every rule of
+// S1–S4 lives in this file and is table-tested without a store.
+
+// Facts is what the store returned for one request.
+type Facts struct {
+	// Lookup is the session the cookie names (if any) and the state of the
+	// token's S3 scope.
+	Lookup
+	// Current is the scope's current session, loaded when CurrentWanted
+	// asked for it.
+	Current      Session
+	CurrentFound bool
+	// Confirmed says the facts were read from the store of record itself,
+	// not from a replica-local copy that may lag it (a near cache).
+	Confirmed bool
+}
+
+// Verdict is what Decide says to do.
+type Verdict uint8
+
+const (
+	// VerdictDeny refuses the request with Outcome.Reason.
+	VerdictDeny Verdict = iota
+	// VerdictBegin opens Outcome.Session (the driver gives it an id).
+	VerdictBegin
+	// VerdictResume allows the request in Outcome.Session after storing
+	// Outcome.Touch (when not zero).
+	VerdictResume
+	// VerdictEnd ends Outcome.Session (or, with ScopeOnly, only its scope)
+	// with Outcome.Cause at Outcome.EndAt, then denies with Outcome.Reason,
+	// or, with ThenBegin, opens a new session (Begin on the same facts).
+	VerdictEnd
+	// VerdictConfirm: a session is over a limit on facts that were not
+	// confirmed; load them from the store of record and decide again.
+	VerdictConfirm
+)
+
+// Outcome is Decide's answer.
+type Outcome struct {
+	Verdict Verdict
+	// Reason and Reauth say how to deny (VerdictDeny, VerdictEnd): Reauth
+	// makes the login ask for credentials again (S7).
+	Reason Reason
+	Reauth bool
+	// Session is the session to resume or end, or the one to begin.
+	Session Session
+	// Touch is the activity update of a resumed session.
+	Touch Touch
+	// Reauthenticated says a resumed session saw a newer sign-in.
+	Reauthenticated bool
+	// Cause, EndAt and ScopeOnly describe an end.
+	Cause     EndCause
+	EndAt     int64
+	ScopeOnly bool
+	ThenBegin bool
+	// Foreign says the session belongs to another identity than the
+	// credential's (S4): a security event.
+	Foreign bool
+}
+
+// CurrentWanted reports whether Decide needs the scope's current session,
+// and its id: a client without a cookie (an API client) continues its
+// scope's current session, so that S1/S2 hold for every client; so does one
+// whose cookie names a live session of another sign-in of the same user,
+// or no session: a made-up or foreign cookie must not open a fresh session
+// per request and dodge S1/S2.
+func CurrentWanted(cl *Claims, lk *Lookup) (string, bool) {
+	foreign := lk.SessionFound && !lk.Session.Ended() && lk.Session.Identity == cl.Identity && lk.Session.Scope != cl.Scope
+	if (!lk.SessionFound || foreign) && lk.ScopeFound && lk.Scope.Current != "" {
+		return lk.Scope.Current, true
+	}
+	return "", false
+}
+
+// Decide applies S1–S4 to a request whose credential has claims cl, on the
+// facts f, at now (Unix ms). passive says the request does not count as
+// activity.
+func Decide(p *Policy, cl *Claims, f *Facts, now int64, passive bool) Outcome {
+	signIn := cl.SignIn()
+	scopeEnd := f.scopeEnd()
+	// S3: a token whose sign-in is not after the scope's last end is refused,
+	// with or without a cookie.
+	if scopeEnd != 0 && signIn <= scopeEnd {
+		return Outcome{Verdict: VerdictDeny, Reason: ReasonReauthRequired, Reauth: true}
+	}
+	s, found := f.Session, f.SessionFound
+	if _, ok := CurrentWanted(cl, &f.Lookup); ok && f.CurrentFound && f.Current.Identity == cl.Identity && !f.Current.Ended() {
+		s, found = f.Current, true
+	}
+	if !found {
+		return Begin(p, cl, f, now)
+	}
+	if s.Identity != cl.Identity {
+		if s.Ended() {
+			// Already over: ending it again would raise its scope's end and
+			// sign its owner out of newer sessions, on the word of whoever
+			// kept a dead cookie. Refuse it (the driver drops the cookie so
+			// that the presenter's next sign-in is not refused with it).
+			return Outcome{Verdict: VerdictDeny, Reason: ReasonReauthRequired, Reauth: true, Session: s, Foreign: true}
+		}
+		// S4: the session ends; the event is a security event.
+		return Outcome{Verdict: VerdictEnd, Session: s, Cause: CauseIdentityMismatch, EndAt: endAt(cl, s.Scope, now),
+			Reason: ReasonIdentityMismatch, Reauth: true, Foreign: true}
+	}
+	// The session died with its scope (another session of the same sign-in
+	// ended), or ended itself: only a sign-in after that end opens a new one.
+	if s.Ended() || (s.Scope == cl.Scope && scopeEnd >= s.Created) {
+		if signIn > max(s.EndedAt, scopeEnd) {
+			return Begin(p, cl, f, now)
+		}
+		return Outcome{Verdict: VerdictDeny, Reason: ReasonReauthRequired, Reauth: true}
+	}
+	if s.Scope != cl.Scope {
+		// Same identity, another IdP session: a fresh session for it.
+		return Begin(p, cl, f, now)
+	}
+	return resume(p, cl, f, s, now, passive)
+}
+
+// Begin is the outcome of opening a new session for cl on the facts f.
+func Begin(p *Policy, cl *Claims, f *Facts, now int64) Outcome {
+	signIn := now
+	if cl.AuthTime != 0 {
+		signIn = cl.AuthTime
+		if now-signIn > p.AbsoluteTimeout.Milliseconds() {
+			// S1 on first sight: the sign-in itself is too old. Record the
+			// end so that silently refreshed tokens of it stay refused.
+			return Outcome{Verdict: VerdictEnd, ScopeOnly: true, Session: Session{Scope: cl.Scope},
+				Cause: CauseAbsolute, EndAt: now, Reason: ReasonAbsoluteTimeout, Reauth: true}
+		}
+	}
+	// Only a sign-in after the scope's last end gets here. That end may lie
+	// ahead of now (see endAt); the session opens after it, not as one that
+	// died with it.
+	created := now
+	if se := f.scopeEnd(); se >= created {
+		created = se + 1
+	}
+	return Outcome{Verdict: VerdictBegin, Session: Session{
+		Policy: p.Name, Subject: cl.Subject, Identity: cl.Identity, Scope: cl.Scope,
+		SignIn: signIn, Created: created, LastActivity: now, KeepUntil: keep(p, cl, now),
+	}}
+}
+
+// resume applies S1, S2 and the activity update to the live session s.
+func resume(p *Policy, cl *Claims, f *Facts, s Session, now int64, passive bool) Outcome {
+	var t Touch
+	reauth := cl.AuthTime > s.SignIn
+	if reauth {
+		// A newer sign-in within the session restarts its absolute lifetime.
+		t.SignIn = cl.AuthTime
+		s.SignIn = cl.AuthTime
+	}
+	abs, idle := p.AbsoluteTimeout.Milliseconds(), p.IdleTimeout.Milliseconds()
+	// S1 counts from the token's auth_time when it has one. A session opened
+	// by a token without it took its start as the sign-in, a guess no later
+	// than the real one: a token of that scope revealing an older sign-in
+	// does not ride on the guess past its lifetime. (A session whose sign-in
+	// is an auth_time keeps it: an older token does not undo a newer sign-in.)
+	absOver := now-s.SignIn > abs || s.SignIn == s.Created && cl.AuthTime != 0 && now-cl.AuthTime > abs
+	idleAt := s.LastActivity + idle
+	if (absOver || now > idleAt) && !f.Confirmed {
+		// A timeout ends the session for good (S3), so it is decided on the
+		// store of record: a shared store's near cache may not have seen a
+		// newer sign-in or activity on another replica yet.
+		return Outcome{Verdict: VerdictConfirm}
+	}
+	if absOver {
+		return Outcome{Verdict: VerdictEnd, Session: s, Cause: CauseAbsolute, EndAt: endAt(cl, s.Scope, now), Reason: ReasonAbsoluteTimeout, Reauth: true}
+	}
+	if now > idleAt {
+		if cl.AuthTime > idleAt {
+			// The user signed in again after the session had idled out. The
+			// session ends at its deadline, and the new sign-in opens a new
+			// session rather than being refused and asked for yet another.
+			// Tokens signed in before the deadline stay refused (S3).
+			return Outcome{Verdict: VerdictEnd, Session: s, Cause: CauseIdle, EndAt: idleAt, ThenBegin: true}
+		}
+		return Outcome{Verdict: VerdictEnd, Session: s, Cause: CauseIdle, EndAt: endAt(cl, s.Scope, now), Reason: ReasonIdleTimeout, Reauth: true}
+	}
+	if !passive && now-s.LastActivity >= p.ActivityGranularity.Milliseconds() {
+		t.LastActivity = now
+	}
+	if k := keep(p, cl, s.SignIn); k > s.KeepUntil {
+		t.KeepUntil = k
+	}
+	return Outcome{Verdict: VerdictResume, Session: s, Touch: t, Reauthenticated: reauth}
+}
+
+func (f *Facts) scopeEnd() int64 {
+	if f.ScopeFound {
+		return f.Scope.EndedAt
+	}
+	return 0
+}
+
+// endAt is when an end of scope, decided at now, is recorded. An IdP whose
+// clock runs ahead (within the verifier's clock skew) issues tokens whose
+// sign-in lies after now: the end covers the presenting token of that scope
+// too, so that replaying it does not pass as a sign-in after the end (S3).
+// A genuine later sign-in from the same IdP still lies after it.
+func endAt(cl *Claims, scope Digest, now int64) int64 {
+	if cl != nil && cl.Scope == scope && now > 0 { // <= 0: refused by the store, as before
+		return max(now, cl.SignIn())
+	}
+	return now
+}
+
+// keep is how long records written at `at` must be kept: past the absolute
+// lifetime of any sign-in up to at, and past the presenting token's expiry,
+// so that every token an end covers is refused until it expires (S3).
+func keep(p *Policy, cl *Claims, at int64) int64 {
+	k := at + p.AbsoluteTimeout.Milliseconds()
+	if cl != nil && cl.Expiry > k {
+		k = cl.Expiry
+	}
+	return k + retainMargin.Milliseconds()
+}
