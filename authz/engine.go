@@ -129,7 +129,7 @@ func (c *check) run(ctx context.Context) Decision {
 			cl, err = c.p.Verifier.Verify(ctx, raw, c.now)
 		}
 		if err != nil {
-			if c.p.Logout.Path == "" || path != c.p.Logout.Path {
+			if !c.p.Logout.Matches(path) {
 				c.e.log.Debug("token rejected", "policy", c.p.Name, "err", err)
 				return c.deny(TokenReason(err), false)
 			}
@@ -137,7 +137,7 @@ func (c *check) run(ctx context.Context) Decision {
 			c.claims = cl
 		}
 	}
-	if c.p.Logout.Path != "" && path == c.p.Logout.Path {
+	if c.p.Logout.Matches(path) {
 		return c.logout(ctx)
 	}
 	if c.claims == nil {

@@ -1019,6 +1019,51 @@ func TestS6Logout(t *testing.T) {
 	}
 }
 
+// TestS6LogoutMatch: with logout.match normalized or prefix, the spellings
+// an application normalises to its sign-out path end the gate's session
+// too; exact (the default) keeps them ordinary requests (above).
+func TestS6LogoutMatch(t *testing.T) {
+	spellings := []string{"/logout/", "/Logout", "/LOGOUT/", "/logout;jsessionid=x", "/a/../logout", "//logout",
+		"/./logout", "/%6Cogout", "/logout%2F", "\\logout", "/logout?x=1"}
+	for _, tc := range []struct {
+		match    LogoutMatch
+		signsOut []string
+		ordinary []string
+	}{
+		{LogoutNormalized, spellings, []string{"/logout/x", "/logoutx", "/app/logout", "/logout%2Fx", "/log%20out"}},
+		{LogoutPrefix, append(spellings, "/logout/x", "/Logout/Callback;x"), []string{"/logoutx", "/app/logout", "/logouts/x"}},
+	} {
+		for _, p := range tc.signsOut {
+			h := newHarness(t, func(pol *Policy) { pol.Logout.Match = tc.match })
+			raw, cookie := h.signIn(tok{sub: "alice"})
+			if d := h.check(req{token: raw, cookie: cookie, path: p}); d.Reason != ReasonSignedOut {
+				t.Errorf("match %d, %q: %s, want signed_out", tc.match, p, describe(d))
+				continue
+			}
+			if d := h.check(req{token: raw, cookie: cookie, path: "/"}); d.Allow || d.Reason != ReasonReauthRequired {
+				t.Errorf("match %d, after %q: %s, want the session ended", tc.match, p, describe(d))
+			}
+		}
+		h := newHarness(t, func(pol *Policy) { pol.Logout.Match = tc.match })
+		raw, cookie := h.signIn(tok{sub: "alice"})
+		for _, p := range tc.ordinary {
+			mustAllow(t, h.check(req{token: raw, cookie: cookie, path: p}), p)
+		}
+	}
+}
+
+func TestNormalizePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/": "/", "": "/", "/logout": "/logout", "/Logout/": "/logout", "/a//b/./c/../d;x=1/": "/a/b/d",
+		"/../../x": "/x", "/%41%2e%2E/b": "/a../b", "/a/%2e%2e/b": "/b", "/a%2Fb%5c": "/a/b", "/a%3Bb": "/a%3bb", "\\a\\b": "/a/b",
+		"/a%zz": "/a%zz", "/a%4": "/a%4",
+	} {
+		if got := NormalizePath(in); got != want {
+			t.Errorf("NormalizePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestS6LogoutPathIsExact(t *testing.T) {
 	h := newHarness(t)
 	raw, cookie := h.signIn(tok{sub: "alice"})

@@ -180,3 +180,34 @@ func FuzzParseAuthority(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNormalizePath: NormalizePath is idempotent and its result is one
+// canonical spelling (a leading "/", no empty, "." or ".." segment, no
+// trailing "/", no upper-case letter, no ";" or "\"); and the logout
+// matches nest: what exact matches, normalized matches, and what
+// normalized matches, prefix matches.
+func FuzzNormalizePath(f *testing.F) {
+	f.Fuzz(func(t *testing.T, path, logout string) {
+		n := NormalizePath(path)
+		if NormalizePath(n) != n {
+			t.Fatalf("NormalizePath(%q) = %q, which normalises again to %q", path, n, NormalizePath(n))
+		}
+		if n[0] != '/' || n != "/" && n[len(n)-1] == '/' || strings.Contains(n, "//") || strings.ContainsAny(n, ";\\") ||
+			n != strings.ToLower(n) {
+			t.Fatalf("NormalizePath(%q) = %q", path, n)
+		}
+		for seg := range strings.SplitSeq(n[1:], "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("NormalizePath(%q) = %q keeps a dot segment", path, n)
+			}
+		}
+		if logout == "" || logout[0] != '/' {
+			return // policies validate the logout path
+		}
+		exact, norm, prefix := Logout{Path: logout}, Logout{Path: logout, Match: LogoutNormalized}, Logout{Path: logout, Match: LogoutPrefix}
+		if exact.Matches(path) && !norm.Matches(path) || norm.Matches(path) && !prefix.Matches(path) {
+			t.Fatalf("path %q, logout %q: exact %v, normalized %v, prefix %v", path, logout,
+				exact.Matches(path), norm.Matches(path), prefix.Matches(path))
+		}
+	})
+}

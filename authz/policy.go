@@ -63,8 +63,114 @@ type Login struct {
 
 // Logout describes the sign-out endpoint (S6).
 type Logout struct {
-	Path        string // exact path; "" disables sign-out handling
+	Path        string // "" disables sign-out handling
+	Match       LogoutMatch
 	RedirectURL string // absolute URL the client is sent to afterwards
+}
+
+// LogoutMatch says which request paths are the sign-out path.
+type LogoutMatch uint8
+
+const (
+	// LogoutExact (the zero value) matches the path byte for byte.
+	LogoutExact LogoutMatch = iota
+	// LogoutNormalized matches every spelling an application may take for
+	// the same path (NormalizePath): "/Logout", "/logout/", "/logout;x",
+	// "/a/../logout", "/%6Cogout".
+	LogoutNormalized
+	// LogoutPrefix matches the normalised path and everything below it at a
+	// segment boundary ("/logout/callback", not "/logouts").
+	LogoutPrefix
+)
+
+// Matches reports whether a request path (query and fragment removed) is
+// the sign-out path. An application that normalises paths signs its user
+// out on spellings that an exact match passes through as ordinary requests,
+// ending its own session but not the gate's: such applications want
+// LogoutNormalized or LogoutPrefix.
+func (l *Logout) Matches(path string) bool {
+	switch {
+	case l.Path == "":
+		return false
+	case l.Match == LogoutExact:
+		return path == l.Path
+	case path == l.Path:
+		return true
+	}
+	p, want := NormalizePath(path), NormalizePath(l.Path)
+	if l.Match == LogoutPrefix {
+		return MatchPath(p, want)
+	}
+	return p == want
+}
+
+// NormalizePath folds the spellings that servers and frameworks commonly
+// take for one path into one: "\\", "%2F" and "%5C" read as "/", ";"
+// parameters dropped from every segment, percent-encoded unreserved
+// characters decoded (others kept), empty and "." segments dropped, ".."
+// removing the segment before it, no trailing "/", and ASCII letters
+// lower-cased (servers such as IIS match paths without case).
+func NormalizePath(p string) string {
+	p = strings.ReplaceAll(p, "\\", "/")
+	if strings.IndexByte(p, '%') >= 0 {
+		// Many servers decode an escaped separator before routing.
+		for _, sep := range [...]string{"%2F", "%2f", "%5C", "%5c"} {
+			p = strings.ReplaceAll(p, sep, "/")
+		}
+	}
+	var segs []string
+	for seg := range strings.SplitSeq(p, "/") {
+		seg, _, _ = strings.Cut(seg, ";")
+		seg = strings.ToLower(decodeUnreserved(seg))
+		switch seg {
+		case "", ".":
+		case "..":
+			if len(segs) > 0 {
+				segs = segs[:len(segs)-1]
+			}
+		default:
+			segs = append(segs, seg)
+		}
+	}
+	return "/" + strings.Join(segs, "/")
+}
+
+// decodeUnreserved decodes %XX escapes of unreserved characters (RFC 3986
+// §2.3: letters, digits, "-", ".", "_", "~"), so that "%2E%2E" is "..";
+// other escapes stay as they are.
+func decodeUnreserved(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			c := unhex(s[i+1])<<4 | unhex(s[i+2])
+			if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+				b.WriteByte(c)
+			} else {
+				b.WriteString(s[i : i+3])
+			}
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 // Cookie describes the gate's own session cookie.

@@ -46,7 +46,7 @@ func TestLoadDirValid(t *testing.T) {
 			ReturnParam: "return_to",
 			ReauthQuery: "max_age=0&prompt=login",
 		},
-		Logout:        authz.Logout{Path: "/logout", RedirectURL: "https://login.example.com/signed-out"},
+		Logout:        authz.Logout{Path: "/logout", Match: authz.LogoutNormalized, RedirectURL: "https://login.example.com/signed-out"},
 		Cookie:        authz.Cookie{Name: "app_session", SameSite: "Strict"},
 		StoreFailOpen: true,
 	}
@@ -158,6 +158,7 @@ func TestLoadDirBad(t *testing.T) {
 		"bad_store_failure":         {"p.yaml:5: session.store_failure: must be deny or continue"},
 		"bad_token_source":          {"p.yaml:8: token.from[1]: \"query:token\" must be header:NAME or cookie:NAME", "p.yaml:8: token.from[2]: \"cookie:a b\": \"a b\" is not a valid cookie name"},
 		"bare_number_duration":      {"p.yaml:3: session.absolute_timeout: 28800 has no unit"},
+		"bad_logout_match":          {"p.yaml:13: logout.match: must be exact, normalized or prefix, not \"Normalised\""},
 		"clock_skew_range":          {"p.yaml:8: token.clock_skew: must be between 0s and 5m0s"},
 		"duplicate_default":         {"b.yaml:1: hosts[1]: a default policy (\"*\") is already defined by testdata/bad/duplicate_default/a.yaml"},
 		"duplicate_host":            {"b.yaml:1: hosts[1]: host \"shared.example.com\" is already claimed by testdata/bad/duplicate_host/a.yaml"},

@@ -154,6 +154,12 @@ type logoutSpec struct {
 	// Starts with "/", no query; must not be under a bypass prefix nor
 	// equal a passive path, or sign-out would never end the session.
 	Path string `yaml:"path"`
+	// Match is how request paths are compared with Path: "exact" (default,
+	// byte for byte), "normalized" (the spellings an application may take
+	// for the same path: case, trailing "/", ";" parameters, dot segments,
+	// encoded unreserved characters) or "prefix" (normalized, and
+	// everything below it).
+	Match string `yaml:"match"`
 	// RedirectURL is where the client goes after signing out. Required
 	// when path is set, and only then; absolute http(s).
 	RedirectURL string `yaml:"redirect_url"`

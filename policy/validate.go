@@ -482,12 +482,25 @@ func (d *decoder) login(l *authz.Login, s *loginSpec) {
 
 func (d *decoder) logout(p *authz.Policy, s *logoutSpec) {
 	if !d.has("logout.path") {
-		if d.has("logout.redirect_url") {
-			d.fail("logout.redirect_url", "has no effect without logout.path")
-		} else if !d.has("logout") {
+		for _, f := range []string{"logout.redirect_url", "logout.match"} {
+			if d.has(f) {
+				d.fail(f, "has no effect without logout.path")
+			}
+		}
+		if !d.has("logout") {
 			d.warnf("logout", "not set: users cannot sign out through sessiongate, so a session ends only by its timeouts; set logout.path and logout.redirect_url (S6)")
 		}
 		return
+	}
+	var match authz.LogoutMatch
+	switch s.Match {
+	case "", "exact":
+	case "normalized":
+		match = authz.LogoutNormalized
+	case "prefix":
+		match = authz.LogoutPrefix
+	default:
+		d.fail("logout.match", "must be exact, normalized or prefix, not %q", s.Match)
 	}
 	if problem := pathProblem(s.Path); problem != "" {
 		d.fail("logout.path", "%q %s", s.Path, problem)
@@ -504,7 +517,7 @@ func (d *decoder) logout(p *authz.Policy, s *logoutSpec) {
 	if d.required("logout.redirect_url") {
 		d.absURL("logout.redirect_url", s.RedirectURL)
 	}
-	p.Logout = authz.Logout{Path: s.Path, RedirectURL: s.RedirectURL}
+	p.Logout = authz.Logout{Path: s.Path, Match: match, RedirectURL: s.RedirectURL}
 }
 
 // absURL checks raw is an absolute http(s) URL with a host and without
