@@ -28,9 +28,10 @@ type Policy struct {
 	MaxTokenBytes int
 	Verifier      Verifier
 
-	Login  Login
-	Logout Logout
-	Cookie Cookie
+	Login    Login
+	Logout   Logout
+	Cookie   Cookie
+	Upstream Upstream
 
 	// StoreFailOpen keeps deciding on what the replica knows while the shared
 	// store is unreachable, instead of denying with store_unavailable (S9).
@@ -59,6 +60,23 @@ type Login struct {
 	// ReauthQuery is the pre-encoded query added when a session ended
 	// (e.g. "max_age=0&prompt=login"); empty for none.
 	ReauthQuery string
+	// SignIn runs the sign-in itself (login.oidc, S12–S17); nil for
+	// login.url, where URL and ReturnParam say where browsers go.
+	SignIn SignIn
+}
+
+// Upstream says what an allowed request of a sign-in session (login.oidc)
+// carries to the application besides the gate's own headers.
+type Upstream struct {
+	// AccessToken is the lower-case header that carries the session's access
+	// token: "authorization" (as "Bearer <token>"), another header name (the
+	// bare token), or "" for none. Set overwriting any client-sent copy (S15).
+	AccessToken string
+	// IdentityHeaders are the lower-case names of the identity headers a
+	// grant may carry (Grant.Headers, from ID-token claims). Adapters remove
+	// client-sent copies of every one of them, also when the grant has no
+	// value for it (S10).
+	IdentityHeaders []string
 }
 
 // Logout describes the sign-out endpoint (S6).

@@ -54,6 +54,12 @@ type SignIn interface {
 	Open(sealed []byte) (*Grant, error)
 }
 
+// LoginCookiePrefix starts the names of the login-transaction cookies
+// (LoginCookiePrefix + "0" …): one per login attempt in flight, in a few
+// reused slots. Like the session cookie they are the gate's own and never
+// reach the application (S15).
+const LoginCookiePrefix = "__Host-sessiongate-login-"
+
 // SignedIn is the outcome of a successful callback.
 type SignedIn struct {
 	// Claims of the ID token: Issuer, Subject, SID, AuthTime (ms; 0 when

@@ -33,6 +33,7 @@ type Metrics struct {
 	lastReloadTime prometheus.Gauge
 	storeUp        prometheus.Gauge
 	auditErrors    prometheus.Counter
+	signIn         signInMetrics
 }
 
 // New creates and registers the collectors on reg.
@@ -78,10 +79,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "1 if the session store answered its last readiness check."}),
 		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "audit_write_errors_total",
 			Help: "Audit events that could not be written (the session change itself took effect)."}),
+		signIn: newSignInMetrics(),
 	}
 	reg.MustRegister(m.checks, m.duration, m.started, m.ended, m.reauth,
 		m.cacheHits, m.cacheMisses, m.jwksRefreshes, m.storeOps, m.storeErrors, m.reloads,
 		m.lastReloadOK, m.lastReloadTime, m.storeUp, m.auditErrors)
+	m.signIn.register(reg)
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
 		m.jwksRefreshes.WithLabelValues(r)

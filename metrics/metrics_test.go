@@ -75,8 +75,27 @@ func TestEventsAreCountedExactly(t *testing.T) {
 	m.AuditWriteFailed()
 	m.PolicyReloaded(true, time.UnixMilli(1_700_000_000_500))
 	m.PolicyReloaded(false, time.UnixMilli(1_700_000_999_000))
+	m.SignInPolicies([]string{"app"})
+	m.SignInFinished("app", "success", 200*time.Millisecond)
+	m.SignInFinished("app", "sign_in_denied", 50*time.Millisecond)
+	m.Refreshed("app", "revoked")
+	m.Discovered("https://idp.example/secret", false)
 
 	want := map[string]float64{
+		`sessiongate_sign_ins_total{policy="app",result="success"}`:              1,
+		`sessiongate_sign_ins_total{policy="app",result="sign_in_denied"}`:       1,
+		`sessiongate_sign_ins_total{policy="app",result="sign_in_failed"}`:       0,
+		`sessiongate_sign_ins_total{policy="app",result="reauth_not_performed"}`: 0,
+		`sessiongate_sign_ins_total{policy="app",result="provider_unavailable"}`: 0,
+		`sessiongate_sign_ins_total{policy="app",result="store_unavailable"}`:    0,
+		`sessiongate_sign_in_callback_duration_seconds_count`:                    2,
+		`sessiongate_sign_in_callback_duration_seconds_sum`:                      0.25,
+		`sessiongate_token_refreshes_total{policy="app",result="success"}`:       0,
+		`sessiongate_token_refreshes_total{policy="app",result="revoked"}`:       1,
+		`sessiongate_token_refreshes_total{policy="app",result="failure"}`:       0,
+		`sessiongate_oidc_discoveries_total{result="success"}`:                   0,
+		`sessiongate_oidc_discoveries_total{result="failure"}`:                   1,
+
 		`sessiongate_checks_total{decision="allow",policy="app",reason=""}`:                2,
 		`sessiongate_checks_total{decision="deny",policy="app",reason="idle_timeout"}`:     1,
 		`sessiongate_checks_total{decision="dry_run_deny",policy="app",reason="no_token"}`: 1,

@@ -134,6 +134,20 @@ func (d *decoder) decode(n *yaml.Node, field string, v reflect.Value) {
 		if d.scalar(n, field, "a string") {
 			v.SetString(n.Value)
 		}
+	case t.Kind() == reflect.Bool:
+		if !d.scalar(n, field, "true or false") {
+			return
+		}
+		if n.Tag != "!!bool" {
+			d.errorf(n.Line, field, "must be true or false, not %q", n.Value)
+			return
+		}
+		var b bool
+		if n.Decode(&b) != nil {
+			d.errorf(n.Line, field, "must be true or false, not %q", n.Value)
+			return
+		}
+		v.SetBool(b)
 	case t.Kind() == reflect.Int:
 		var i int
 		if !d.scalar(n, field, "an integer") {

@@ -18,6 +18,14 @@ type Options struct {
 	// An error is reported as "file:line: token: <err>". Nil leaves
 	// Policy.Verifier nil, for validation only.
 	NewVerifier func(policyName string, cfg TokenConfig) (authz.Verifier, error)
+	// NewSignIn builds the sign-in of a login.oidc policy and the verifier
+	// of its API clients' bearer tokens (cfg.Token; keys from discovery
+	// when it names none), in place of NewVerifier, on the same terms: only
+	// for a valid load, once per policy and load, without waiting for the
+	// network (discovery happens in the background). An error is reported
+	// as "file:line: login.oidc: <err>". Nil leaves Login.SignIn and
+	// Verifier nil, for validation only.
+	NewSignIn func(policyName string, cfg OIDCConfig) (authz.SignIn, authz.Verifier, error)
 }
 
 // LoadDir compiles the policies in dir: every *.yaml and *.yml file directly
@@ -129,8 +137,22 @@ func load(files []string, errs Errors, opts Options) (*Set, error) {
 	if len(errs) > 0 {
 		return nil, errs.sorted()
 	}
+	for _, c := range all {
+		if c.oidc == nil || opts.NewSignIn == nil {
+			continue
+		}
+		si, v, err := opts.NewSignIn(c.policy.Name, *c.oidc)
+		if err != nil {
+			errs = append(errs, Error{File: c.file, Line: c.oidcLine, Field: "login.oidc", Msg: err.Error()})
+			continue
+		}
+		c.policy.Login.SignIn, c.policy.Verifier = si, v
+	}
 	if opts.NewVerifier != nil {
 		for _, c := range all {
+			if c.oidc != nil {
+				continue
+			}
 			v, err := opts.NewVerifier(c.policy.Name, c.token)
 			if err != nil {
 				errs = append(errs, Error{File: c.file, Line: c.tokenLine, Field: "token", Msg: err.Error()})
@@ -138,9 +160,9 @@ func load(files []string, errs Errors, opts Options) (*Set, error) {
 			}
 			c.policy.Verifier = v
 		}
-		if len(errs) > 0 {
-			return nil, errs.sorted()
-		}
+	}
+	if len(errs) > 0 {
+		return nil, errs.sorted()
 	}
 	return newSet(all), nil
 }

@@ -19,7 +19,7 @@ func TestLoadDirValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	// README.md, sub/ and .hidden.yaml are not policies.
-	if got, want := set.Names(), []string{"app", "deep", "default", "minimal", "wild"}; !reflect.DeepEqual(got, want) {
+	if got, want := set.Names(), []string{"app", "deep", "default", "minimal", "public", "signin", "wild"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
 	}
 
@@ -137,7 +137,7 @@ func TestWarnings(t *testing.T) {
 		got = append(got, w.Error())
 	}
 	var want []string
-	for _, f := range []string{"deep.yaml", "default.yaml", "minimal.yml", "wild.yaml"} {
+	for _, f := range []string{"deep.yaml", "default.yaml", "minimal.yml", "public.yaml", "wild.yaml"} {
 		want = append(want, "testdata/valid/"+f+": logout: not set: users cannot sign out through sessiongate, "+
 			"so a session ends only by its timeouts; set logout.path and logout.redirect_url (S6)")
 	}
@@ -148,50 +148,65 @@ func TestWarnings(t *testing.T) {
 
 func TestLoadDirBad(t *testing.T) {
 	tests := map[string][]string{
-		"alg_none":                  {"p.yaml:8: token.algorithms[0]: \"none\" is never accepted"},
-		"bad_cookie_name":           {"p.yaml:6: session.cookie.name: \"my session\" is not a valid cookie name"},
-		"bad_duration":              {"p.yaml:4: session.idle_timeout: invalid duration \"30 minutes\""},
-		"bad_host":                  {"p.yaml:2: hosts[0]: \"crm.example.com:8443\" must not carry a port", "p.yaml:3: hosts[1]: \"https://crm.example.com\" must be a host name, not a URL", "p.yaml:4: hosts[2]: \"a.*.example.com\" is not a valid host name", "p.yaml:5: hosts[3]: \"crm.example.com/app\" must be a host name without a path", "p.yaml:6: hosts[4]: \"-crm.example.com\" is not a valid host name"},
-		"bad_mode":                  {"p.yaml:2: mode: must be enforce or dry-run"},
-		"bad_path":                  {"p.yaml:11: bypass[0]: \"healthz\" must start with \"/\"", "p.yaml:11: bypass[1]: \"/public?x=1\" must not contain a query"},
-		"bad_same_site":             {"p.yaml:6: session.cookie.same_site: must be Lax, Strict or None, not \"Loose\""},
-		"bad_store_failure":         {"p.yaml:5: session.store_failure: must be deny or continue"},
-		"bad_token_source":          {"p.yaml:8: token.from[1]: \"query:token\" must be header:NAME or cookie:NAME", "p.yaml:8: token.from[2]: \"cookie:a b\": \"a b\" is not a valid cookie name"},
-		"bare_number_duration":      {"p.yaml:3: session.absolute_timeout: 28800 has no unit"},
-		"bad_logout_match":          {"p.yaml:13: logout.match: must be exact, normalized or prefix, not \"Normalised\""},
-		"clock_skew_range":          {"p.yaml:8: token.clock_skew: must be between 0s and 5m0s"},
-		"duplicate_default":         {"b.yaml:1: hosts[1]: a default policy (\"*\") is already defined by testdata/bad/duplicate_default/a.yaml"},
-		"duplicate_host":            {"b.yaml:1: hosts[1]: host \"shared.example.com\" is already claimed by testdata/bad/duplicate_host/a.yaml"},
-		"duplicate_name":            {"p.yml:1: policy: name \"p\" (the file stem) is also the name of testdata/bad/duplicate_name/p.yaml"},
-		"empty_file":                {"p.yaml:1: policy: empty file"},
-		"empty_value":               {"p.yaml:5: session.warn_before: empty value"},
-		"granularity_too_coarse":    {"p.yaml:5: session.activity_granularity: must be at most a quarter of session.idle_timeout (7m30s)"},
-		"hosts_not_a_list":          {"p.yaml:1: hosts: must be a list"},
-		"hs256_algorithm":           {"p.yaml:8: token.algorithms[1]: \"HS256\" is not accepted"},
-		"idle_not_below_absolute":   {"p.yaml:4: session.idle_timeout: must be less than session.absolute_timeout (8h0m0s)"},
-		"jwks_both":                 {"p.yaml:9: token.jwks_uri: set only one of token.jwks_file and token.jwks_uri"},
-		"jwks_file_missing":         {"p.yaml:8: token.jwks_file: cannot read testdata/bad/jwks_file_missing/keys/missing.json: no such file or directory"},
-		"jwks_neither":              {"p.yaml:5: token: one of jwks_file or jwks_uri is required"},
-		"jwks_uri_http":             {"p.yaml:8: token.jwks_uri: must use https"},
-		"logout_bypassed":           {"p.yaml:12: logout.path: \"/account/logout\" is under bypass[1] \"/account\""},
-		"logout_passive":            {"p.yaml:13: logout.path: \"/logout\" equals session.passive_paths[1]"},
-		"logout_without_path":       {"p.yaml:12: logout.redirect_url: has no effect without logout.path"},
-		"max_bytes_range":           {"p.yaml:8: token.max_bytes: must be between 512 and 1048576"},
-		"min_refresh_above_refresh": {"p.yaml:9: token.jwks_min_refresh_interval: must not exceed token.jwks_refresh_interval (1m0s)"},
-		"missing_required":          {"p.yaml:5: token.issuer: required"},
-		"missing_section":           {"p.yaml:1: session: required"},
-		"not_a_mapping":             {"p.yaml:1: policy: must be a mapping"},
-		"reauth_collides":           {"p.yaml:11: login.reauth_params.rd: collides with login.return_param"},
-		"relative_login_url":        {"p.yaml:10: login.url: must be an absolute http(s) URL"},
-		"relative_redirect_url":     {"p.yaml:13: logout.redirect_url: must be an absolute http(s) URL"},
-		"repeated_host":             {"p.yaml:1: hosts[1]: \"BAD.example.com.\" repeats hosts[0]"},
-		"repeated_key":              {"p.yaml:5: session.idle_timeout: repeated (first at line 4)"},
-		"syntax":                    {"p.yaml:7: yaml: did not find expected ',' or ']'"},
-		"two_documents":             {"p.yaml:11: yaml: only one document per file"},
-		"url_credentials":           {"p.yaml:8: token.jwks_uri: must not carry user credentials"},
-		"wrong_types":               {"p.yaml:2: mode: must be a string", "p.yaml:4: session.absolute_timeout: must be a duration", "p.yaml:7: token.issuer: must not be empty", "p.yaml:8: token.audiences: must be a list", "p.yaml:10: token.max_bytes: must be an integer, not \"16KiB\"", "p.yaml:11: login: must be a mapping"},
-		"unknown_field":             {"p.yaml:5: session.idle_timout: unknown field (want one of: absolute_timeout, idle_timeout,"},
-		"warn_not_below_absolute":   {"p.yaml:5: session.warn_before: must be less than session.absolute_timeout"},
+		"alg_none":                        {"p.yaml:8: token.algorithms[0]: \"none\" is never accepted"},
+		"bad_cookie_name":                 {"p.yaml:6: session.cookie.name: \"my session\" is not a valid cookie name"},
+		"bad_duration":                    {"p.yaml:4: session.idle_timeout: invalid duration \"30 minutes\""},
+		"bad_host":                        {"p.yaml:2: hosts[0]: \"crm.example.com:8443\" must not carry a port", "p.yaml:3: hosts[1]: \"https://crm.example.com\" must be a host name, not a URL", "p.yaml:4: hosts[2]: \"a.*.example.com\" is not a valid host name", "p.yaml:5: hosts[3]: \"crm.example.com/app\" must be a host name without a path", "p.yaml:6: hosts[4]: \"-crm.example.com\" is not a valid host name"},
+		"bad_mode":                        {"p.yaml:2: mode: must be enforce or dry-run"},
+		"bad_path":                        {"p.yaml:11: bypass[0]: \"healthz\" must start with \"/\"", "p.yaml:11: bypass[1]: \"/public?x=1\" must not contain a query"},
+		"bad_same_site":                   {"p.yaml:6: session.cookie.same_site: must be Lax, Strict or None, not \"Loose\""},
+		"bad_store_failure":               {"p.yaml:5: session.store_failure: must be deny or continue"},
+		"bad_token_source":                {"p.yaml:8: token.from[1]: \"query:token\" must be header:NAME or cookie:NAME", "p.yaml:8: token.from[2]: \"cookie:a b\": \"a b\" is not a valid cookie name"},
+		"bare_number_duration":            {"p.yaml:3: session.absolute_timeout: 28800 has no unit"},
+		"clock_skew_range":                {"p.yaml:8: token.clock_skew: must be between 0s and 5m0s"},
+		"duplicate_default":               {"b.yaml:1: hosts[1]: a default policy (\"*\") is already defined by testdata/bad/duplicate_default/a.yaml"},
+		"duplicate_host":                  {"b.yaml:1: hosts[1]: host \"shared.example.com\" is already claimed by testdata/bad/duplicate_host/a.yaml"},
+		"duplicate_name":                  {"p.yml:1: policy: name \"p\" (the file stem) is also the name of testdata/bad/duplicate_name/p.yaml"},
+		"empty_file":                      {"p.yaml:1: policy: empty file"},
+		"empty_value":                     {"p.yaml:5: session.warn_before: empty value"},
+		"granularity_too_coarse":          {"p.yaml:5: session.activity_granularity: must be at most a quarter of session.idle_timeout (7m30s)"},
+		"hosts_not_a_list":                {"p.yaml:1: hosts: must be a list"},
+		"hs256_algorithm":                 {"p.yaml:8: token.algorithms[1]: \"HS256\" is not accepted"},
+		"idle_not_below_absolute":         {"p.yaml:4: session.idle_timeout: must be less than session.absolute_timeout (8h0m0s)"},
+		"jwks_both":                       {"p.yaml:9: token.jwks_uri: set only one of token.jwks_file and token.jwks_uri"},
+		"jwks_file_missing":               {"p.yaml:8: token.jwks_file: cannot read testdata/bad/jwks_file_missing/keys/missing.json: no such file or directory"},
+		"jwks_neither":                    {"p.yaml:5: token: one of jwks_file or jwks_uri is required"},
+		"jwks_uri_http":                   {"p.yaml:8: token.jwks_uri: must use https"},
+		"logout_bypassed":                 {"p.yaml:12: logout.path: \"/account/logout\" is under bypass[1] \"/account\""},
+		"logout_passive":                  {"p.yaml:13: logout.path: \"/logout\" equals session.passive_paths[1]"},
+		"logout_without_path":             {"p.yaml:12: logout.redirect_url: has no effect without logout.path"},
+		"max_bytes_range":                 {"p.yaml:8: token.max_bytes: must be between 512 and 1048576"},
+		"min_refresh_above_refresh":       {"p.yaml:9: token.jwks_min_refresh_interval: must not exceed token.jwks_refresh_interval (1m0s)"},
+		"missing_required":                {"p.yaml:5: token.issuer: required"},
+		"missing_section":                 {"p.yaml:1: session: required"},
+		"not_a_mapping":                   {"p.yaml:1: policy: must be a mapping"},
+		"reauth_collides":                 {"p.yaml:11: login.reauth_params.rd: collides with login.return_param"},
+		"relative_login_url":              {"p.yaml:10: login.url: must be an absolute http(s) URL"},
+		"relative_redirect_url":           {"p.yaml:13: logout.redirect_url: must be an absolute http(s) URL"},
+		"repeated_host":                   {"p.yaml:1: hosts[1]: \"BAD.example.com.\" repeats hosts[0]"},
+		"repeated_key":                    {"p.yaml:5: session.idle_timeout: repeated (first at line 4)"},
+		"syntax":                          {"p.yaml:7: yaml: did not find expected ',' or ']'"},
+		"two_documents":                   {"p.yaml:11: yaml: only one document per file"},
+		"url_credentials":                 {"p.yaml:8: token.jwks_uri: must not carry user credentials"},
+		"oidc_and_url":                    {"p.yaml:6: login.url: set only one of login.url and login.oidc"},
+		"oidc_return_param":               {"p.yaml:9: login.return_param: has no effect with login.oidc"},
+		"oidc_issuer":                     {"p.yaml:7: login.oidc.issuer: must use https (http only for 127.0.0.1, localhost or [::1])"},
+		"oidc_missing_client_id":          {"p.yaml:6: login.oidc.client_id: required"},
+		"oidc_secret_missing":             {"p.yaml:9: login.oidc.client_secret_file: cannot read testdata/bad/oidc_secret_missing/secrets/missing: no such file or directory"},
+		"oidc_client_auth":                {"p.yaml:9: login.oidc.client_auth: must be basic, post or none, not \"private_key_jwt\""},
+		"oidc_client_auth_without_secret": {"p.yaml:9: login.oidc.client_auth: basic needs login.oidc.client_secret_file"},
+		"oidc_scopes":                     {"p.yaml:9: login.oidc.scopes[1]: \"two words\" is not a valid scope", "p.yaml:9: login.oidc.scopes[2]: \"profile\" repeats login.oidc.scopes[0]", "p.yaml:9: login.oidc.scopes: must include openid"},
+		"oidc_callback":                   {"p.yaml:9: login.oidc.callback_path: \"/public/callback\" is under bypass[0] \"/public\""},
+		"oidc_callback_is_logout":         {"p.yaml:9: login.oidc.callback_path: \"/logout\" equals logout.path"},
+		"oidc_params_reserved":            {"p.yaml:9: login.oidc.params.state: is set by the sign-in itself", "p.yaml:10: login.reauth_params.nonce: is set by the sign-in itself"},
+		"upstream_without_oidc":           {"p.yaml:11: upstream: only with login.oidc"},
+		"upstream_headers":                {"p.yaml:10: upstream.access_token: \"cookie\" is a header the gate or HTTP itself owns", "p.yaml:13: upstream.headers.bad header: \"bad header\" is not a valid header name", "p.yaml:14: upstream.headers.Authorization: \"Authorization\" is a header the gate or HTTP itself owns", "p.yaml:15: upstream.headers.x-empty: claim must not be empty"},
+		"require_auth_time_not_bool":      {"p.yaml:9: token.require_auth_time: must be true or false, not \"yes\""},
+		"login_neither":                   {"p.yaml:9: login: one of url or oidc is required"},
+		"wrong_types":                     {"p.yaml:2: mode: must be a string", "p.yaml:4: session.absolute_timeout: must be a duration", "p.yaml:7: token.issuer: must not be empty", "p.yaml:8: token.audiences: must be a list", "p.yaml:10: token.max_bytes: must be an integer, not \"16KiB\"", "p.yaml:11: login: must be a mapping"},
+		"unknown_field":                   {"p.yaml:5: session.idle_timout: unknown field (want one of: absolute_timeout, idle_timeout,"},
+		"warn_not_below_absolute":         {"p.yaml:5: session.warn_before: must be less than session.absolute_timeout"},
+		"bad_logout_match":                {"p.yaml:13: logout.match: must be exact, normalized or prefix, not \"Normalised\""},
 	}
 	entries, err := os.ReadDir("testdata/bad")
 	if err != nil {
@@ -272,8 +287,8 @@ func TestLoadFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(set.Policies()); n != 5 {
-		t.Errorf("got %d policies, want 5", n)
+	if n := len(set.Policies()); n != 7 {
+		t.Errorf("got %d policies, want 7", n)
 	}
 
 	// Hosts and names must be unique across every path given.

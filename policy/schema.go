@@ -27,7 +27,20 @@ const (
 	// idle_timeout/4: a session may time out up to one granularity early.
 	defaultGranularityDivisor = 100
 	maxGranularityDivisor     = 4
+	// login.oidc defaults.
+	defaultCallbackPath = "/_sessiongate/callback"
+	// upstream.access_token under login.oidc.
+	defaultAccessTokenHeader = "authorization"
 )
+
+// defaultScopes is login.oidc.scopes when absent.
+func defaultScopes() []string { return []string{"openid", "profile", "email"} }
+
+// defaultIdentityHeaders is upstream.headers under login.oidc when absent:
+// header name → ID-token claim.
+func defaultIdentityHeaders() map[string]string {
+	return map[string]string{"x-sessiongate-name": "name", "x-sessiongate-email": "email", "x-sessiongate-groups": "groups"}
+}
 
 // defaultAlgorithms is the token.algorithms default: every asymmetric JWS
 // algorithm. HMAC and "none" are never accepted, since keys come from a
@@ -54,6 +67,9 @@ type spec struct {
 	Token   tokenSpec   `yaml:"token"`
 	Login   loginSpec   `yaml:"login"`
 	Logout  logoutSpec  `yaml:"logout"`
+	// Upstream is what allowed requests of a sign-in session carry to the
+	// application. Only with login.oidc.
+	Upstream upstreamSpec `yaml:"upstream"`
 	// Bypass lists path prefixes that need no session, matched at segment
 	// boundaries ("/public" covers "/public/x", not "/publicity"). Default
 	// none. Each starts with "/" and has no query.
@@ -97,14 +113,19 @@ type cookieSpec struct {
 	SameSite string `yaml:"same_site"`
 }
 
-// tokenSpec is how tokens are found and verified (S5). Required.
+// tokenSpec is how tokens are found and verified (S5). Required, except
+// under login.oidc, where bearer tokens of API clients are verified against
+// the sign-in's issuer with its discovered keys unless this says otherwise.
 type tokenSpec struct {
-	// Issuer is the exact iss claim. Required.
+	// Issuer is the exact iss claim. Required (under login.oidc: default
+	// login.oidc.issuer).
 	Issuer string `yaml:"issuer"`
-	// Audiences accepted in aud; one match suffices. Required, non-empty.
+	// Audiences accepted in aud; one match suffices. Required, non-empty
+	// (under login.oidc: default [login.oidc.client_id]).
 	Audiences []string `yaml:"audiences"`
 	// JWKSFile is the issuer's key set as a file, relative to the policy
-	// file's directory. Exactly one of jwks_file and jwks_uri is required;
+	// file's directory. Exactly one of jwks_file and jwks_uri is required
+	// (under login.oidc: at most one; none uses the discovered jwks_uri);
 	// the file must exist and be readable.
 	JWKSFile string `yaml:"jwks_file"`
 	// JWKSURI is the issuer's key set URL: absolute https, or http for
@@ -131,21 +152,70 @@ type tokenSpec struct {
 	// jwks_refresh_interval when that is shorter); > 0 and
 	// <= jwks_refresh_interval.
 	MinRefreshInterval time.Duration `yaml:"jwks_min_refresh_interval"`
+	// RequireAuthTime refuses tokens (and, under login.oidc, ID tokens)
+	// without auth_time, so that S1 and S3 never fall back to iat or the
+	// session's start. Default false.
+	RequireAuthTime bool `yaml:"require_auth_time"`
 }
 
 // loginSpec is where browsers are sent to sign in (S7). Required.
 type loginSpec struct {
-	// URL of the sign-in page. Required; absolute http(s) with a host, no
-	// fragment; may carry its own query.
+	// URL of the sign-in page. Exactly one of url and oidc is required;
+	// absolute http(s) with a host, no fragment; may carry its own query.
 	URL string `yaml:"url"`
+	// OIDC runs the OpenID Connect code flow itself (S12–S17).
+	OIDC oidcSpec `yaml:"oidc"`
 	// ReturnParam is the query parameter carrying the original URL.
-	// Default "rd"; non-empty.
+	// Default "rd"; non-empty. Only with url (under oidc the return URL
+	// lives in the login transaction).
 	ReturnParam string `yaml:"return_param"`
 	// ReauthParams are added when a session ended rather than never
 	// existed, to force a fresh sign-in. Default {prompt: login,
 	// max_age: "0"}; {} for none. Values are strings (numbers are taken as
 	// written); no key may equal return_param.
 	ReauthParams map[string]string `yaml:"reauth_params"`
+}
+
+// oidcSpec is login.oidc: the gate as an OpenID Connect relying party.
+type oidcSpec struct {
+	// Issuer is the provider's issuer URL; discovery reads
+	// {issuer}/.well-known/openid-configuration, whose issuer must equal
+	// it exactly. Required; https (http only for loopback hosts).
+	Issuer string `yaml:"issuer"`
+	// ClientID is the client registered at the provider. Required.
+	ClientID string `yaml:"client_id"`
+	// ClientSecretFile holds the client secret (surrounding white space
+	// trimmed), relative to the policy file's directory. Absent: a public
+	// client, PKCE alone.
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// ClientAuth is how the client authenticates at the token endpoint:
+	// basic (client_secret_basic), post (client_secret_post) or none.
+	// Default: none without a secret, else basic unless the provider
+	// advertises only client_secret_post.
+	ClientAuth string `yaml:"client_auth"`
+	// Scopes requested. Default [openid, profile, email]; must include
+	// openid; refresh tokens often need offline_access.
+	Scopes []string `yaml:"scopes"`
+	// CallbackPath is the redirect URI's path on every host of the policy.
+	// Default /_sessiongate/callback. A path; not under bypass, not the
+	// logout path.
+	CallbackPath string `yaml:"callback_path"`
+	// Params are extra authorization request parameters (acr_values,
+	// domain_hint, …). Default none; none of the parameters the flow sets.
+	Params map[string]string `yaml:"params"`
+}
+
+// upstreamSpec is what the application receives with an allowed request of
+// a sign-in session. Only with login.oidc.
+type upstreamSpec struct {
+	// AccessToken is where the session's access token goes: authorization
+	// (Authorization: Bearer …), another header name (the bare token), or
+	// none. Default authorization.
+	AccessToken string `yaml:"access_token"`
+	// Headers maps a request header name to the ID-token claim whose value
+	// it carries. Default {x-sessiongate-name: name, x-sessiongate-email:
+	// email, x-sessiongate-groups: groups}; {} for none.
+	Headers map[string]string `yaml:"headers"`
 }
 
 // logoutSpec is the sign-out endpoint (S6). Optional.

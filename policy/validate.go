@@ -35,6 +35,43 @@ type TokenConfig struct {
 	// unknown key id.
 	RefreshInterval    time.Duration
 	MinRefreshInterval time.Duration
+	// RequireAuthTime refuses tokens without auth_time.
+	RequireAuthTime bool
+}
+
+// OIDCConfig is what a login.oidc policy says about its sign-in, with
+// defaults applied: the input of Options.NewSignIn. Plain data; never mutate
+// one handed out.
+type OIDCConfig struct {
+	Issuer   string
+	ClientID string
+	// ClientSecret is the content of client_secret_file, trimmed; "" for a
+	// public client. Never log it.
+	ClientSecret string
+	// ClientAuth is "basic", "post", "none", or "" to choose from the
+	// secret and the provider's discovery document.
+	ClientAuth   string
+	Scopes       []string
+	CallbackPath string
+	// Params are the extra authorization parameters; ReauthParams those
+	// added when a session ended (login.reauth_params).
+	Params       map[string]string
+	ReauthParams map[string]string
+	// PostLogoutRedirectURL is logout.redirect_url ("" without logout).
+	PostLogoutRedirectURL string
+	// Headers are the identity headers, sorted by name.
+	Headers []HeaderClaim
+	// Token verifies API clients' bearer tokens (and sets the ID token's
+	// algorithms, clock skew, bind claims and auth_time requirement). Its
+	// JWKSFile and JWKSURI are both empty when the keys are the discovered
+	// ones; its issuer defaults to Issuer and its audiences to [ClientID].
+	Token TokenConfig
+}
+
+// HeaderClaim maps one upstream identity header (lower case) to the
+// ID-token claim whose value it carries.
+type HeaderClaim struct {
+	Header, Claim string
 }
 
 // compiled is one valid-looking policy file, ready to join a Set.
@@ -43,8 +80,15 @@ type compiled struct {
 	policy    *authz.Policy
 	token     TokenConfig
 	tokenLine int
-	hosts     []hostRef
-	warnings  Errors
+	// oidc is set for login.oidc policies, which get their verifier from
+	// Options.NewSignIn rather than NewVerifier.
+	oidc     *OIDCConfig
+	oidcLine int
+	// secretFile is login.oidc.client_secret_file, absolute, for the
+	// Watcher to reload on a secret rotation.
+	secretFile string
+	hosts      []hostRef
+	warnings   Errors
 }
 
 // hostRef remembers where a host was written, to place cross-file errors.
@@ -135,9 +179,18 @@ func (d *decoder) compile(name string, sp *spec) *compiled {
 	}
 	d.session(p, &sp.Session)
 	p.Bypass = d.paths("bypass", sp.Bypass)
-	c.token = d.token(&sp.Token, p)
+	var oidc *oidcSpec
+	if d.has("login.oidc") {
+		oidc = &sp.Login.OIDC
+	}
+	c.token = d.token(&sp.Token, p, oidc)
 	d.login(&p.Login, &sp.Login)
 	d.logout(p, &sp.Logout)
+	if oidc != nil {
+		c.oidc, c.secretFile = d.oidc(p, sp, c.token)
+		c.oidcLine = d.line("login.oidc")
+	}
+	d.upstream(p, &sp.Upstream, oidc != nil, c.oidc)
 	return c
 }
 
@@ -301,8 +354,9 @@ func pathProblem(p string) string {
 	return ""
 }
 
-func (d *decoder) token(t *tokenSpec, p *authz.Policy) TokenConfig {
+func (d *decoder) token(t *tokenSpec, p *authz.Policy, oidc *oidcSpec) TokenConfig {
 	cfg := TokenConfig{
+		RequireAuthTime:    t.RequireAuthTime,
 		Issuer:             t.Issuer,
 		Audiences:          t.Audiences,
 		Algorithms:         t.Algorithms,
@@ -312,11 +366,22 @@ func (d *decoder) token(t *tokenSpec, p *authz.Policy) TokenConfig {
 		RefreshInterval:    t.RefreshInterval,
 		MinRefreshInterval: t.MinRefreshInterval,
 	}
-	if !d.required("token") {
+	// Under login.oidc the section is optional: absent, API clients' bearer
+	// tokens are checked against the sign-in's issuer, its client as the
+	// audience, with the discovered keys and every other default.
+	if oidc == nil && !d.required("token") {
 		return cfg
 	}
-	d.nonEmpty("token.issuer", t.Issuer)
-	if d.required("token.audiences") && len(t.Audiences) == 0 {
+	switch {
+	case oidc != nil && !d.has("token.issuer"):
+		cfg.Issuer = oidc.Issuer
+	default:
+		d.nonEmpty("token.issuer", t.Issuer)
+	}
+	switch {
+	case oidc != nil && !d.has("token.audiences"):
+		cfg.Audiences = []string{oidc.ClientID}
+	case d.required("token.audiences") && len(t.Audiences) == 0:
 		d.fail("token.audiences", "must not be empty")
 	}
 	for i, a := range t.Audiences {
@@ -335,6 +400,8 @@ func (d *decoder) token(t *tokenSpec, p *authz.Policy) TokenConfig {
 			d.fail("token.jwks_uri", "must use https (http only for 127.0.0.1, localhost or [::1])")
 		}
 		cfg.JWKSURI = t.JWKSURI
+	case oidc != nil:
+		// The keys of the sign-in's discovery document.
 	default:
 		d.fail("token", "one of jwks_file or jwks_uri is required")
 	}
@@ -454,17 +521,27 @@ func (d *decoder) login(l *authz.Login, s *loginSpec) {
 	if !d.required("login") {
 		return
 	}
-	if d.required("login.url") {
+	oidc := d.has("login.oidc")
+	switch {
+	case oidc && d.has("login.url"):
+		d.fail("login.url", "set only one of login.url and login.oidc")
+	case oidc:
+		if d.has("login.return_param") {
+			d.fail("login.return_param", "has no effect with login.oidc (the return URL lives in the login transaction)")
+		}
+	case !d.has("login.url"):
+		d.fail("login", "one of url or oidc is required")
+	default:
 		if u := d.absURL("login.url", s.URL); u != nil && u.Fragment != "" {
 			d.fail("login.url", "must not have a fragment: the return parameter is appended to the query")
 		}
-	}
-	l.URL = s.URL
-	l.ReturnParam = s.ReturnParam
-	if !d.has("login.return_param") {
-		l.ReturnParam = defaultReturnParam
-	} else if l.ReturnParam == "" {
-		d.fail("login.return_param", "must not be empty")
+		l.URL = s.URL
+		l.ReturnParam = s.ReturnParam
+		if !d.has("login.return_param") {
+			l.ReturnParam = defaultReturnParam
+		} else if l.ReturnParam == "" {
+			d.fail("login.return_param", "must not be empty")
+		}
 	}
 	params := s.ReauthParams
 	if !d.has("login.reauth_params") {
@@ -472,12 +549,195 @@ func (d *decoder) login(l *authz.Login, s *loginSpec) {
 	}
 	q := url.Values{}
 	for k, v := range params {
-		if k == l.ReturnParam {
+		switch {
+		case !oidc && k == l.ReturnParam:
 			d.fail("login.reauth_params."+k, "collides with login.return_param")
+		case oidc && slices.Contains(flowParams, k):
+			d.fail("login.reauth_params."+k, "is set by the sign-in itself")
 		}
 		q.Set(k, v)
 	}
 	l.ReauthQuery = q.Encode() // sorted by key: stable across reloads
+}
+
+// flowParams are the authorization request parameters the code flow sets
+// itself (S12), which login.oidc.params and reauth_params may not override.
+var flowParams = []string{"response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
+	"code_challenge", "code_challenge_method", "response_mode", "request", "request_uri"}
+
+// oidc validates login.oidc (after token, login and logout) and returns the
+// sign-in's configuration.
+func (d *decoder) oidc(p *authz.Policy, sp *spec, token TokenConfig) (*OIDCConfig, string) {
+	s := &sp.Login.OIDC
+	cfg := &OIDCConfig{
+		Issuer: s.Issuer, ClientID: s.ClientID, ClientAuth: s.ClientAuth, Scopes: s.Scopes,
+		CallbackPath: s.CallbackPath, Params: s.Params, ReauthParams: sp.Login.ReauthParams,
+		PostLogoutRedirectURL: p.Logout.RedirectURL, Token: token,
+	}
+	if !d.has("login.reauth_params") {
+		cfg.ReauthParams = map[string]string{"prompt": "login", "max_age": "0"}
+	}
+	if d.required("login.oidc.issuer") {
+		if u := d.absURL("login.oidc.issuer", s.Issuer); u != nil {
+			switch {
+			case u.Scheme == "http" && !authz.IsLoopbackHost(u.Hostname()):
+				d.fail("login.oidc.issuer", "must use https (http only for 127.0.0.1, localhost or [::1])")
+			case u.RawQuery != "" || u.Fragment != "":
+				d.fail("login.oidc.issuer", "must not have a query or fragment")
+			}
+		}
+	}
+	d.nonEmpty("login.oidc.client_id", s.ClientID)
+	var secretPath string
+	if d.has("login.oidc.client_secret_file") {
+		cfg.ClientSecret, secretPath = d.secretFile("login.oidc.client_secret_file", s.ClientSecretFile)
+	}
+	switch a := s.ClientAuth; {
+	case !d.has("login.oidc.client_auth"):
+	case a != "basic" && a != "post" && a != "none":
+		d.fail("login.oidc.client_auth", "must be basic, post or none, not %q", a)
+	case a == "none" && d.has("login.oidc.client_secret_file"):
+		d.fail("login.oidc.client_auth", "none (a public client) contradicts login.oidc.client_secret_file")
+	case a != "none" && !d.has("login.oidc.client_secret_file"):
+		d.fail("login.oidc.client_auth", "%s needs login.oidc.client_secret_file", a)
+	}
+	for i, sc := range s.Scopes {
+		f := fmt.Sprintf("login.oidc.scopes[%d]", i)
+		switch {
+		case sc == "" || strings.ContainsAny(sc, "\"\\") || !printableASCII(sc):
+			d.fail(f, "%q is not a valid scope", sc)
+		case slices.Index(s.Scopes, sc) < i:
+			d.fail(f, "%q repeats login.oidc.scopes[%d]", sc, slices.Index(s.Scopes, sc))
+		}
+	}
+	if !d.has("login.oidc.scopes") {
+		cfg.Scopes = defaultScopes()
+	} else if !slices.Contains(s.Scopes, "openid") {
+		d.fail("login.oidc.scopes", "must include openid")
+	}
+	const cb = "login.oidc.callback_path"
+	if !d.has(cb) {
+		cfg.CallbackPath = defaultCallbackPath
+	} else if problem := pathProblem(s.CallbackPath); problem != "" {
+		d.fail(cb, "%q %s", s.CallbackPath, problem)
+	}
+	for i, b := range p.Bypass {
+		if authz.MatchPath(cfg.CallbackPath, b) {
+			d.fail(cb, "%q is under bypass[%d] %q: the callback would never be seen", cfg.CallbackPath, i, b)
+			break
+		}
+	}
+	switch {
+	case cfg.CallbackPath == p.Logout.Path:
+		d.fail(cb, "%q equals logout.path", cfg.CallbackPath)
+	case slices.Contains(p.PassivePaths, cfg.CallbackPath):
+		d.fail(cb, "%q equals a session.passive_paths entry", cfg.CallbackPath)
+	}
+	for k := range s.Params {
+		if slices.Contains(flowParams, k) {
+			d.fail("login.oidc.params."+k, "is set by the sign-in itself")
+		}
+	}
+	return cfg, secretPath
+}
+
+// secretFile reads a secret beside the policy file, trimmed of surrounding
+// white space, and returns it with the file's absolute path. Errors name the
+// file, never its content.
+func (d *decoder) secretFile(field, name string) (string, string) {
+	if name == "" {
+		d.fail(field, "must not be empty")
+		return "", ""
+	}
+	path := name
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(d.file), path)
+	}
+	abs, _ := filepath.Abs(path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		d.fail(field, "cannot read %s: %s", path, ioMsg(err))
+		return "", abs
+	}
+	secret := strings.TrimSpace(string(data))
+	switch {
+	case secret == "":
+		d.fail(field, "%s is empty", path)
+	case !printableASCII(secret):
+		d.fail(field, "%s holds more than one line or non-printable characters", path)
+	}
+	return secret, abs
+}
+
+// upstream validates the upstream section, which only login.oidc policies
+// may have, and applies its defaults to p and cfg.
+func (d *decoder) upstream(p *authz.Policy, s *upstreamSpec, oidc bool, cfg *OIDCConfig) {
+	if !oidc {
+		if d.has("upstream") {
+			d.fail("upstream", "only with login.oidc (there is no sign-in session to take values from)")
+		}
+		return
+	}
+	const at = "upstream.access_token"
+	switch h := strings.ToLower(s.AccessToken); {
+	case !d.has(at):
+		p.Upstream.AccessToken = defaultAccessTokenHeader
+	case h == "none":
+	case !isToken(h):
+		d.fail(at, "%q must be authorization, none or a header name", s.AccessToken)
+	case reservedHeader(h) && h != "authorization":
+		d.fail(at, "%q is a header the gate or HTTP itself owns", s.AccessToken)
+	default:
+		p.Upstream.AccessToken = h
+	}
+	headers := s.Headers
+	if !d.has("upstream.headers") {
+		headers = defaultIdentityHeaders()
+	}
+	for name, claim := range headers {
+		f := "upstream.headers." + name
+		h := strings.ToLower(name)
+		switch {
+		case !isToken(h):
+			d.fail(f, "%q is not a valid header name", name)
+		case reservedHeader(h) || h == p.Upstream.AccessToken:
+			d.fail(f, "%q is a header the gate or HTTP itself owns", name)
+		case slices.ContainsFunc(p.Upstream.IdentityHeaders, func(o string) bool { return o == h }):
+			d.fail(f, "%q repeats another header of any letter case", name)
+		case claim == "":
+			d.fail(f, "claim must not be empty")
+		default:
+			p.Upstream.IdentityHeaders = append(p.Upstream.IdentityHeaders, h)
+			if cfg != nil {
+				cfg.Headers = append(cfg.Headers, HeaderClaim{Header: h, Claim: claim})
+			}
+		}
+	}
+	slices.Sort(p.Upstream.IdentityHeaders)
+	if cfg != nil {
+		slices.SortFunc(cfg.Headers, func(a, b HeaderClaim) int { return strings.Compare(a.Header, b.Header) })
+	}
+}
+
+// reservedHeader reports whether a lower-case header name belongs to HTTP
+// framing, the proxy or the gate, which identity headers may not replace.
+func reservedHeader(h string) bool {
+	switch h {
+	case "authorization", "cookie", "host", "content-length", "content-type", "transfer-encoding",
+		"connection", "te", "upgrade", "keep-alive", "proxy-authorization", "forwarded",
+		authz.HeaderUser, authz.HeaderSessionExpiry, authz.HeaderIdleExpiry, authz.HeaderExpiresIn, authz.HeaderReason:
+		return true
+	}
+	return strings.HasPrefix(h, "x-forwarded-") || strings.HasPrefix(h, "x-envoy-")
+}
+
+func printableASCII(s string) bool {
+	for _, c := range []byte(s) {
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *decoder) logout(p *authz.Policy, s *logoutSpec) {

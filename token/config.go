@@ -32,6 +32,11 @@ type Config struct {
 	// MinRefreshInterval bounds how often an unknown kid may cause a refetch
 	// (0: 30s). A key set shared by several policies uses the shortest of each.
 	RefreshInterval, MinRefreshInterval time.Duration
+	// RequireAuthTime refuses tokens without auth_time (invalid_token), for
+	// IdPs whose access tokens may lack it: without it S1 counts from the
+	// session's start and S3 from iat, which a silently refreshed token
+	// renews.
+	RequireAuthTime bool
 }
 
 // Defaults and bounds applied by Provider.Verifier.
@@ -152,6 +157,6 @@ func (cfg Config) normalize() (Config, error) {
 // so that verifiers built from equal configs (a policy reload) share cache
 // entries and different ones never do. %q keeps the encoding unambiguous.
 func (cfg Config) fingerprint() string {
-	return fmt.Sprintf("iss=%q aud=%q alg=%q skew=%d bind=%q keys=%q|%q",
-		cfg.Issuer, cfg.Audiences, cfg.Algorithms, cfg.ClockSkew, cfg.BindClaims, cfg.JWKSFile, cfg.JWKSURI)
+	return fmt.Sprintf("iss=%q aud=%q alg=%q skew=%d bind=%q keys=%q|%q auth_time=%t",
+		cfg.Issuer, cfg.Audiences, cfg.Algorithms, cfg.ClockSkew, cfg.BindClaims, cfg.JWKSFile, cfg.JWKSURI, cfg.RequireAuthTime)
 }

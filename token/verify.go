@@ -128,27 +128,15 @@ func (v *verifier) claims(payload []byte, now int64) (*authz.Claims, error) {
 	if err := json.Unmarshal(payload, &m); err != nil || m == nil {
 		return nil, invalid("claims are not a JSON object")
 	}
-	c := &authz.Claims{}
-	var err error
-	if c.Issuer, err = str(m, "iss"); err != nil {
+	c, err := ReadClaims(m, v.cfg.BindClaims)
+	if err != nil {
 		return nil, err
 	}
 	if c.Issuer != v.cfg.Issuer {
 		return nil, invalid("wrong iss")
 	}
-	if c.Audience, err = audience(m["aud"]); err != nil {
-		return nil, err
-	}
 	if !slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(v.cfg.Audiences, a) }) {
 		return nil, invalid("wrong aud")
-	}
-	for _, t := range []struct {
-		name string
-		dst  *int64
-	}{{"exp", &c.Expiry}, {"nbf", &c.NotBefore}, {"iat", &c.IssuedAt}, {"auth_time", &c.AuthTime}} {
-		if *t.dst, err = unixMilli(m, t.name); err != nil {
-			return nil, err
-		}
 	}
 	skew := v.cfg.ClockSkew.Milliseconds()
 	switch {
@@ -160,10 +148,41 @@ func (v *verifier) claims(payload []byte, now int64) (*authz.Claims, error) {
 		return nil, invalid("not yet valid")
 	case c.IssuedAt > now+skew:
 		return nil, invalid("iat in the future")
+	case c.AuthTime == 0 && v.cfg.RequireAuthTime:
+		return nil, invalid("missing auth_time")
 	case c.AuthTime > now+skew:
 		// A sign-in that has not happened yet would count as one after
 		// every session end (S3) and restart the absolute lifetime (S1).
 		return nil, invalid("auth_time in the future")
+	}
+	return c, nil
+}
+
+// ReadClaims reads what the engine uses of a verified JWT's claims: iss,
+// aud, the times (exp, nbf, iat, auth_time as Unix ms, 0 when absent), sub
+// (required, and usable as a header value: it goes upstream as
+// x-sessiongate-user), sid, the values of the bind claims in order, and the
+// Identity and Scope digests. Whether iss, aud and the times are acceptable
+// is the caller's to decide. Every maker of authz.Claims (access tokens
+// here, ID tokens in package oidc) reads them with it, so that a session is
+// bound to the same identity whichever opened it. Errors are
+// *authz.TokenError naming the claim, never a value.
+func ReadClaims(m map[string]json.RawMessage, bind []string) (*authz.Claims, error) {
+	c := &authz.Claims{}
+	var err error
+	if c.Issuer, err = str(m, "iss"); err != nil {
+		return nil, err
+	}
+	if c.Audience, err = audience(m["aud"]); err != nil {
+		return nil, err
+	}
+	for _, t := range []struct {
+		name string
+		dst  *int64
+	}{{"exp", &c.Expiry}, {"nbf", &c.NotBefore}, {"iat", &c.IssuedAt}, {"auth_time", &c.AuthTime}} {
+		if *t.dst, err = unixMilli(m, t.name); err != nil {
+			return nil, err
+		}
 	}
 	if c.Subject, err = str(m, "sub"); err != nil {
 		return nil, err
@@ -179,9 +198,9 @@ func (v *verifier) claims(payload []byte, now int64) (*authz.Claims, error) {
 	if c.SID, err = str(m, "sid"); err != nil {
 		return nil, err
 	}
-	if len(v.cfg.BindClaims) > 0 {
-		c.Bind = make([]string, len(v.cfg.BindClaims))
-		for i, name := range v.cfg.BindClaims {
+	if len(bind) > 0 {
+		c.Bind = make([]string, len(bind))
+		for i, name := range bind {
 			c.Bind[i] = bindValue(m[name])
 		}
 	}

@@ -328,3 +328,25 @@ func TestSubjectMustBeAHeaderValue(t *testing.T) {
 		}
 	}
 }
+
+// TestRequireAuthTime: with require_auth_time a token without auth_time is
+// refused, and the same token is accepted by a policy without it (the two
+// verifiers do not share a cache entry).
+func TestRequireAuthTime(t *testing.T) {
+	e := newEnv(t)
+	d := newIDP(t, idp.ES256)
+	jwks := e.writeJWKS(d)
+	cfg := baseConfig(jwks)
+	cfg.RequireAuthTime = true
+	strict, lax := e.verifier(cfg), e.verifier(baseConfig(jwks))
+	now := e.clock.Now()
+	tok := mint(t, d, claims(now, map[string]any{"auth_time": nil}))
+	if _, err := verify(lax, tok, now); err != nil {
+		t.Fatal(err)
+	}
+	_, err := verify(strict, tok, now)
+	wantErr(t, err, authz.ReasonInvalidToken, "missing auth_time")
+	if _, err := verify(strict, mint(t, d, claims(now, nil)), now); err != nil {
+		t.Fatal(err)
+	}
+}

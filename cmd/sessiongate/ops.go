@@ -14,8 +14,10 @@ import (
 
 // opsHandler serves the operator endpoints on --http-addr, and the HTTP
 // forward-auth endpoints under forwardauth.PathPrefix ahead of the mux, which
-// would clean and redirect the original paths Envoy forwards there.
-func opsHandler(reg *prometheus.Registry, ready func(context.Context) error, auth http.Handler) http.Handler {
+// would clean and redirect the original paths Envoy forwards there. notes
+// (may be nil) adds lines to /readyz that do not make the replica unready,
+// such as policies whose identity provider cannot be reached.
+func opsHandler(reg *prometheus.Registry, ready func(context.Context) error, notes func() []string, auth http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -32,6 +34,11 @@ func opsHandler(reg *prometheus.Registry, ready func(context.Context) error, aut
 			return
 		}
 		w.Write([]byte("ready\n"))
+		if notes != nil {
+			for _, n := range notes() {
+				w.Write([]byte(n + "\n"))
+			}
+		}
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, forwardauth.PathPrefix) {

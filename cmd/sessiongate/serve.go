@@ -23,6 +23,7 @@ import (
 	"github.com/sessiongate/sessiongate/forwardauth"
 	"github.com/sessiongate/sessiongate/internal/httpserve"
 	"github.com/sessiongate/sessiongate/metrics"
+	"github.com/sessiongate/sessiongate/oidc"
 	"github.com/sessiongate/sessiongate/policy"
 	redisstore "github.com/sessiongate/sessiongate/store/redis"
 	"github.com/sessiongate/sessiongate/token"
@@ -42,6 +43,7 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	http            httpserve.Limits
 	drainDelay      time.Duration
+	sessionKeyFile  string
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -62,6 +64,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.http.ReadTimeout, "http-read-timeout", httpserve.DefaultReadTimeout, "close an HTTP connection whose request (headers and body) takes longer")
 	fs.IntVar(&c.http.MaxConns, "http-max-conns", httpserve.DefaultMaxConns, "open HTTP connections at most (never more than half the open-file limit); more wait to be accepted")
 	fs.DurationVar(&c.drainDelay, "drain-delay", defaultDrainDelay, "on SIGTERM, how long to keep answering checks while /readyz and gRPC health say not serving, so that load balancers move away first (0: none; a second signal cuts it short)")
+	fs.StringVar(&c.sessionKeyFile, "session-key-file", "", "keys that seal sign-in grants and login transactions: one 32-byte key per line, base64 or hex; the first seals, all open (rotation). Required with a shared store and login.oidc policies")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		return flagExit(err)
 	}
@@ -107,25 +110,11 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		log.Error("audit event not written", "err", err)
 	}})
 
-	tokens := token.NewProvider(token.Options{Logger: log, Clock: clock, Observer: m})
-	var watcher *policy.Watcher
-	watcher, err = policy.NewWatcher(c.policies, policy.WatcherOptions{
-		Options: policy.Options{NewVerifier: func(_ string, tc policy.TokenConfig) (authz.Verifier, error) {
-			return tokens.Verifier(token.Config(tc))
-		}},
-		Logger: log,
-		OnReload: func(ok bool, _ error) {
-			m.PolicyReloaded(ok, clock.Now())
-			if ok && watcher != nil {
-				m.Policies(watcher.Current().Names())
-			}
-		},
-	})
+	keys, err := loadKeys(c.sessionKeyFile)
 	if err != nil {
-		return fmt.Errorf("no valid policies to start with (fix them and start again): %w", err)
+		return err
 	}
-	m.Policies(watcher.Current().Names())
-
+	// The store comes first: sign-ins use up login attempts through it.
 	store, err := openStore(c, clock, log)
 	if err != nil {
 		return err
@@ -140,6 +129,43 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	if sf, ok := store.(interface{ StateFileErr() error }); ok && c.stateFile != "" {
 		reg.MustRegister(metrics.NewStateFileWritable(sf.StateFileErr))
 	}
+	shared := c.store != "" && c.store != "memory"
+	// Login attempts are used up through the store's one-time claims, on
+	// every replica (S13).
+	rp, err := oidc.New(oidc.Options{Keys: keys, Claims: instrumented, Logger: log, Clock: clock, Observer: m})
+	if err != nil {
+		return err
+	}
+
+	tokens := token.NewProvider(token.Options{Logger: log, Clock: clock, Observer: m})
+	var watcher *policy.Watcher
+	watcher, err = policy.NewWatcher(c.policies, policy.WatcherOptions{
+		Options: policy.Options{
+			NewVerifier: func(_ string, tc policy.TokenConfig) (authz.Verifier, error) {
+				return tokens.Verifier(token.Config(tc))
+			},
+			NewSignIn: signInFactory(rp, tokens, shared, c.sessionKeyFile != ""),
+		},
+		Logger: log,
+		OnReload: func(ok bool, _ error) {
+			m.PolicyReloaded(ok, clock.Now())
+			if ok && watcher != nil {
+				m.Policies(watcher.Current().Names())
+				m.SignInPolicies(signInPolicies(watcher.Current().Policies()))
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("no valid policies to start with (fix them and start again): %w", err)
+	}
+	m.Policies(watcher.Current().Names())
+	if names := signInPolicies(watcher.Current().Policies()); len(names) > 0 {
+		m.SignInPolicies(names)
+		if c.sessionKeyFile == "" {
+			warnRandomKey(log, names)
+		}
+	}
+	reg.MustRegister(metrics.NewProviderUp(func() []*authz.Policy { return watcher.Current().Policies() }))
 	if live, ok := store.(metrics.LiveSessions); ok { // the embedded store; Redis is not scanned on scrape
 		reg.MustRegister(metrics.NewSessionsActive(live, func() []*authz.Policy { return watcher.Current().Policies() }, clock))
 	}
@@ -190,7 +216,8 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		}
 		return ready(ctx)
 	}
-	httpSrv, httpLimits := httpserve.Server(opsHandler(reg, readyz, forwardauth.NewHandler(engine,
+	notes := func() []string { return signInNotes(watcher.Current().Policies()) }
+	httpSrv, httpLimits := httpserve.Server(opsHandler(reg, readyz, notes, forwardauth.NewHandler(engine,
 		forwardauth.Options{TrustedProxies: trustedProxies, Logger: log})), c.http)
 	httpLis = httpserve.Listener(httpLis, httpLimits.MaxConns)
 
@@ -205,6 +232,7 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	}()
 	go watcher.Run(ctx)
 	go tokens.Run(ctx)
+	go rp.Run(ctx)
 	go watchReadiness(ctx, ready, grpcSrv)
 	go reloadOnHUP(ctx, watcher, auditFile, log)
 

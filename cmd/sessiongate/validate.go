@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/oidc"
 	"github.com/sessiongate/sessiongate/policy"
 	"github.com/sessiongate/sessiongate/token"
 )
@@ -27,9 +28,19 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	tokens := token.NewProvider(token.Options{Logger: slog.New(slog.DiscardHandler), Clock: authz.SystemClock{}})
-	set, err := policy.LoadFiles(fs.Args(), policy.Options{NewVerifier: func(_ string, tc policy.TokenConfig) (authz.Verifier, error) {
-		return tokens.Verifier(token.Config(tc))
-	}})
+	// Sign-ins are built as serve builds them, without discovery: validate
+	// never uses the network.
+	rp, err := oidc.New(oidc.Options{Keys: oidc.RandomKeyRing()})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFailure
+	}
+	set, err := policy.LoadFiles(fs.Args(), policy.Options{
+		NewVerifier: func(_ string, tc policy.TokenConfig) (authz.Verifier, error) {
+			return tokens.Verifier(token.Config(tc))
+		},
+		NewSignIn: signInFactory(rp, tokens, false, false),
+	})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitFailure
