@@ -2,7 +2,8 @@
 // of testing/fstest: every store, and every fake of one, runs Run and so
 // keeps the same promises (atomic read-modify-writes, times that only grow,
 // ends that stay ended, scope ends that only rise, KeepUntil, corrupt
-// records reported, one-time claims, grant replacement). A new store is
+// records reported, one-time claims, grant replacement, the index of
+// sessions by user and provider session and the ends decided on it). A new store is
 // done when Run passes against it.
 package storetest
 
@@ -12,6 +13,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -65,6 +67,10 @@ func Run(t *testing.T, newStore func() authz.Store, opts ...Option) {
 	run("Claim", testClaim)
 	run("ConcurrentClaims", testConcurrentClaims)
 	run("KeepUntil", testKeepUntil)
+	run("Index", testIndex)
+	run("IndexKeepUntil", testIndexKeepUntil)
+	run("EndSessions", testEndSessions)
+	run("ConcurrentBeginAndEnd", testConcurrentBeginAndEnd)
 	if c.corrupt != nil {
 		run("CorruptRecord", testCorrupt)
 	}
@@ -476,6 +482,9 @@ func testRestart(t *testing.T, s authz.Store, c *config) {
 	}
 	if first, err := s.Claim(ctx, k, now()+hour); err != nil || first {
 		t.Errorf("a claim made before the restart was made again: %v, %v", first, err)
+	}
+	if got := indexed(t, s, policy, authz.SubjectKey(live.Subject)); !slices.Equal(got, want(live)) {
+		t.Errorf("index after a restart: %v, want %v", got, want(live))
 	}
 }
 

@@ -227,6 +227,10 @@ func (s *Store) Begin(_ context.Context, r *authz.Session) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
+	// The index first (authz.SessionIndex says why).
+	if err := s.index(r, r.KeepUntil); err != nil {
+		return err
+	}
 	sk, ck := keys(r.Policy, r.ID, r.Scope)
 	i, j := s.lockPair(sk, ck)
 	defer s.unlockPair(i, j)
@@ -247,21 +251,33 @@ func (s *Store) Touch(_ context.Context, policy, id string, t authz.Touch) (auth
 	if err := s.usable(); err != nil {
 		return authz.Session{}, false, err
 	}
+	r, found, raised, err := s.touch(policy, id, t)
+	if err == nil && raised {
+		// The index keeps the session as long as its record (no stripe held).
+		err = s.index(&r, r.KeepUntil)
+	}
+	return r, found, err
+}
+
+// touch is Touch with the session's stripe held; raised says whether its
+// KeepUntil grew.
+func (s *Store) touch(policy, id string, t authz.Touch) (authz.Session, bool, bool, error) {
 	k := sessionKey(policy, id)
 	st := &s.stripes[s.stripeOf(k)]
 	st.Lock()
 	defer st.Unlock()
 	r, found, _, err := s.session(k, s.now())
 	if err != nil || !found || r.Ended() {
-		return r, found, err
+		return r, found, false, err
 	}
+	keep := r.KeepUntil
 	if !r.Advance(t) { // nothing advanced: spare hot a dead copy
-		return r, true, nil
+		return r, true, false, nil
 	}
 	if err := putSession(s.hot, k, &r, &st.buf); err != nil {
-		return authz.Session{}, false, err
+		return authz.Session{}, false, false, err
 	}
-	return r, true, nil
+	return r, true, r.KeepUntil > keep, nil
 }
 
 // End implements authz.Store.
@@ -533,6 +549,8 @@ func keepUntil(key string, b []byte) (t int64, ok bool) {
 		}
 	case claimTag:
 		return claimUntil(b)
+	case indexTag:
+		return indexUntil(b)
 	}
 	return 0, false
 }

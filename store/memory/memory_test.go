@@ -100,8 +100,8 @@ func TestBeginLoad(t *testing.T) {
 	if l := mustLoad(t, s, "", alice); l.Scope.Current != "s2" || l.Scope.KeepUntil != want.KeepUntil {
 		t.Errorf("scope after second Begin = %+v", l.Scope)
 	}
-	if hot, cold := s.Len(); hot != 2 || cold != 1 {
-		t.Errorf("Len = %d, %d; want 2 sessions hot, 1 scope cold", hot, cold)
+	if hot, cold := s.Len(); hot != 2 || cold != 3 {
+		t.Errorf("Len = %d, %d; want 2 sessions hot, 1 scope and 2 index records (user, scope) cold", hot, cold)
 	}
 }
 
@@ -148,7 +148,7 @@ func TestEndOnce(t *testing.T) {
 	if r.EndedAt != end.At || r.Cause != end.Cause || r.KeepUntil != end.KeepUntil || r.ID != "s1" {
 		t.Errorf("ended record = %+v", r)
 	}
-	if hot, cold := s.Len(); hot != 0 || cold != 2 {
+	if hot, cold := s.Len(); hot != 0 || cold != 4 { // and the scope and 2 index records
 		t.Errorf("Len = %d, %d; want the ended session moved to cold", hot, cold)
 	}
 

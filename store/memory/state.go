@@ -398,6 +398,12 @@ func (s *Store) restore(k string, v []byte) error {
 			return nil
 		}
 		return set(s.cold, k, binary.BigEndian.AppendUint64(nil, uint64(until)))
+	case len(k) > 0 && k[0] == indexTag:
+		list, ok := decodeIndex(v)
+		if !ok {
+			return authz.ErrCorruptRecord
+		}
+		return s.indexAdd(k, list)
 	}
 	return errors.New("record with an unknown key")
 }

@@ -532,6 +532,10 @@ func (s *Store) Begin(ctx context.Context, r *authz.Session) error {
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	// The index first (authz.SessionIndex says why).
+	if err := s.index(ctx, r, r.KeepUntil); err != nil {
+		return err
+	}
 	sk, ck := s.sessionKey(r.Policy, r.ID), s.scopeKey(r.Policy, r.Scope)
 	if err := s.c.Do(ctx, "SET", sk, b, "PXAT", r.KeepUntil).Err(); err != nil {
 		return s.unavailable(ctx, "begin", err)
@@ -569,6 +573,11 @@ func (s *Store) Touch(ctx context.Context, policy, id string, t authz.Touch) (au
 		if r, ok := s.near.touch(k, t, now); ok {
 			if !r.Ended() {
 				s.pend(k, t)
+				if t.KeepUntil != 0 {
+					// Rare (a newer sign-in or a longer-lived token): the
+					// index keeps the session as long as its record.
+					return r, true, s.indexTouched(ctx, &r)
+				}
 			}
 			return r, true, nil
 		}
@@ -591,6 +600,9 @@ func (s *Store) Touch(ctx context.Context, policy, id string, t authz.Touch) (au
 		return authz.Session{}, false, fmt.Errorf("redis store: touch: %w", err)
 	}
 	s.near.fill(gen, k, entry{session: r}, now)
+	if t.KeepUntil != 0 && !r.Ended() {
+		return r, true, s.indexTouched(ctx, &r)
+	}
 	return r, true, nil
 }
 
