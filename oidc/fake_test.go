@@ -24,7 +24,7 @@ import (
 // JWKS, a token endpoint that checks PKCE, client authentication and the
 // redirect URI, and the failures tests ask for.
 type fakeProvider struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *httptest.Server
 	key    *idp.IDP
 	clock  *testutil.Clock
@@ -57,7 +57,7 @@ type codeGrant struct {
 	challenge, nonce, redirectURI string
 }
 
-func newFakeProvider(t *testing.T, clock *testutil.Clock) *fakeProvider {
+func newFakeProvider(t testing.TB, clock *testutil.Clock) *fakeProvider {
 	t.Helper()
 	key, err := idp.New("ES256")
 	if err != nil {
@@ -300,7 +300,7 @@ func (o *recordingObserver) Discovered(_ string, ok bool) {
 
 // env is one RP against one fake provider.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	clock  *testutil.Clock
 	fp     *fakeProvider
 	rp     *RP
@@ -309,7 +309,7 @@ type env struct {
 	logs   *testutil.SyncBuffer
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	clock := testutil.NewClock(time.Now().Truncate(time.Second))
 	e := &env{t: t, clock: clock, fp: newFakeProvider(t, clock), claims: &countingClaims{}, obs: &recordingObserver{},

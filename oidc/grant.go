@@ -41,9 +41,10 @@ func encodeGrant(g *authz.Grant) []byte {
 
 var errGrantFormat = errors.New("sealed grant is malformed")
 
-// decodeGrant reads what encodeGrant wrote; anything else is an error.
+// decodeGrant reads what encodeGrant wrote; anything else is an error. The
+// fields share one string: Open runs on every request of a sign-in session.
 func decodeGrant(b []byte) (*authz.Grant, error) {
-	d := decoder{b: b}
+	d := decoder{s: string(b)}
 	g := &authz.Grant{AccessToken: d.str(), RefreshToken: d.str(), IDToken: d.str(), AccessExpiry: d.varint()}
 	n := d.uvarint()
 	if n > maxHeaders {
@@ -55,7 +56,7 @@ func decodeGrant(b []byte) (*authz.Grant, error) {
 			g.Headers[i] = authz.Header{Name: d.str(), Value: d.str()}
 		}
 	}
-	if d.bad || len(d.b) != 0 {
+	if d.bad || d.s != "" {
 		return nil, errGrantFormat
 	}
 	return g, nil
@@ -64,43 +65,44 @@ func decodeGrant(b []byte) (*authz.Grant, error) {
 // decoder reads length-prefixed fields; the first short read marks it bad
 // and every later read returns zero values.
 type decoder struct {
-	b   []byte
+	s   string
 	bad bool
 }
 
+// uvarint and varint read what binary.AppendUvarint and AppendVarint wrote.
 func (d *decoder) uvarint() uint64 {
-	if d.bad {
-		return 0
+	var v uint64
+	for i := 0; i < len(d.s) && i < binary.MaxVarintLen64; i++ {
+		c := d.s[i]
+		if i == binary.MaxVarintLen64-1 && c > 1 {
+			break // overflow
+		}
+		v |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			d.s = d.s[i+1:]
+			return v
+		}
 	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.bad = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	d.bad = true
+	return 0
 }
 
 func (d *decoder) varint() int64 {
-	if d.bad {
-		return 0
+	ux := d.uvarint()
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
 	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.bad = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	return x
 }
 
 func (d *decoder) str() string {
 	n := d.uvarint()
-	if d.bad || n > uint64(len(d.b)) {
+	if d.bad || n > uint64(len(d.s)) {
 		d.bad = true
 		return ""
 	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
+	v := d.s[:n]
+	d.s = d.s[n:]
+	return v
 }

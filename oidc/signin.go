@@ -194,6 +194,9 @@ func (s *SignIn) Start(ctx context.Context, r *authz.Request, returnURL string, 
 	if r.Headers != nil {
 		cookies = r.Headers.Get("cookie")
 	}
+	if len(returnURL) > MaxReturnURL {
+		returnURL = "" // the site root rather than a cookie too large to come back
+	}
 	slot := pickSlot(s.rp.keys, cookies, s.policy)
 	t := &txn{State: newState(slot), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(), ReturnURL: returnURL,
 		RedirectURI: redirectURI, Policy: s.policy, EndedAt: endedAt, Created: s.rp.clock.Now().UnixMilli()}

@@ -176,6 +176,29 @@ func TestS12ReauthParamsWhenEnded(t *testing.T) {
 	}
 }
 
+func TestLongReturnURLGoesToTheRoot(t *testing.T) {
+	e := newEnv(t)
+	s := e.signIn(e.config())
+	b := newBrowser()
+	long := "https://app.example.com/" + strings.Repeat("x", MaxReturnURL)
+	loc, sc, err := s.Start(context.Background(), b.request("/"), long, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sc) > 4096 {
+		t.Errorf("Set-Cookie of %d bytes", len(sc))
+	}
+	b.set(sc)
+	code, state, _ := e.fp.authorize(loc)
+	si, err := s.Finish(context.Background(), b.request(callbackPath(code, state)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si.ReturnURL != "" {
+		t.Errorf("return URL %q, want the site root", si.ReturnURL)
+	}
+}
+
 func TestRedirectURIFromRequest(t *testing.T) {
 	e := newEnv(t)
 	s := e.signIn(e.config())

@@ -27,6 +27,10 @@ const (
 	// characters). The state is the slot digit followed by it.
 	stateRandom = 16
 	stateLen    = 1 + 22
+	// MaxReturnURL bounds the return URL a transaction keeps; a longer one
+	// is replaced by the site root, so that the cookie stays under browsers'
+	// 4 KiB limit.
+	MaxReturnURL = 2048
 	// maxCookieValue bounds the transaction cookie a request may present.
 	maxCookieValue = 4096
 )
@@ -61,10 +65,10 @@ func (t *txn) encode() []byte {
 }
 
 func decodeTxn(b []byte) (*txn, bool) {
-	d := decoder{b: b}
+	d := decoder{s: string(b)}
 	t := &txn{State: d.str(), Nonce: d.str(), Verifier: d.str(), ReturnURL: d.str(), RedirectURI: d.str(), Policy: d.str()}
 	t.EndedAt, t.Created = d.varint(), d.varint()
-	return t, !d.bad && len(d.b) == 0
+	return t, !d.bad && d.s == ""
 }
 
 // sealTxn returns the cookie value of t in slot.
