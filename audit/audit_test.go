@@ -68,7 +68,9 @@ func TestEvents(t *testing.T) {
 		idle["cause"] = "idle"
 		mis := base("WARN", "session_ended")
 		mis["cause"], mis["presented_subject"] = "identity_mismatch", mallory
-		want := []map[string]any{base("INFO", "session_started"), base("INFO", "session_reauthenticated"), idle, mis}
+		started := base("INFO", "session_started")
+		started["method"] = "token"
+		want := []map[string]any{started, base("INFO", "session_reauthenticated"), idle, mis}
 		if got := lines(t, buf.Bytes()); !reflect.DeepEqual(got, want) {
 			t.Errorf("hash=%v:\n got %v\nwant %v", hashed, got, want)
 		}

@@ -8,6 +8,10 @@ type Decision struct {
 	Allow  bool
 	DryRun bool
 	Reason Reason
+	// Warn is set inside the policy's warning window (S11): the client is
+	// told ExpiresIn. The zero value warns of nothing. (Here, beside the
+	// other small fields, so that it costs the struct no padding.)
+	Warn bool
 	// Policy is the name of the matched policy ("" for an unknown host).
 	Policy string
 
@@ -23,10 +27,8 @@ type Decision struct {
 	User             string
 	SessionExpiresAt int64 // Unix seconds, absolute deadline
 	IdleExpiresAt    int64 // Unix seconds, inactivity deadline
-	// Warn is set inside the policy's warning window (S11): the client is
-	// told ExpiresIn, the seconds (>= 0) until the earlier deadline. The
-	// zero value warns of nothing.
-	Warn      bool
+	// ExpiresIn is the seconds (>= 0) until the earlier deadline, told to
+	// the client when Warn is set (inside the warning window).
 	ExpiresIn int64
 
 	// SetCookie holds Set-Cookie values for the client, one header each.

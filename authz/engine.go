@@ -22,6 +22,8 @@ type Engine struct {
 	events   Events
 	log      *slog.Logger
 	rand     io.Reader
+	grants   grants  // opened sign-in grants
+	flights  flights // refreshes in progress
 }
 
 // Options are the Engine's dependencies. Policies and Store are required.
@@ -77,7 +79,7 @@ func (e *Engine) decide(ctx context.Context, r *Request, now time.Time) Decision
 	if p == nil {
 		return Decision{Reason: ReasonUnknownHost, Status: 403}
 	}
-	c := check{e: e, p: p, r: r, now: now, nowMs: now.UnixMilli(), store: e.store}
+	c := check{e: e, p: p, r: r, now: now, nowMs: now.UnixMilli(), store: e.store, ctx: ctx}
 	d := c.run(ctx)
 	d.Policy = p.Name
 	if p.DryRun && !d.Allow {
@@ -103,12 +105,25 @@ type check struct {
 	// fallback (degraded).
 	store    Store
 	degraded bool
+	// ctx is the request's, for the denials that start a sign-in.
+	ctx context.Context
+	// endedAt is the latest end the decision learned of (Unix ms): a
+	// sign-in it starts must prove a sign-in after it (S14).
+	endedAt int64
+	// grantSession: the credential is a sign-in session (withSession),
+	// whose record (seed) was loaded already.
+	grantSession bool
+	seed         Session
 }
 
 func (c *check) run(ctx context.Context) Decision {
 	path := c.r.Path
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
+	}
+	si := c.p.Login.SignIn
+	if si != nil && path == si.CallbackPath() {
+		return c.callback(ctx, si)
 	}
 	if c.bypassed(path) {
 		return Decision{Allow: true}
@@ -141,6 +156,11 @@ func (c *check) run(ctx context.Context) Decision {
 		return c.logout(ctx)
 	}
 	if c.claims == nil {
+		if si != nil && c.cookie != "" {
+			// The gate's own sign-in: the session cookie, backed by the
+			// grant the store holds, is the credential.
+			return c.withSession(ctx)
+		}
 		// No token: a session cookie alone is never a credential. Whether a
 		// session ended decides only if the login asks for credentials again.
 		return c.deny(ReasonNoToken, c.cookieSessionEnded(ctx))
@@ -235,7 +255,11 @@ func (c *check) cookieSessionEnded(ctx context.Context) bool {
 		return false
 	}
 	lk, err := c.store.Load(ctx, c.p.Name, c.cookie, Digest{})
-	return err == nil && lk.SessionFound && lk.Session.Ended()
+	if err == nil && lk.SessionFound && lk.Session.Ended() {
+		c.endedAt = lk.Session.EndedAt
+		return true
+	}
+	return false
 }
 
 // withToken decides a request whose token was verified, on the engine's
@@ -275,7 +299,13 @@ func (c *check) facts(ctx context.Context, st Store, confirm bool) (Facts, error
 	}
 	f := Facts{Confirmed: confirm}
 	var err error
-	if f.Lookup, err = st.Load(ctx, c.p.Name, c.cookie, c.claims.Scope); err != nil {
+	if c.grantSession && !confirm && st == c.e.store {
+		// The session record is loaded already: only its scope.
+		if f.Lookup, err = st.Load(ctx, c.p.Name, "", c.claims.Scope); err != nil {
+			return f, err
+		}
+		f.Session, f.SessionFound = c.seed, true
+	} else if f.Lookup, err = st.Load(ctx, c.p.Name, c.cookie, c.claims.Scope); err != nil {
 		return f, err
 	}
 	if id, ok := CurrentWanted(c.claims, &f.Lookup); ok {
@@ -291,6 +321,7 @@ func (c *check) facts(ctx context.Context, st Store, confirm bool) (Facts, error
 // apply carries out Decide's outcome.
 func (c *check) apply(ctx context.Context, f *Facts, o Outcome) Decision {
 	s := &o.Session
+	c.endedAt = max(c.endedAt, f.scopeEnd(), s.EndedAt, o.EndAt)
 	if o.Foreign {
 		msg := "session presented with another identity's token; session ended"
 		if o.Verdict == VerdictDeny {
@@ -301,6 +332,11 @@ func (c *check) apply(ctx context.Context, f *Facts, o Outcome) Decision {
 	}
 	switch o.Verdict {
 	case VerdictBegin:
+		if c.grantSession {
+			// The session record went (its KeepUntil passed): its
+			// credential with it. Only a sign-in opens a session.
+			return c.deny(ReasonNoToken, false)
+		}
 		return c.begin(ctx, o.Session)
 	case VerdictResume:
 		return c.resume(ctx, s, o.Touch, o.Reauthenticated)
@@ -321,7 +357,7 @@ func (c *check) apply(ctx context.Context, f *Facts, o Outcome) Decision {
 	// A denial, or an end that this request found (later requests get
 	// reauth_required). A cookie naming the ended session is dropped.
 	d := c.deny(o.Reason, o.Reauth)
-	if (o.Verdict == VerdictEnd || o.Foreign) && c.cookie != "" && sameSecret(c.cookie, s.ID) {
+	if (o.Verdict == VerdictEnd || o.Foreign) && c.cookie != "" && sameSecret(c.cookie, s.ID) && len(d.SetCookie) == 0 {
 		d.SetCookie = append(d.SetCookie, c.clearCookie())
 	}
 	return d
@@ -365,6 +401,9 @@ func (c *check) resume(ctx context.Context, s *Session, t Touch, reauth bool) De
 	if c.cookie != "" && !sameSecret(c.cookie, s.ID) {
 		d.SetCookie = []string{c.sessionCookie(s.ID)}
 	}
+	if c.grantSession {
+		return c.withGrant(ctx, s, d)
+	}
 	return d
 }
 
@@ -406,6 +445,8 @@ func (c *check) logout(ctx context.Context) Decision {
 	if c.claims != nil {
 		scope = c.claims.Scope
 	}
+	si := c.p.Login.SignIn
+	var grant *Grant // the ended session's, for the provider's sign-out (S17)
 	if c.cookie != "" {
 		lk, err := c.store.Load(ctx, c.p.Name, c.cookie, Digest{})
 		if err != nil {
@@ -415,6 +456,11 @@ func (c *check) logout(ctx context.Context) Decision {
 		// scope's end and sign its owner out of newer sessions on the word
 		// of anyone who kept the dead cookie.
 		if lk.SessionFound && !lk.Session.Ended() {
+			if si != nil && lk.Session.Grant != "" {
+				if og, err := c.e.grants.open(si, c.p, &lk.Session); err == nil {
+					grant = og.g
+				}
+			}
 			if err := c.endFor(ctx, &lk.Session, lk.Session.Scope); err != nil {
 				return c.logoutFailure(err)
 			}
@@ -434,8 +480,15 @@ func (c *check) logout(ctx context.Context) Decision {
 			return c.logoutFailure(err)
 		}
 	}
+	to := c.p.Logout.RedirectURL
+	if si != nil {
+		// Signed out at the provider too: its end_session_endpoint, with
+		// the ID token as id_token_hint (the one place it leaves the
+		// server), or the redirect URL where it has none.
+		to = si.EndSessionURL(c.r, grant)
+	}
 	return Decision{
-		Reason: ReasonSignedOut, Status: 302, Location: c.p.Logout.RedirectURL,
+		Reason: ReasonSignedOut, Status: 302, Location: to,
 		SetCookie: []string{c.clearCookie()},
 	}
 }
@@ -496,6 +549,9 @@ func (c *check) allow(s *Session) Decision {
 func (c *check) deny(reason Reason, reauth bool) Decision {
 	d := Decision{Reason: reason}
 	if c.r.IsBrowser() {
+		if si := c.p.Login.SignIn; si != nil {
+			return c.startSignIn(c.ctx, si, reason, reauth)
+		}
 		d.Status = 302
 		d.Location = LoginURL(c.p, c.r, reauth)
 		return d
@@ -531,7 +587,7 @@ func (c *check) clearCookie() string {
 func (c *check) event(s *Session, cause EndCause) SessionEvent {
 	ev := SessionEvent{
 		At: c.now, Policy: c.p.Name, Subject: s.Subject, SessionID: s.ID, Scope: s.Scope, Cause: cause,
-		SourceAddr: c.r.SourceAddr, RequestID: c.r.RequestID,
+		Method: s.Method, SourceAddr: c.r.SourceAddr, RequestID: c.r.RequestID,
 	}
 	if cause == CauseIdentityMismatch && c.claims != nil {
 		ev.Presented = c.claims.Subject

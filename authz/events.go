@@ -26,7 +26,11 @@ type SessionEvent struct {
 	Cause EndCause // for ends
 	// Presented is the subject of the token that presented the session, set
 	// for identity mismatches (S4).
-	Presented  string
+	Presented string
+	// Method is how the session was signed in to (token or oidc).
+	Method SignInMethod
+	// Reason is why a sign-in was refused (SignInAuditor).
+	Reason     Reason
 	SourceAddr string
 	RequestID  string
 }
@@ -63,5 +67,32 @@ func (f Fanout) SessionEnded(ev SessionEvent) {
 func (f Fanout) SessionReauthenticated(ev SessionEvent) {
 	for _, e := range f {
 		e.SessionReauthenticated(ev)
+	}
+}
+
+// SignInFinished implements SignInCounter for the members that count.
+func (f Fanout) SignInFinished(policy, result string, elapsed time.Duration) {
+	for _, e := range f {
+		if c, ok := e.(SignInCounter); ok {
+			c.SignInFinished(policy, result, elapsed)
+		}
+	}
+}
+
+// Refreshed implements SignInCounter for the members that count.
+func (f Fanout) Refreshed(policy, result string) {
+	for _, e := range f {
+		if c, ok := e.(SignInCounter); ok {
+			c.Refreshed(policy, result)
+		}
+	}
+}
+
+// SignInRefused implements SignInAuditor for the members that audit.
+func (f Fanout) SignInRefused(ev SessionEvent) {
+	for _, e := range f {
+		if a, ok := e.(SignInAuditor); ok {
+			a.SignInRefused(ev)
+		}
 	}
 }

@@ -25,6 +25,9 @@ const (
 	ReasonSignInDenied
 	ReasonReauthNotPerformed
 	ReasonProviderUnavailable
+	// ReasonSignedIn answers a callback that opened a session: a redirect
+	// (or a page that navigates) to where the sign-in began.
+	ReasonSignedIn
 	reasonCount
 )
 
@@ -44,6 +47,7 @@ var reasonNames = [reasonCount]string{
 	ReasonSignInDenied:        "sign_in_denied",
 	ReasonReauthNotPerformed:  "reauth_not_performed",
 	ReasonProviderUnavailable: "provider_unavailable",
+	ReasonSignedIn:            "signed_in",
 }
 
 // String returns the wire name of the reason ("" for ReasonNone).
@@ -63,8 +67,9 @@ func Reasons() []Reason {
 	return out
 }
 
-// HTTPStatus maps a denial reason to its HTTP status for a client that is not
-// redirected: the one table at the edge that both adapters use.
+// HTTPStatus is the HTTP status of a denial of this reason that is answered
+// with a page (sign-in outcomes, ErrorPage); the engine sets Decision.Status,
+// which adapters send.
 func (r Reason) HTTPStatus() int {
 	switch r {
 	case ReasonNone:
@@ -77,6 +82,8 @@ func (r Reason) HTTPStatus() int {
 		return 400
 	case ReasonSignInDenied, ReasonReauthNotPerformed:
 		return 403
+	case ReasonSignedIn:
+		return 302
 	default:
 		return 401
 	}

@@ -185,6 +185,7 @@ func TestReasons(t *testing.T) {
 		ReasonSignInDenied:        {"sign_in_denied", 403},
 		ReasonReauthNotPerformed:  {"reauth_not_performed", 403},
 		ReasonProviderUnavailable: {"provider_unavailable", 503},
+		ReasonSignedIn:            {"signed_in", 302},
 	}
 	for r, w := range want {
 		if r.String() != w.name || r.HTTPStatus() != w.status {
