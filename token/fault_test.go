@@ -111,7 +111,7 @@ func TestSlowJWKS(t *testing.T) {
 	e2.p = NewProvider(Options{Clock: e2.clock, Observer: e2.obs, HTTPClient: &http.Client{Timeout: 50 * time.Millisecond}})
 	v2 := e2.verifier(urlConfig(srv.URL))
 	_, err = verify(v2, mint(t, a, claims(e2.clock.Now(), nil)), e2.clock.Now())
-	wantErr(t, err, authz.ReasonInvalidToken, "unknown key id")
+	wantErr(t, err, authz.ReasonInvalidToken, "no keys loaded")
 	if n := e2.obs.refreshFailed.Load(); n != 1 {
 		t.Errorf("%d failed refreshes, want the timed-out one", n)
 	}

@@ -60,6 +60,15 @@ func (k *keys) candidates(kid, alg string) (out []publicKey, kidKnown bool) {
 	return out, kid != "" && kidKnown
 }
 
+// kids lists the key ids of k, for the log of a refused token.
+func (k *keys) kids() []string {
+	out := make([]string, 0, len(k.list))
+	for _, pk := range k.list {
+		out = append(out, pk.kid)
+	}
+	return out
+}
+
 // keySet is the key set of one source (file path or URL), shared by every
 // verifier that names it so that policy reloads do not refetch.
 type keySet struct {
@@ -156,7 +165,14 @@ func (ks *keySet) fetch(ctx context.Context, p *Provider, ch chan struct{}) {
 	ks.mu.Unlock()
 	close(ch)
 	if err != nil {
-		p.log.Warn("token: JWKS refresh failed, keeping the last good keys", "source", ks.name, "err", err)
+		// Say what the policies using it are left with: the keys of an
+		// earlier fetch, or none at all (every token refused).
+		if k := ks.cur.Load(); len(k.list) > 0 {
+			p.log.Warn("token: JWKS refresh failed, keeping the last good keys", "source", ks.name, "keys", len(k.list), "err", err)
+		} else {
+			p.log.Error("token: JWKS fetch failed and no keys were ever loaded from it: every token of the policies using it is refused until a fetch succeeds",
+				"source", ks.name, "retry_in", ks.period().String(), "err", err)
+		}
 	}
 }
 

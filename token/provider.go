@@ -63,6 +63,8 @@ type Provider struct {
 	obs    Observer
 	cache  *cache
 	gen    atomic.Uint64 // key set generations, unique across sources
+	// refusals rate-limits the log lines of refused tokens.
+	refusals refusalLog
 
 	mu sync.Mutex
 	// Weak, so that a key set no policy uses any more stops being refreshed
@@ -102,6 +104,12 @@ func NewProvider(o Options) *Provider {
 // jwks_uri is fetched by Run or by the first token, so that an IdP outage
 // does not fail a policy reload. Known sources reuse their keys.
 func (p *Provider) Verifier(cfg Config) (authz.Verifier, error) {
+	return p.VerifierFor("", cfg)
+}
+
+// VerifierFor is Verifier for the policy named policy, which the log lines
+// of refused tokens name. The verifier also implements KeyCounter.
+func (p *Provider) VerifierFor(policy string, cfg Config) (authz.Verifier, error) {
 	cfg, err := cfg.normalize()
 	if err != nil {
 		return nil, err
@@ -110,13 +118,26 @@ func (p *Provider) Verifier(cfg Config) (authz.Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &verifier{p: p, ks: ks, cfg: cfg, fp: cfg.fingerprint()}
+	v := &verifier{p: p, ks: ks, policy: policy, cfg: cfg, fp: cfg.fingerprint()}
 	v.fpHash = maphash.String(p.cache.seed, v.fp)
 	for _, a := range cfg.Algorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
 	}
 	return v, nil
 }
+
+// KeyCounter is implemented by the verifiers of a Provider: the number of
+// usable signature keys its key set holds now. 0 means that every token of
+// the policy is refused (a jwks_uri not fetched yet, or unreachable since
+// the start); readiness and the token_keys metric report it.
+type KeyCounter interface {
+	KeyCount() int
+}
+
+var _ KeyCounter = (*verifier)(nil)
+
+// KeyCount implements KeyCounter.
+func (v *verifier) KeyCount() int { return len(v.ks.cur.Load().list) }
 
 func (p *Provider) keySet(cfg Config) (*keySet, error) {
 	src := cfg.JWKSFile + cfg.JWKSURI // exactly one is set

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -23,6 +24,7 @@ const maxUnixSeconds = 253402300799
 type verifier struct {
 	p      *Provider
 	ks     *keySet
+	policy string // for the refusal log; "" when built without a name
 	cfg    Config
 	algs   []jose.SignatureAlgorithm
 	fp     string // Config.fingerprint, part of every cache entry
@@ -36,6 +38,59 @@ func invalid(detail string) error {
 func expired() error {
 	return &authz.TokenError{Reason: authz.ReasonTokenExpired, Detail: "token expired"}
 }
+
+// refusal is a verification failure with what the operator needs to fix a
+// configuration: what the policy expects and what the token carried. The
+// values are the token's claims and header fields (issuer, audiences, key
+// id, times), never the token, its signature or its subject. Only the
+// refusal log reads them; the TokenError inside is what callers see.
+type refusal struct {
+	te    *authz.TokenError
+	attrs []any // slog key-value pairs
+}
+
+func (r *refusal) Error() string { return r.te.Error() }
+func (r *refusal) Unwrap() error { return r.te }
+
+// explain adds expected and actual values to a verification error.
+func explain(err error, attrs ...any) error {
+	te, ok := err.(*authz.TokenError)
+	if !ok {
+		return err
+	}
+	return &refusal{te: te, attrs: attrs}
+}
+
+// Bounds on what a refusal log line repeats of a token: its values are
+// chosen by whoever sent it.
+const (
+	maxLoggedValue  = 100
+	maxLoggedValues = 5
+)
+
+// logValue quotes a value taken from a token, cut to maxLoggedValue bytes.
+func logValue(s string) string {
+	if len(s) > maxLoggedValue {
+		return strconv.Quote(s[:maxLoggedValue]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// logValues is logValue for a list, cut to maxLoggedValues items.
+func logValues(ss []string) []string {
+	out := make([]string, 0, min(len(ss), maxLoggedValues+1))
+	for i, s := range ss {
+		if i == maxLoggedValues {
+			out = append(out, fmt.Sprintf("… %d more", len(ss)-i))
+			break
+		}
+		out = append(out, logValue(s))
+	}
+	return out
+}
+
+// logTime renders a Unix-millisecond claim for the refusal log.
+func logTime(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 
 // Verify implements authz.Verifier. Details of errors name claims, never
 // their values or the token.
@@ -59,7 +114,8 @@ func (v *verifier) Verify(ctx context.Context, raw string, now time.Time) (*auth
 	v.p.obs.CacheMiss()
 	c, gen, err := v.verify(ctx, raw, ms)
 	if err != nil {
-		return nil, err // failures are never cached
+		v.p.refusals.log(v, err, now) // failures are never cached
+		return nil, err
 	}
 	skew := v.cfg.ClockSkew.Milliseconds()
 	v.p.cache.put(entry{hash: h, token: raw, fp: v.fp, gen: gen, claims: c,
@@ -81,8 +137,8 @@ func (v *verifier) verify(ctx context.Context, raw string, now int64) (*authz.Cl
 	}
 	jws, err := jose.ParseSignedCompact(raw, v.algs)
 	if err != nil {
-		if _, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
-			return nil, 0, invalid("algorithm not allowed")
+		if e, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
+			return nil, 0, explain(invalid("algorithm not allowed"), "got_alg", logValue(string(e.Got)), "want_alg", v.cfg.Algorithms)
 		}
 		return nil, 0, invalid("malformed JWS")
 	}
@@ -109,15 +165,17 @@ func (v *verifier) checkSignature(ctx context.Context, jws *jose.JSONWebSignatur
 		}
 		switch {
 		case len(cands) > 0:
-			return nil, 0, invalid("bad signature")
+			return nil, 0, explain(invalid("bad signature"), "kid", logValue(kid), "alg", alg, "jwks", v.ks.name)
 		case !refetched && (len(k.list) == 0 || (kid != "" && !kidKnown)):
 			v.ks.maybeRefresh(ctx, v.p, v.cfg.MinRefreshInterval)
+		case len(k.list) == 0:
+			return nil, 0, explain(invalid("no keys loaded"), "jwks", v.ks.name)
 		case kidKnown:
-			return nil, 0, invalid("key does not match algorithm")
+			return nil, 0, explain(invalid("key does not match algorithm"), "kid", logValue(kid), "alg", alg, "jwks", v.ks.name)
 		case kid != "":
-			return nil, 0, invalid("unknown key id")
+			return nil, 0, explain(invalid("unknown key id"), "kid", logValue(kid), "known_kids", k.kids(), "jwks", v.ks.name)
 		default:
-			return nil, 0, invalid("no key for algorithm")
+			return nil, 0, explain(invalid("no key for algorithm"), "alg", alg, "jwks", v.ks.name)
 		}
 	}
 }
@@ -133,27 +191,27 @@ func (v *verifier) claims(payload []byte, now int64) (*authz.Claims, error) {
 		return nil, err
 	}
 	if c.Issuer != v.cfg.Issuer {
-		return nil, invalid("wrong iss")
+		return nil, explain(invalid("wrong iss"), "got_iss", logValue(c.Issuer), "want_iss", v.cfg.Issuer)
 	}
 	if !slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(v.cfg.Audiences, a) }) {
-		return nil, invalid("wrong aud")
+		return nil, explain(invalid("wrong aud"), "got_aud", logValues(c.Audience), "want_aud", v.cfg.Audiences)
 	}
 	skew := v.cfg.ClockSkew.Milliseconds()
 	switch {
 	case m["exp"] == nil || string(m["exp"]) == "null":
 		return nil, invalid("missing exp")
 	case now >= c.Expiry+skew:
-		return nil, expired()
+		return nil, explain(expired(), "exp", logTime(c.Expiry), "now", logTime(now), "clock_skew", v.cfg.ClockSkew.String())
 	case c.NotBefore != 0 && now < c.NotBefore-skew:
-		return nil, invalid("not yet valid")
+		return nil, explain(invalid("not yet valid"), "nbf", logTime(c.NotBefore), "now", logTime(now), "clock_skew", v.cfg.ClockSkew.String())
 	case c.IssuedAt > now+skew:
-		return nil, invalid("iat in the future")
+		return nil, explain(invalid("iat in the future"), "iat", logTime(c.IssuedAt), "now", logTime(now), "clock_skew", v.cfg.ClockSkew.String())
 	case c.AuthTime == 0 && v.cfg.RequireAuthTime:
 		return nil, invalid("missing auth_time")
 	case c.AuthTime > now+skew:
 		// A sign-in that has not happened yet would count as one after
 		// every session end (S3) and restart the absolute lifetime (S1).
-		return nil, invalid("auth_time in the future")
+		return nil, explain(invalid("auth_time in the future"), "auth_time", logTime(c.AuthTime), "now", logTime(now), "clock_skew", v.cfg.ClockSkew.String())
 	}
 	return c, nil
 }
