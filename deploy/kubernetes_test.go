@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +19,8 @@ import (
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sessiongate/sessiongate/idp"
 )
 
 // TestKustomizeBuild renders the manifests with kustomize itself (kubectl
@@ -394,7 +399,7 @@ func TestKubernetesProbesAgainstServer(t *testing.T) {
 	redis := startRedis(t, redisBin, rw.Spec.Template.Spec.Containers[0].Args)
 	env := ct.env()
 	s := startServe(t, env, map[string]string{
-		"SESSIONGATE_POLICIES": writeConfigMapMount(t, policiesConfigMap(t, c)),
+		"SESSIONGATE_POLICIES": writeConfigMapMount(t, withLocalJWKS(t, policiesConfigMap(t, c))),
 		"SESSIONGATE_STORE":    withHost(t, env["SESSIONGATE_STORE"], redis),
 	})
 
@@ -517,4 +522,25 @@ func serveFlagDefault(t *testing.T, name string) time.Duration {
 		t.Fatalf("sessiongate serve -h: flag %s has no duration default", name)
 	}
 	return d
+}
+
+// jwksURI matches a policy's jwks_uri line.
+var jwksURI = regexp.MustCompile(`(?m)^(\s*jwks_uri:\s*)\S+$`)
+
+// withLocalJWKS points every jwks_uri of the policies at a JWKS served on
+// loopback, as the identity provider answers in a cluster: a replica whose
+// policies have no token keys is not ready.
+func withLocalJWKS(t *testing.T, data map[string]string) map[string]string {
+	t.Helper()
+	d, err := idp.New(idp.RS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(d.JWKS()) }))
+	t.Cleanup(srv.Close)
+	out := map[string]string{}
+	for k, v := range data {
+		out[k] = jwksURI.ReplaceAllString(v, "${1}"+srv.URL+"/jwks")
+	}
+	return out
 }

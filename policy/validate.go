@@ -748,7 +748,7 @@ func (d *decoder) logout(p *authz.Policy, s *logoutSpec) {
 			}
 		}
 		if !d.has("logout") {
-			d.warnf("logout", "not set: users cannot sign out through sessiongate, so a session ends only by its timeouts; set logout.path and logout.redirect_url (S6)")
+			d.warnf("logout", "not set: users cannot sign out through sessiongate, so a session ends only by its timeouts; set logout.path and logout.redirect_url, or `logout: {}` to say there is none (S6)")
 		}
 		return
 	}

@@ -213,6 +213,9 @@ type serverOpts struct {
 	setup func(dir string)
 	// fdLimit, if set, is the process's open-file limit (soft and hard).
 	fdLimit int
+	// live waits only for the process to answer /healthz, not for it to
+	// be ready, for tests of what makes it not ready.
+	live bool
 }
 
 // startServer writes policies (name → YAML) and the JWKS of a fresh IdP into
@@ -269,6 +272,12 @@ func startServerOpts(t *testing.T, policies map[string]string, o serverOpts) *se
 			t.Logf("sessiongate stdout:\n%s", tail(s.stdout.String(), 4000))
 		}
 	})
+	if o.live {
+		if !waitFor(15*time.Second, func() bool { code, _, err := s.httpGet("/healthz"); return err == nil && code == 200 }) {
+			t.Fatalf("sessiongate not answering /healthz\nstderr:\n%s", s.stderr.String())
+		}
+		return s
+	}
 	if err := s.waitReady(15 * time.Second); err != nil {
 		t.Fatalf("sessiongate not ready: %v\nstderr:\n%s", err, s.stderr.String())
 	}

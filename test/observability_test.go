@@ -556,7 +556,7 @@ func TestDashboardAndAlertsMatchTheBinary(t *testing.T) {
 	}
 	// The alerts the operations guide promises.
 	for _, a := range []string{"SessiongateInstanceDown", "SessiongateStoreDown", "SessiongateStoreErrors", "SessiongatePolicyReloadFailing",
-		"SessiongateJWKSRefreshFailing", "SessiongateDenySpike", "SessiongateIdentityMismatch", "SessiongateCheckLatencyHigh", "SessiongateAuditWriteErrors", "SessiongateStateFileUnwritable"} {
+		"SessiongateJWKSRefreshFailing", "SessiongateDenySpike", "SessiongateIdentityMismatch", "SessiongateCheckLatencyHigh", "SessiongateAuditWriteErrors", "SessiongateStateFileUnwritable", "SessiongateNoTokenKeys"} {
 		if !alerts[a] {
 			t.Errorf("alert %s missing from sessiongate-alerts.yaml", a)
 		}

@@ -1,9 +1,14 @@
 package test
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sessiongate/sessiongate/idp"
 )
@@ -185,4 +190,58 @@ func TestBindClaims(t *testing.T) {
 	wantAllowed(t, c.Check("app.test", "/", s.token(t, "alice", claim("tid", "tenant-1")), true))
 	wantAllowed(t, c.Check("app.test", "/", s.token(t, "alice", claim("tid", "tenant-1")), true))
 	wantLoginRedirect(t, c.Check("app.test", "/", s.token(t, "alice", claim("tid", "tenant-2")), true), "identity_mismatch", "https://app.test/", true)
+}
+
+// TestNoTokenKeysIsToldAndNotReady: a policy whose jwks_uri has not answered
+// since the start has no keys. The replica says so instead of claiming to
+// be ready: /readyz 503 naming the policy, gRPC health NOT_SERVING,
+// sessiongate_token_keys 0, a log line that there never were keys, and each
+// refused token logged at the default level with its reason. Once the IdP
+// answers, all of it turns and tokens are accepted.
+func TestNoTokenKeysIsToldAndNotReady(t *testing.T) {
+	t.Parallel()
+	var up atomic.Bool
+	var jwks atomic.Pointer[[]byte]
+	idpSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b := jwks.Load(); up.Load() && b != nil {
+			w.Write(*b)
+			return
+		}
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer idpSrv.Close()
+	p := strings.Replace(pol{Hosts: []string{"app.test"}}.yaml(), "jwks_file: "+jwksFileName,
+		"jwks_uri: "+idpSrv.URL+"/jwks\n  jwks_refresh_interval: 2s\n  jwks_min_refresh_interval: 1s", 1)
+	s := startServerOpts(t, map[string]string{"app": p}, serverOpts{live: true})
+	b := s.idp.JWKS()
+	jwks.Store(&b)
+
+	const notReady = "not ready: no token keys for policy app: the JWKS has not loaded since the start (see the log)\n"
+	if !waitFor(5*time.Second, func() bool { code, body, _ := s.httpGet("/readyz"); return code == 503 && body == notReady }) {
+		code, body, err := s.httpGet("/readyz")
+		t.Fatalf("GET /readyz with no keys: %d %q %v, want 503 %q", code, body, err, notReady)
+	}
+	if st, err := s.healthStatus(""); err != nil || st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("gRPC health with no keys: %v %v, want NOT_SERVING", st, err)
+	}
+	if m := s.metrics(t); !strings.Contains(m, `sessiongate_token_keys{policy="app"} 0`) {
+		t.Errorf("no sessiongate_token_keys 0 for app:\n%s", m)
+	}
+	tok := s.token(t, "alice")
+	wantDenied(t, s.client(t).Check("app.test", "/", tok, false), 401, "invalid_token")
+	if !s.waitLog("no keys were ever loaded from it") || strings.Contains(s.stderr.String(), "keeping the last good keys") {
+		t.Errorf("the log does not say that there are no keys")
+	}
+	if !s.waitLog(`"level":"WARN","msg":"token refused","policy":"app","reason":"invalid_token","detail":"no keys loaded"`) {
+		t.Errorf("the refused token is not logged at warning level with its reason")
+	}
+
+	up.Store(true)
+	if err := s.waitReady(10 * time.Second); err != nil {
+		t.Fatalf("not ready once the JWKS answers: %v", err)
+	}
+	if m := s.metrics(t); !strings.Contains(m, `sessiongate_token_keys{policy="app"} 1`) {
+		t.Errorf("sessiongate_token_keys not 1 once loaded")
+	}
+	wantAllowed(t, s.client(t).Check("app.test", "/", s.token(t, "alice"), false))
 }

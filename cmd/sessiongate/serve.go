@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -141,8 +142,8 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	var watcher *policy.Watcher
 	watcher, err = policy.NewWatcher(c.policies, policy.WatcherOptions{
 		Options: policy.Options{
-			NewVerifier: func(_ string, tc policy.TokenConfig) (authz.Verifier, error) {
-				return tokens.Verifier(token.Config(tc))
+			NewVerifier: func(name string, tc policy.TokenConfig) (authz.Verifier, error) {
+				return tokens.VerifierFor(name, token.Config(tc))
 			},
 			NewSignIn: signInFactory(rp, tokens, shared, c.sessionKeyFile != ""),
 		},
@@ -166,6 +167,7 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		}
 	}
 	reg.MustRegister(metrics.NewProviderUp(func() []*authz.Policy { return watcher.Current().Policies() }))
+	reg.MustRegister(metrics.NewTokenKeys(func() []*authz.Policy { return watcher.Current().Policies() }))
 	if live, ok := store.(metrics.LiveSessions); ok { // the embedded store; Redis is not scanned on scrape
 		reg.MustRegister(metrics.NewSessionsActive(live, func() []*authz.Policy { return watcher.Current().Policies() }, clock))
 	}
@@ -204,6 +206,12 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 			// policy with store_failure: continue keeps deciding on the near
 			// cache, and taking every replica out would deny it too.
 			return err
+		}
+		// The same rule for token keys: not ready while no policy can
+		// verify a token (a jwks_uri not loaded since the start); one
+		// policy without keys is told by sessiongate_token_keys and the log.
+		if names, all := metrics.PoliciesWithoutKeys(set.Policies()); all {
+			return fmt.Errorf("no token keys for policy %s: the JWKS has not loaded since the start (see the log)", strings.Join(names, ", "))
 		}
 		return nil
 	}
