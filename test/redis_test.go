@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -294,6 +295,66 @@ func TestRedisHung(t *testing.T) {
 	}
 	wantAllowed(t, ca.Check("strict.test", "/", tokA, false))
 	wantAllowed(t, cb.Check("open.test", "/", tokB, false))
+}
+
+// TestRedisOutageEndsSurviveTheReplica: with store_failure: continue, the
+// ends a replica decides during a Redis outage (here identity mismatches:
+// stolen cookies) are kept in its --state-file until Redis has them. The
+// replica is killed (kill -9) and, in a second round, stopped (SIGTERM)
+// before Redis returns; restarted, it refuses those sessions at once, and
+// once Redis is back, so does a replica that never saw them.
+func TestRedisOutageEndsSurviveTheReplica(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	open := pol{Hosts: []string{"open.test"}, Absolute: time.Hour, Idle: 10 * time.Minute}
+	policies := map[string]string{"open": strings.Replace(open.yaml(), "session:\n", "session:\n  store_failure: continue\n", 1)}
+	o := serverOpts{extraArgs: []string{"--store", srv.URL() + "?max_stale=250ms", "--state-file", filepath.Join(t.TempDir(), "outage")}}
+	a := startServerOpts(t, policies, o)
+
+	type sess struct{ tok, cookie string }
+	var stolen []sess
+	for round, kill := range []bool{true, false} {
+		var victims []sess
+		for i := range 10 {
+			tok := a.token(t, fmt.Sprintf("victim-%d-%d", round, i))
+			r := a.apiClient(t).Check("open.test", "/", tok, false)
+			wantAllowed(t, r)
+			victims = append(victims, sess{tok, cookieOf(t, r)})
+		}
+		srv.Stop()
+		if !waitFor(5*time.Second, func() bool { return metricValue(a.metrics(t), "sessiongate_store_up", nil) == 0 }) {
+			t.Fatal("sessiongate_store_up stays 1 during the outage")
+		}
+		for _, v := range victims {
+			wantAPIDenied(t, a.apiClient(t).Check("open.test", "/", a.token(t, "mallory"), false, v.cookie), "identity_mismatch", true)
+		}
+		stolen = append(stolen, victims...)
+		restart(t, a, o, kill)
+		// Redis still down: the restarted replica knows the ends from its file.
+		for _, v := range victims {
+			wantAPIDenied(t, a.apiClient(t).Check("open.test", "/", v.tok, false, v.cookie), "reauth_required", true)
+			wantAPIDenied(t, a.apiClient(t).Check("open.test", "/", v.tok, false), "reauth_required", true)
+		}
+		srv.Restart()
+		if err := a.waitReady(15 * time.Second); err != nil {
+			t.Fatalf("not ready after Redis returned: %v", err)
+		}
+	}
+	b := startServerOpts(t, policies, serverOpts{
+		extraArgs: []string{"--store", srv.URL()},
+		setup: func(dir string) {
+			if err := a.idp.WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+	b.idp = a.idp
+	for _, s := range []*server{a, b} {
+		for _, v := range stolen {
+			wantAPIDenied(t, s.apiClient(t).Check("open.test", "/", v.tok, false, v.cookie), "reauth_required", true)
+			wantAPIDenied(t, s.apiClient(t).Check("open.test", "/", v.tok, false), "reauth_required", true)
+		}
+	}
 }
 
 // TestRedisStoreURLErrors: a bad --store fails at start with a message that

@@ -55,7 +55,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.httpAddr, "http-addr", ":9002", "HTTP listen address for /metrics, /healthz, /readyz and forward-auth (/auth/...)")
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", forwardauth.DefaultTrustedProxies, "comma-separated CIDRs or IPs whose X-Forwarded-*/X-Original-* headers forward-auth believes (empty: none)")
 	fs.StringVar(&c.store, "store", "memory", "session store: memory (embedded), or a Redis/Valkey URL: redis[s]://, valkey[s]://, with +sentinel or +cluster (docs/scale-out.md)")
-	fs.StringVar(&c.stateFile, "state-file", "", "file that keeps the embedded store's sessions across restarts")
+	fs.StringVar(&c.stateFile, "state-file", "", "file that keeps the embedded store's sessions across restarts; with Redis, the session ends decided during an outage until Redis has them")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.auditLog, "audit-log", "stdout", "where session audit events go: stdout, stderr or a file path")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -31,13 +30,12 @@ func openStore(c serveConfig, clock authz.Clock, log *slog.Logger) (sessionStore
 		}
 		return s, nil
 	case redisstore.IsURL(c.store):
-		if c.stateFile != "" {
-			return nil, errors.New("--state-file: only for the embedded store; Redis keeps the shared store's state")
-		}
 		// go-redis logs through a process-wide logger; keep its retries
 		// during an outage out of the operator's log unless debugging.
 		redis.SetLogger(goRedisLogger{log})
-		s, err := redisstore.Open(c.store, redisstore.Options{Clock: clock, Logger: log})
+		// With Redis, --state-file keeps the ends decided during an
+		// outage (store_failure: continue) until Redis has them.
+		s, err := redisstore.Open(c.store, redisstore.Options{Clock: clock, Logger: log, QueueFile: c.stateFile})
 		if err != nil {
 			return nil, fmt.Errorf("--store %q: %w", redisstore.Redact(c.store), err)
 		}

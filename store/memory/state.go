@@ -20,6 +20,7 @@ import (
 	"github.com/allegro/bigcache/v3"
 
 	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/internal/filelock"
 )
 
 // The state file keeps the embedded store across restarts (Options.StateFile).
@@ -140,7 +141,7 @@ func (s *Store) openState(o Options) (*state, error) {
 	if st.open == nil {
 		st.open = osOpen
 	}
-	unlock, err := lockFile(st.path + ".lock")
+	unlock, err := filelock.Lock(st.path + ".lock")
 	if err != nil {
 		return nil, st.errorf("%v", err)
 	}

@@ -68,34 +68,49 @@ func (f fallback) End(_ context.Context, policy, id string, scope authz.Digest, 
 	if e.At <= 0 {
 		return authz.Session{}, false, fmt.Errorf("redis store fallback: end at %d", e.At)
 	}
-	if err := f.s.enqueue(queuedEnd{policy: policy, id: id, scope: scope, e: e}); err != nil {
+	q := queuedEnd{policy: policy, id: id, scope: scope, e: e}
+	if err := f.s.enqueue(q); err != nil {
 		return authz.Session{}, false, err
 	}
-	now := f.s.now()
-	ck := f.s.scopeKey(policy, scope)
-	st := entry{isScope: true}
-	if old, ok := f.s.near.lookupAll(ck, now); ok && old.isScope {
-		st.scope = old.scope
-	}
-	st.scope.Raise(e)
-	if err := f.s.near.putLocal(ck, st, now); err != nil {
+	r, ended, err := f.s.recordLocal(q)
+	if err != nil {
 		return authz.Session{}, false, fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
 	}
-	if id == "" {
+	return r, ended, nil
+}
+
+// recordLocal applies a queued end to what this replica knows, in the
+// fallback's own tier (and the ends tier): the scope's end, and the
+// session's when it is known here and live.
+func (s *Store) recordLocal(q queuedEnd) (authz.Session, bool, error) {
+	now := s.now()
+	ck := s.scopeKey(q.policy, q.scope)
+	st := entry{isScope: true}
+	if old, ok := s.near.lookupAll(ck, now); ok && old.isScope {
+		st.scope = old.scope
+	}
+	st.scope.Raise(q.e)
+	if err := s.near.putLocal(ck, st, now); err != nil {
+		return authz.Session{}, false, err
+	}
+	if q.id == "" {
 		return authz.Session{}, false, nil
 	}
-	sk := f.s.sessionKey(policy, id)
-	old, ok := f.s.near.lookupAll(sk, now)
+	sk := s.sessionKey(q.policy, q.id)
+	old, ok := s.near.lookupAll(sk, now)
 	if !ok || old.isScope {
+		// Unknown here (after a restart, the queue file's ends): the
+		// scope's end refuses every token signed in before it, and the
+		// session's cookie dies with its scope.
 		return authz.Session{}, false, nil
 	}
 	if old.session.Ended() {
 		return old.session, false, nil
 	}
 	r := old.session
-	r.EndWith(e)
-	if err := f.s.near.putLocal(sk, entry{session: r}, now); err != nil {
-		return authz.Session{}, false, fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
+	r.EndWith(q.e)
+	if err := s.near.putLocal(sk, entry{session: r}, now); err != nil {
+		return authz.Session{}, false, err
 	}
 	return r, true, nil
 }
@@ -105,6 +120,13 @@ func (s *Store) enqueue(q queuedEnd) error {
 	defer s.queueMu.Unlock()
 	if len(s.queue) >= maxQueuedEnds {
 		return fmt.Errorf("%w: redis store fallback: %d ends already wait for Redis", authz.ErrStoreUnavailable, len(s.queue))
+	}
+	if s.queueFile != nil {
+		// Durable before it is answered: the replica may stop before
+		// Redis returns.
+		if err := s.queueFile.append(q); err != nil {
+			return fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
+		}
 	}
 	s.queue = append(s.queue, q)
 	s.queued.Add(1)
@@ -122,7 +144,14 @@ func (s *Store) reconcile(ctx context.Context) error {
 		s.queueMu.Lock()
 		if len(s.queue) == 0 {
 			s.queue = nil
+			var err error
+			if s.queueFile != nil {
+				err = s.queueFile.clear() // every end in it is in Redis
+			}
 			s.queueMu.Unlock()
+			if err != nil {
+				s.log.Warn("redis store: queue file not emptied; its ends, already in Redis, will be written again", "err", err)
+			}
 			break
 		}
 		q := s.queue[0]

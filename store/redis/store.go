@@ -63,6 +63,13 @@ type Options struct {
 	// EndsTTL is how long the near cache remembers an end for the fallback
 	// (24h): set it above the longest absolute_timeout. Whole seconds.
 	EndsTTL time.Duration
+	// QueueFile, when set, is a local file that keeps the ends the fallback
+	// decides during an outage until Redis has them (see queueFile): each is
+	// fsynced before it is answered, and a replica that stops or crashes
+	// before Redis returns writes them at its next start, before it trusts
+	// anything again. Without it they live in memory only, and are lost
+	// with the process (their sessions live again in Redis).
+	QueueFile string
 	// Clock decides whether a cached record's KeepUntil has passed.
 	Clock authz.Clock
 	// Logger receives state changes (Redis lost, Redis back); never a
@@ -95,6 +102,7 @@ type Store struct {
 
 	queueMu     sync.Mutex
 	queue       []queuedEnd // ends decided by the fallback, oldest first
+	queueFile   *queueFile  // nil without Options.QueueFile
 	queued      atomic.Int64
 	reconcileMu sync.Mutex // one reconcile at a time
 
@@ -157,6 +165,28 @@ func New(c redis.UniversalClient, o Options) (*Store, error) {
 		return nil, fmt.Errorf("redis store: near cache: %w", err)
 	}
 	s := &Store{c: c, o: o, channel: o.Prefix + ":changes", near: near, log: o.Logger, pending: map[string]authz.Touch{}, epoch: time.Now()}
+	if o.QueueFile != "" {
+		qf, ends, err := openQueueFile(o.QueueFile)
+		if err != nil {
+			near.close()
+			return nil, err
+		}
+		s.queueFile = qf
+		// Decided before the last stop, never written to Redis: queued
+		// again, and known to the fallback, before anything is served.
+		for _, q := range ends {
+			s.queue = append(s.queue, q)
+			s.queued.Add(1)
+			if _, _, err := s.recordLocal(q); err != nil {
+				qf.close()
+				near.close()
+				return nil, fmt.Errorf("redis store: queue file: %w", err)
+			}
+		}
+		if len(ends) > 0 {
+			s.log.Warn("redis store: ends decided during an outage, not yet in Redis, read from the queue file; they are written before anything else", "ends", len(ends))
+		}
+	}
 	s.setErr("connecting")
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -212,11 +242,18 @@ func (s *Store) Close() error {
 			// lost and their sessions live again in Redis (S3).
 			s.down.Store(false)
 			if err := s.reconcile(ctx); err != nil {
-				s.log.Error("redis store: ends recorded during the outage were not written to Redis", "ends", s.queued.Load(), "err", err)
+				if s.queueFile != nil {
+					s.log.Warn("redis store: ends recorded during the outage are not in Redis yet; the queue file keeps them for the next start", "ends", s.queued.Load(), "err", err)
+				} else {
+					s.log.Error("redis store: ends recorded during the outage were not written to Redis and are lost (no queue file)", "ends", s.queued.Load(), "err", err)
+				}
 			}
 		}
 		s.flush(ctx)
 		err = errors.Join(s.c.Close(), s.near.close())
+		if s.queueFile != nil {
+			err = errors.Join(err, s.queueFile.close())
+		}
 	})
 	return err
 }
@@ -229,6 +266,15 @@ func (s *Store) Ready(context.Context) error {
 		return nil
 	}
 	return fmt.Errorf("%w: redis store: %s", authz.ErrStoreUnavailable, *s.lastErr.Load())
+}
+
+// StateFileErr reports why the queue file (Options.QueueFile) cannot be
+// written now: nil while it can, and without one.
+func (s *Store) StateFileErr() error {
+	if s.queueFile == nil {
+		return nil
+	}
+	return s.queueFile.err()
 }
 
 // Fallback implements authz.FallbackStore.

@@ -1,6 +1,6 @@
 //go:build unix
 
-package memory
+package filelock
 
 import (
 	"fmt"
@@ -8,9 +8,10 @@ import (
 	"syscall"
 )
 
-// lockFile takes an exclusive flock on path, so that two processes never
-// write one state file: the second fails at start instead of corrupting it.
-func lockFile(path string) (unlock func(), err error) {
+// Lock takes an exclusive flock on path (created if missing), so that two
+// processes never write the files it guards: the second fails at start
+// instead of corrupting them.
+func Lock(path string) (unlock func(), err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
