@@ -72,7 +72,7 @@ func TestQueueFileSurvivesACrash(t *testing.T) {
 	waitReady(t, s)
 	other := open(t, srv.URL(), Options{})
 	for _, r := range rs {
-		if lk := mustLoad(t, other, authz.ConfirmReads(ctx), r); !lk.Session.Ended() || lk.Session.Cause != authz.CauseIdentityMismatch || lk.Scope.EndedAt != at {
+		if lk := mustLoad(t, other.Confirmed(), ctx, r); !lk.Session.Ended() || lk.Session.Cause != authz.CauseIdentityMismatch || lk.Scope.EndedAt != at {
 			t.Errorf("in Redis once it is back: %+v, want ended at %d", lk, at)
 		}
 	}
