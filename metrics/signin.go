@@ -32,10 +32,10 @@ type signInMetrics struct {
 func newSignInMetrics() signInMetrics {
 	return signInMetrics{
 		signIns: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sign_ins_total",
-			Help: "Sign-in callbacks (login.oidc) by policy and result: success (the provider proved the sign-in), " +
+			Help: "Sign-in callbacks (login.oidc) by policy and result: success (a session opened), " +
 				"or the reason the callback was refused."}, []string{"policy", "result"}),
 		callback: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "sign_in_callback_duration_seconds",
-			Help: "Time to handle a sign-in callback: transaction check, code exchange and ID-token validation.",
+			Help: "Time to handle a sign-in callback: transaction check, code exchange, ID-token validation and opening the session.",
 			// A code exchange is one round trip to the provider, plus a key
 			// fetch on the first sign-in or after a rotation.
 			Buckets:                         []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},

@@ -274,22 +274,8 @@ func (c *countingClaims) Claim(_ context.Context, key authz.Digest, _ int64) (bo
 
 // recordingObserver records events.
 type recordingObserver struct {
-	mu        sync.Mutex
-	signIns   []string
-	refreshes []string
-	disc      []bool
-}
-
-func (o *recordingObserver) SignInFinished(policy, result string, _ time.Duration) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.signIns = append(o.signIns, policy+":"+result)
-}
-
-func (o *recordingObserver) Refreshed(policy, result string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.refreshes = append(o.refreshes, policy+":"+result)
+	mu   sync.Mutex
+	disc []bool
 }
 
 func (o *recordingObserver) Discovered(_ string, ok bool) {

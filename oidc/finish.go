@@ -70,17 +70,7 @@ func parseCallback(target string) (*callback, error) {
 
 // Finish implements authz.SignIn (S13).
 func (s *SignIn) Finish(ctx context.Context, r *authz.Request) (*authz.SignedIn, error) {
-	start := s.rp.clock.Now()
-	si, err := s.finish(ctx, r, start)
-	result := "success"
-	if err != nil {
-		result = authz.ReasonSignInFailed.String()
-		if se, ok := errors.AsType[*authz.SignInError](err); ok {
-			result = se.Reason.String()
-		}
-	}
-	s.rp.obs.SignInFinished(s.policy, result, s.rp.clock.Now().Sub(start))
-	return si, err
+	return s.finish(ctx, r, s.rp.clock.Now())
 }
 
 // openCallback checks the authorization response against the transaction
@@ -298,16 +288,7 @@ func str(m map[string]json.RawMessage, name string) (string, bool) {
 
 // Refresh implements authz.SignIn (S16).
 func (s *SignIn) Refresh(ctx context.Context, g *authz.Grant) (*authz.Grant, error) {
-	ng, err := s.refresh(ctx, g)
-	switch {
-	case err == nil:
-		s.rp.obs.Refreshed(s.policy, "success")
-	case errors.Is(err, authz.ErrGrantRevoked):
-		s.rp.obs.Refreshed(s.policy, "revoked")
-	default:
-		s.rp.obs.Refreshed(s.policy, "failure")
-	}
-	return ng, err
+	return s.refresh(ctx, g)
 }
 
 var (

@@ -36,25 +36,17 @@ type Claimer interface {
 	Claim(ctx context.Context, key authz.Digest, keepUntil int64) (bool, error)
 }
 
-// Observer receives the events that metrics are made of. Calls happen on
-// the request path and must be cheap. Labels are bounded: policy names,
-// results and reason codes.
+// Observer receives the events that metrics are made of. Callbacks and
+// refreshes are counted by the engine, which sees their whole outcome
+// (authz.SignInCounter); this is the provider side.
 type Observer interface {
-	// SignInFinished reports one callback: result is "success" or the
-	// reason of the refusal (sign_in_failed, sign_in_denied,
-	// provider_unavailable, reauth_not_performed, store_unavailable).
-	SignInFinished(policy, result string, elapsed time.Duration)
-	// Refreshed reports one refresh: success, revoked or failure.
-	Refreshed(policy, result string)
 	// Discovered reports one discovery attempt; issuer is not a label.
 	Discovered(issuer string, ok bool)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) SignInFinished(string, string, time.Duration) {}
-func (nopObserver) Refreshed(string, string)                     {}
-func (nopObserver) Discovered(string, bool)                      {}
+func (nopObserver) Discovered(string, bool) {}
 
 // Options configure an RP. Keys is required.
 type Options struct {

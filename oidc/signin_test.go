@@ -153,9 +153,6 @@ func TestS12CodeFlow(t *testing.T) {
 	if si.ReturnURL != "https://app.example.com/app?x=1" || si.EndedAt != 0 {
 		t.Errorf("return URL %q, endedAt %d", si.ReturnURL, si.EndedAt)
 	}
-	if got := e.obs.signIns; !reflect.DeepEqual(got, []string{"app:success"}) {
-		t.Errorf("observed %v", got)
-	}
 }
 
 func TestS12ReauthParamsWhenEnded(t *testing.T) {
@@ -427,9 +424,6 @@ func TestS13Refusals(t *testing.T) {
 				t.Errorf("code exchanged: %v, want %v", exchanged, c.exchange)
 			}
 			assertNoSecrets(t, err.Error(), x)
-			if got := e.obs.signIns; len(got) != 1 || got[0] != "app:"+c.reason.String() {
-				t.Errorf("observed %v", got)
-			}
 		})
 	}
 }
@@ -521,16 +515,13 @@ func TestS16Refresh(t *testing.T) {
 		return e, s, si.Grant
 	}
 	t.Run("without ID token keeps the identity", func(t *testing.T) {
-		e, s, g := signedIn(t)
+		_, s, g := signedIn(t)
 		ng, err := s.Refresh(context.Background(), g)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ng.AccessToken != "access-2" || ng.RefreshToken != g.RefreshToken || ng.IDToken != g.IDToken || !reflect.DeepEqual(ng.Headers, g.Headers) {
 			t.Errorf("refreshed grant %+v from %+v", ng, g)
-		}
-		if !reflect.DeepEqual(e.obs.refreshes, []string{"app:success"}) {
-			t.Errorf("observed %v", e.obs.refreshes)
 		}
 	})
 	t.Run("new ID token of the same user", func(t *testing.T) {
@@ -560,9 +551,6 @@ func TestS16Refresh(t *testing.T) {
 		if !errors.Is(err, authz.ErrGrantRevoked) {
 			t.Fatalf("err = %v, want ErrGrantRevoked", err)
 		}
-		if !reflect.DeepEqual(e.obs.refreshes, []string{"app:revoked"}) {
-			t.Errorf("observed %v", e.obs.refreshes)
-		}
 	})
 	t.Run("provider down is not a revocation", func(t *testing.T) {
 		e, s, g := signedIn(t)
@@ -573,9 +561,6 @@ func TestS16Refresh(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), g.RefreshToken) || strings.Contains(err.Error(), "maintenance") {
 			t.Errorf("error %q leaks", err)
-		}
-		if !reflect.DeepEqual(e.obs.refreshes, []string{"app:failure"}) {
-			t.Errorf("observed %v", e.obs.refreshes)
 		}
 	})
 	t.Run("no refresh token", func(t *testing.T) {
