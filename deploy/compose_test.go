@@ -139,10 +139,25 @@ func TestComposeServerHealthy(t *testing.T) {
 	svcs := loadCompose(t)
 	sg := svcs["sessiongate"]
 	redis := startRedis(t, redisBin, svcs["redis"].Command)
-	s := startServe(t, sg.Environment, map[string]string{
+	// The service's command, else the image's, its state file moved here.
+	args := sg.Command
+	if len(args) == 0 {
+		df, err := parseDockerfile(dockerfilePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if args, err = execForm(df.final("CMD")[0].args); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if i := slices.Index(args, "--state-file"); i >= 0 && i+1 < len(args) {
+		args = slices.Clone(args)
+		args[i+1] = filepath.Join(t.TempDir(), "state")
+	}
+	s := startServeArgs(t, sg.Environment, map[string]string{
 		"SESSIONGATE_POLICIES": composePolicies(t, sg),
 		"SESSIONGATE_STORE":    withHost(t, sg.Environment["SESSIONGATE_STORE"], redis),
-	})
+	}, args...)
 	c := parts(t, composeEnvoy, loadBootstrap(t, composeEnvoy)).clusters[sessiongateCluster]
 	for _, hc := range c.GetHealthChecks() {
 		svc := hc.GetGrpcHealthCheck().GetServiceName()

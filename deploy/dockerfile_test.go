@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,12 +49,31 @@ type dockerfile struct {
 // parseDockerfile reads path: comments and parser directives are dropped,
 // backslash continuations joined, instructions grouped by stage. It fails
 // unless exactly one RUN builds ./cmd/sessiongate.
-func parseDockerfile(p string) (*dockerfile, error) {
+func parseDockerfile(p string) (*dockerfile, error) { return parseDockerfileWith(p, nil) }
+
+// parseDockerfileWith is parseDockerfile with build arguments (docker build
+// --build-arg NAME=value) over the ARG defaults, which the go build's
+// ${NAME} expansions take.
+func parseDockerfileWith(p string, buildArgs map[string]string) (*dockerfile, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
 	df := &dockerfile{}
+	global := map[string]string{} // ARGs before the first FROM
+	var stageArgs map[string]string
+	arg := func(decl string, scope map[string]string) {
+		name, def, hasDef := strings.Cut(decl, "=")
+		v, ok := buildArgs[name]
+		switch {
+		case ok:
+		case hasDef:
+			v = strings.Trim(def, `"`)
+		default:
+			v = global[name]
+		}
+		scope[name] = v
+	}
 	var cur strings.Builder
 	start := 0
 	found := 0
@@ -72,7 +93,15 @@ func parseDockerfile(p string) (*dockerfile, error) {
 		cmd, args, _ := strings.Cut(cur.String(), " ")
 		cur.Reset()
 		in := instruction{line: start, cmd: strings.ToUpper(cmd), args: strings.TrimSpace(args)}
+		if in.cmd == "ARG" {
+			if len(df.stages) == 0 {
+				arg(in.args, global)
+				continue
+			}
+			arg(in.args, stageArgs)
+		}
 		if in.cmd == "FROM" {
+			stageArgs = map[string]string{}
 			f := strings.Fields(in.args)
 			st := stage{base: f[len(f)-1]}
 			if len(f) >= 3 && strings.EqualFold(f[len(f)-2], "AS") {
@@ -86,7 +115,11 @@ func parseDockerfile(p string) (*dockerfile, error) {
 		st := &df.stages[len(df.stages)-1]
 		st.ins = append(st.ins, in)
 		if in.cmd == "RUN" && strings.Contains(in.args, "go build") {
-			gb, err := parseGoBuild(in.args)
+			// Only ARGs declared in the stage expand, as in Docker.
+			expanded := argRef.ReplaceAllStringFunc(in.args, func(ref string) string {
+				return stageArgs[strings.Trim(ref, "${}")]
+			})
+			gb, err := parseGoBuild(expanded)
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: %v", p, in.line, err)
 			}
@@ -99,6 +132,9 @@ func parseDockerfile(p string) (*dockerfile, error) {
 	}
 	return df, nil
 }
+
+// argRef is a ${NAME} or $NAME reference to a build argument.
+var argRef = regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*`)
 
 func parseGoBuild(s string) (goBuild, error) {
 	words, err := shellWords(s)
@@ -296,8 +332,8 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("Dockerfile:%d: HEALTHCHECK %q must name --addr on the gRPC port %s", hc[0].line, argv, grpcPort)
 	}
 
-	// ENTRYPOINT is the binary, CMD its serve command.
-	for cmd, want := range map[string][]string{"ENTRYPOINT": {bin}, "CMD": {"serve"}} {
+	// ENTRYPOINT is the binary, CMD its serve command with the state file.
+	for cmd, want := range map[string][]string{"ENTRYPOINT": {bin}, "CMD": {"serve", "--state-file", imageStateFile}} {
 		ins := df.final(cmd)
 		if len(ins) != 1 {
 			t.Errorf("Dockerfile: %d %s instructions, want 1", len(ins), cmd)
@@ -306,6 +342,69 @@ func TestDockerfile(t *testing.T) {
 		if got, err := execForm(ins[0].args); err != nil || !slices.Equal(got, want) {
 			t.Errorf("Dockerfile:%d: %s %s, want exec form %q (%v)", ins[0].line, cmd, ins[0].args, want, err)
 		}
+	}
+}
+
+// imageStateFile is where the image keeps the embedded store's state.
+const imageStateFile = "/var/lib/sessiongate/state"
+
+// TestImageKeepsSessionEnds: the image's default keeps its promise that a
+// signed-out session stays signed out across restarts (S3): its command
+// runs the embedded store with a state file, in a declared VOLUME (which
+// outlives the container), in a directory the image's user owns (a new
+// volume takes the image's ownership), and serve starts and writes there
+// with the image's environment and command.
+func TestImageKeepsSessionEnds(t *testing.T) {
+	df, err := parseDockerfile(dockerfilePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := df.final("CMD")
+	if len(cmds) != 1 {
+		t.Fatalf("Dockerfile: %d CMD instructions, want 1", len(cmds))
+	}
+	argv, err := execForm(cmds[0].args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.Index(argv, "--state-file")
+	if i < 0 || i+1 >= len(argv) {
+		t.Fatalf("Dockerfile:%d: CMD %q runs the embedded store without --state-file: a restart would forget sign-outs", cmds[0].line, argv)
+	}
+	state := argv[i+1]
+	var volumes []string
+	for _, in := range df.final("VOLUME") {
+		if v, err := execForm(in.args); err == nil {
+			volumes = append(volumes, v...)
+		} else {
+			volumes = append(volumes, strings.Fields(in.args)...)
+		}
+	}
+	if !slices.Contains(volumes, path.Dir(state)) {
+		t.Errorf("Dockerfile: the state file %s is not in a VOLUME (have %q): it would die with the container", state, volumes)
+	}
+	user := df.final("USER")[0].args
+	owned := false
+	for _, in := range df.final("COPY") {
+		f := strings.Fields(in.args)
+		if slices.Contains(f, "--chown="+user) && path.Clean(f[len(f)-1]) == path.Dir(state) {
+			owned = true
+		}
+	}
+	if !owned {
+		t.Errorf("Dockerfile: no COPY --chown=%s to %s: the non-root user could not write its state", user, path.Dir(state))
+	}
+
+	// The image's environment and command, the state directory moved here.
+	dir := t.TempDir()
+	args := slices.Clone(argv)
+	args[i+1] = filepath.Join(dir, path.Base(state))
+	s := startServeArgs(t, df.env(t), map[string]string{"SESSIONGATE_POLICIES": "../envoy/examples/policies"}, args...)
+	if code, _, err := s.get("/readyz"); err != nil || code != 200 {
+		t.Fatalf("GET /readyz: %d %v", code, err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, path.Base(state)+"*")); len(files) == 0 {
+		t.Errorf("serve with the image's command wrote nothing in the state directory:\n%s", s.output())
 	}
 }
 
@@ -349,8 +448,10 @@ func TestBinaryIsStatic(t *testing.T) {
 	if len(libs) > 0 {
 		t.Errorf("%s needs shared libraries %v", binPath, libs)
 	}
-	if out, code := runBin(t, "version"); code != 0 || !strings.HasPrefix(out, "sessiongate ") {
-		t.Errorf("sessiongate version: exit %d, %q", code, out)
+	// The image build stamps its --build-arg VERSION and REVISION.
+	want := fmt.Sprintf("sessiongate %s (revision %s, go", stampArgs["VERSION"], stampArgs["REVISION"])
+	if out, code := runBin(t, "version"); code != 0 || !strings.HasPrefix(out, want) {
+		t.Errorf("sessiongate version: exit %d, %q, want it to start with %q", code, out, want)
 	}
 }
 

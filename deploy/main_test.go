@@ -35,6 +35,10 @@ const (
 	istioDir       = "istio"
 )
 
+// stampArgs are the --build-arg values of the test build, which
+// `sessiongate version` must show.
+var stampArgs = map[string]string{"VERSION": "v0.0.0-deploy-test", "REVISION": "0123456789abcdef"}
+
 // binPath is the sessiongate binary that TestMain builds with the
 // Dockerfile's own build command: the binary the image would contain.
 var binPath string
@@ -50,7 +54,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	df, err := parseDockerfile(dockerfilePath)
+	df, err := parseDockerfileWith(dockerfilePath, stampArgs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "deploy:", err)
 		return 1
@@ -178,12 +182,19 @@ type server struct {
 // answers 200.
 func startServe(t *testing.T, env, override map[string]string) *server {
 	t.Helper()
+	return startServeArgs(t, env, override, "serve")
+}
+
+// startServeArgs is startServe with the command line args (the image's CMD,
+// a container's args) instead of plain serve.
+func startServeArgs(t *testing.T, env, override map[string]string, args ...string) *server {
+	t.Helper()
 	s := &server{grpcAddr: "127.0.0.1:" + freePort(t), httpAddr: "127.0.0.1:" + freePort(t)}
 	merged := maps.Clone(env)
 	maps.Copy(merged, override)
 	merged["SESSIONGATE_GRPC_ADDR"] = s.grpcAddr
 	merged["SESSIONGATE_HTTP_ADDR"] = s.httpAddr
-	s.process = startProcess(t, cleanEnv(merged), binPath, "serve")
+	s.process = startProcess(t, cleanEnv(merged), binPath, args...)
 	// /readyz checks afresh, gRPC health follows it once a second: wait for
 	// both, as Kubernetes and Envoy each ask one of them.
 	deadline := time.Now().Add(15 * time.Second)
