@@ -532,8 +532,12 @@ type alertRules struct {
 // the rules' unit tests pass.
 func TestDashboardAndAlertsMatchTheBinary(t *testing.T) {
 	t.Parallel()
-	// With a state file, whose metric only such a server exports.
-	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()},
+	// With a state file, whose metric only such a server exports, and a
+	// sign-in policy (its provider need not answer), whose metrics only
+	// such a policy has.
+	sso := "hosts: [sso.test]\nsession:\n  absolute_timeout: 1h\n  idle_timeout: 10m\n" +
+		"login:\n  oidc:\n    issuer: http://" + freeAddr(t) + "\n    client_id: sso\n"
+	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml(), "sso": sso},
 		serverOpts{extraArgs: []string{"--state-file", filepath.Join(t.TempDir(), "state")}})
 	exported := map[string]bool{}
 	for _, line := range strings.Split(s.metrics(t), "\n") {
@@ -556,7 +560,8 @@ func TestDashboardAndAlertsMatchTheBinary(t *testing.T) {
 	}
 	// The alerts the operations guide promises.
 	for _, a := range []string{"SessiongateInstanceDown", "SessiongateStoreDown", "SessiongateStoreErrors", "SessiongatePolicyReloadFailing",
-		"SessiongateJWKSRefreshFailing", "SessiongateDenySpike", "SessiongateIdentityMismatch", "SessiongateCheckLatencyHigh", "SessiongateAuditWriteErrors", "SessiongateStateFileUnwritable", "SessiongateNoTokenKeys"} {
+		"SessiongateJWKSRefreshFailing", "SessiongateDenySpike", "SessiongateIdentityMismatch", "SessiongateCheckLatencyHigh", "SessiongateAuditWriteErrors", "SessiongateStateFileUnwritable", "SessiongateNoTokenKeys",
+		"SessiongateIdentityProviderDown", "SessiongateReauthNotPerformed"} {
 		if !alerts[a] {
 			t.Errorf("alert %s missing from sessiongate-alerts.yaml", a)
 		}
