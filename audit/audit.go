@@ -104,6 +104,35 @@ func (l *Log) write(lvl slog.Level, event string, e authz.SessionEvent) {
 	}
 }
 
+// EndRequested writes one request to end or list sessions from outside a
+// request (back-channel logout, administration): who, what, how many ended.
+// A sid is hashed like a session id.
+func (l *Log) EndRequested(e authz.EndRequest) {
+	r := slog.NewRecord(e.At.UTC(), slog.LevelInfo, "audit", 0)
+	r.AddAttrs(
+		slog.String("event", e.Kind),
+		slog.String("operation", e.Operation),
+		slog.String("who", e.Who),
+		slog.Any("policies", e.Policies),
+	)
+	if e.Subject != "" {
+		r.AddAttrs(slog.String("subject", l.subject(e.Subject)))
+	}
+	if e.SID != "" {
+		r.AddAttrs(slog.String("sid", Hash(e.SID)))
+	}
+	if e.Session != "" {
+		r.AddAttrs(slog.String("session", e.Session))
+	}
+	if e.All {
+		r.AddAttrs(slog.Bool("all", true))
+	}
+	r.AddAttrs(slog.String("result", e.Result), slog.Int("ended", e.Ended), slog.String("source", e.Source))
+	if err := l.h.Handle(context.Background(), r); err != nil && l.onError != nil {
+		l.onError(err)
+	}
+}
+
 func (l *Log) subject(s string) string {
 	if l.hashSubject && s != "" {
 		return Hash(s)

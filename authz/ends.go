@@ -22,6 +22,10 @@ type Selector struct {
 	Session string
 	// All selects every session of the policy.
 	All bool
+	// SignedInBy, when set, leaves alone the sessions signed in after it
+	// (Unix ms): a logout token ends the sign-ins before it, and a replay
+	// of it ends none made since.
+	SignedInBy int64
 }
 
 // ErrNoSelector is returned for a Selector that names nothing.
@@ -115,7 +119,7 @@ func EndSessions(ctx context.Context, st Store, ev Events, p *Policy, sel Select
 	}
 	var out []Session
 	for _, s := range list {
-		if s.Ended() {
+		if s.Ended() || sel.SignedInBy != 0 && s.SignIn > sel.SignedInBy {
 			continue
 		}
 		r, ended, err := st.End(ctx, p.Name, s.ID, s.Scope, End{Cause: cause, At: at, KeepUntil: max(keep, s.KeepUntil)})
@@ -128,4 +132,27 @@ func EndSessions(ctx context.Context, st Store, ev Events, p *Policy, sel Select
 		}
 	}
 	return out, nil
+}
+
+// EndRequest is one request to end or list sessions from outside a
+// request, for the audit log: who asked, what, and how many sessions it
+// ended. It carries no token or session id: a session is named by its
+// SessionHash.
+type EndRequest struct {
+	At time.Time
+	// Kind is "backchannel_logout" or "admin".
+	Kind string
+	// Operation is "logout" (back-channel), "list" or "end" (admin).
+	Operation string
+	// Who asked: the issuer of a logout token, or the fingerprint of an
+	// administrator's credential.
+	Who      string
+	Policies []string
+	Subject  string
+	SID      string
+	Session  string // a SessionHash
+	All      bool
+	Result   string // "ok" or the reason of a refusal
+	Ended    int
+	Source   string // the client's address
 }

@@ -27,6 +27,13 @@ type Policy struct {
 	TokenSources  []TokenSource
 	MaxTokenBytes int
 	Verifier      Verifier
+	// Issuer is the issuer whose tokens (or sign-ins) the policy accepts:
+	// within a policy a subject names one user, and S3 scopes are digested
+	// with it (ends by user or sid, S18, S19).
+	Issuer string
+	// BackChannel says who may end sessions by back-channel logout (S18);
+	// nil: nobody.
+	BackChannel *BackChannel
 
 	Login    Login
 	Logout   Logout

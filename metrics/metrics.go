@@ -34,6 +34,7 @@ type Metrics struct {
 	storeUp        prometheus.Gauge
 	auditErrors    prometheus.Counter
 	signIn         signInMetrics
+	ends           endsMetrics
 }
 
 // New creates and registers the collectors on reg.
@@ -56,7 +57,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_started_total",
 			Help: "Sessions started."}, []string{"policy"}),
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_ended_total",
-			Help: "Sessions ended by cause (idle, absolute, signed_out, identity_mismatch)."}, []string{"policy", "cause"}),
+			Help: "Sessions ended by cause (idle, absolute, signed_out, identity_mismatch, idp_logout, idp_revoked, admin)."}, []string{"policy", "cause"}),
 		reauth: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_reauthenticated_total",
 			Help: "Sessions whose user signed in again (newer auth_time)."}, []string{"policy"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "token_cache_hits_total",
@@ -80,11 +81,13 @@ func New(reg prometheus.Registerer) *Metrics {
 		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "audit_write_errors_total",
 			Help: "Audit events that could not be written (the session change itself took effect)."}),
 		signIn: newSignInMetrics(),
+		ends:   newEndsMetrics(),
 	}
 	reg.MustRegister(m.checks, m.duration, m.started, m.ended, m.reauth,
 		m.cacheHits, m.cacheMisses, m.jwksRefreshes, m.storeOps, m.storeErrors, m.reloads,
 		m.lastReloadOK, m.lastReloadTime, m.storeUp, m.auditErrors)
 	m.signIn.register(reg)
+	m.ends.register(reg)
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
 		m.jwksRefreshes.WithLabelValues(r)

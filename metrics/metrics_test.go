@@ -80,6 +80,9 @@ func TestEventsAreCountedExactly(t *testing.T) {
 	m.SignInFinished("app", "sign_in_denied", 50*time.Millisecond)
 	m.Refreshed("app", "revoked")
 	m.Discovered("https://idp.example/secret", false)
+	m.BackChannelLogout("ok")
+	m.BackChannelLogout("replayed")
+	m.AdminRequest("end", "unauthorized")
 
 	want := map[string]float64{
 		`sessiongate_sign_ins_total{policy="app",result="success"}`:              1,
@@ -122,6 +125,18 @@ func TestEventsAreCountedExactly(t *testing.T) {
 		`sessiongate_policy_last_reload_successful`:                0,
 		`sessiongate_policy_last_reload_success_timestamp_seconds`: 1_700_000_000.5,
 	}
+	// Back-channel and admin results are pre-created at zero.
+	for _, r := range BackChannelResults() {
+		want[fmt.Sprintf(`sessiongate_backchannel_logouts_total{result=%q}`, r)] = 0
+	}
+	for _, op := range AdminOperations() {
+		for _, r := range AdminResults() {
+			want[fmt.Sprintf(`sessiongate_admin_requests_total{operation=%q,result=%q}`, op, r)] = 0
+		}
+	}
+	want[`sessiongate_backchannel_logouts_total{result="ok"}`] = 1
+	want[`sessiongate_backchannel_logouts_total{result="replayed"}`] = 1
+	want[`sessiongate_admin_requests_total{operation="end",result="unauthorized"}`] = 1
 	// Denials of every reason are pre-created at zero for loaded policies.
 	for _, r := range authz.Reasons() {
 		if k := fmt.Sprintf(`sessiongate_checks_total{decision="deny",policy="app",reason=%q}`, r); r != authz.ReasonUnknownHost && want[k] == 0 {

@@ -147,6 +147,9 @@ func load(files []string, errs Errors, opts Options) (*Set, error) {
 			continue
 		}
 		c.policy.Login.SignIn, c.policy.Verifier = si, v
+		if lv, ok := si.(authz.LogoutVerifier); ok {
+			c.policy.BackChannel = &authz.BackChannel{Issuer: c.oidc.Issuer, Audience: c.oidc.ClientID, Verifier: lv}
+		}
 	}
 	if opts.NewVerifier != nil {
 		for _, c := range all {
@@ -159,6 +162,15 @@ func load(files []string, errs Errors, opts Options) (*Set, error) {
 				continue
 			}
 			c.policy.Verifier = v
+			if c.logoutAudience == "" {
+				continue
+			}
+			lc, ok := v.(authz.LogoutCapable)
+			if !ok {
+				errs = append(errs, Error{File: c.file, Line: c.tokenLine, Field: "token.logout_audience", Msg: "this verifier cannot check logout tokens"})
+				continue
+			}
+			c.policy.BackChannel = &authz.BackChannel{Issuer: c.token.Issuer, Audience: c.logoutAudience, Verifier: lc.LogoutVerifier(c.logoutAudience)}
 		}
 	}
 	if len(errs) > 0 {

@@ -26,6 +26,7 @@ func TestLoadDirValid(t *testing.T) {
 	app := set.Match("app.example.com")
 	want := &authz.Policy{
 		Name:                "app",
+		Issuer:              "https://idp.example.com/realms/app",
 		Hosts:               []string{"app.example.com", "localhost", "127.0.0.1", "::1", "www.example.com"},
 		DryRun:              true,
 		AbsoluteTimeout:     8 * time.Hour,
@@ -57,6 +58,7 @@ func TestLoadDirValid(t *testing.T) {
 	min := set.Match("min.example.org")
 	wantMin := &authz.Policy{
 		Name:                "minimal",
+		Issuer:              "https://idp.example.org",
 		Hosts:               []string{"min.example.org"},
 		AbsoluteTimeout:     time.Hour,
 		IdleTimeout:         10 * time.Minute,
@@ -201,6 +203,8 @@ func TestLoadDirBad(t *testing.T) {
 		"oidc_callback_is_logout":         {"p.yaml:9: login.oidc.callback_path: \"/logout\" equals logout.path"},
 		"oidc_params_reserved":            {"p.yaml:9: login.oidc.params.state: is set by the sign-in itself", "p.yaml:10: login.reauth_params.nonce: is set by the sign-in itself"},
 		"upstream_without_oidc":           {"p.yaml:11: upstream: only with login.oidc"},
+		"logout_audience_empty":           {"p.yaml:9: token.logout_audience: must not be empty (omit it for no back-channel logout)"},
+		"logout_audience_oidc":            {"p.yaml:6: token.logout_audience: under login.oidc logout tokens are for login.oidc.client_id: remove it"},
 		"upstream_headers":                {"p.yaml:10: upstream.access_token: \"cookie\" is a header the gate or HTTP itself owns", "p.yaml:13: upstream.headers.bad header: \"bad header\" is not a valid header name", "p.yaml:14: upstream.headers.Authorization: \"Authorization\" is a header the gate or HTTP itself owns", "p.yaml:15: upstream.headers.x-empty: claim must not be empty"},
 		"require_auth_time_not_bool":      {"p.yaml:9: token.require_auth_time: must be true or false, not \"yes\""},
 		"login_neither":                   {"p.yaml:9: login: one of url or oidc is required"},

@@ -156,6 +156,13 @@ type tokenSpec struct {
 	// without auth_time, so that S1 and S3 never fall back to iat or the
 	// session's start. Default false.
 	RequireAuthTime bool `yaml:"require_auth_time"`
+	// LogoutAudience enables back-channel logout (S18) for a policy
+	// without login.oidc: the issuer's logout tokens for this audience (the
+	// client the provider knows the application as), signed with the keys
+	// above, end sessions on POST /oidc/backchannel-logout. Default none
+	// (off). Under login.oidc logout tokens are always for its client_id,
+	// and this is an error.
+	LogoutAudience string `yaml:"logout_audience"`
 }
 
 // loginSpec is where browsers are sent to sign in (S7). Required.

@@ -80,6 +80,9 @@ type compiled struct {
 	policy    *authz.Policy
 	token     TokenConfig
 	tokenLine int
+	// logoutAudience is token.logout_audience (back-channel logout of a
+	// token-mode policy), "" for none.
+	logoutAudience string
 	// oidc is set for login.oidc policies, which get their verifier from
 	// Options.NewSignIn rather than NewVerifier.
 	oidc     *OIDCConfig
@@ -184,11 +187,25 @@ func (d *decoder) compile(name string, sp *spec) *compiled {
 		oidc = &sp.Login.OIDC
 	}
 	c.token = d.token(&sp.Token, p, oidc)
+	p.Issuer = c.token.Issuer
+	if d.has("token.logout_audience") {
+		switch {
+		case oidc != nil:
+			d.fail("token.logout_audience", "under login.oidc logout tokens are for login.oidc.client_id: remove it")
+		case sp.Token.LogoutAudience == "":
+			d.fail("token.logout_audience", "must not be empty (omit it for no back-channel logout)")
+		default:
+			c.logoutAudience = sp.Token.LogoutAudience
+		}
+	}
 	d.login(&p.Login, &sp.Login)
 	d.logout(p, &sp.Logout)
 	if oidc != nil {
 		c.oidc, c.secretFile = d.oidc(p, sp, c.token)
 		c.oidcLine = d.line("login.oidc")
+		if c.oidc != nil {
+			p.Issuer = c.oidc.Issuer // sessions are signed in with it
+		}
 	}
 	d.upstream(p, &sp.Upstream, oidc != nil, c.oidc)
 	return c

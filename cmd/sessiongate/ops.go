@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sessiongate/sessiongate/ends"
 	"github.com/sessiongate/sessiongate/forwardauth"
 )
 
@@ -16,9 +17,14 @@ import (
 // forward-auth endpoints under forwardauth.PathPrefix ahead of the mux, which
 // would clean and redirect the original paths Envoy forwards there. notes
 // (may be nil) adds lines to /readyz that do not make the replica unready,
-// such as policies whose identity provider cannot be reached.
-func opsHandler(reg *prometheus.Registry, ready func(context.Context) error, notes func() []string, auth http.Handler) http.Handler {
+// such as policies whose identity provider cannot be reached. backChannel
+// (may be nil) is the back-channel logout endpoint (S18).
+func opsHandler(reg *prometheus.Registry, ready func(context.Context) error, notes func() []string, auth, backChannel http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	if backChannel != nil {
+		// Every method: the handler answers 405 itself, with no-store.
+		mux.Handle(ends.BackChannelPath, backChannel)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

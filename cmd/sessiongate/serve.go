@@ -20,6 +20,7 @@ import (
 
 	"github.com/sessiongate/sessiongate/audit"
 	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/ends"
 	"github.com/sessiongate/sessiongate/envoy"
 	"github.com/sessiongate/sessiongate/forwardauth"
 	"github.com/sessiongate/sessiongate/internal/httpserve"
@@ -225,8 +226,17 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		return ready(ctx)
 	}
 	notes := func() []string { return signInNotes(watcher.Current().Policies()) }
+	endsDeps := ends.Deps{
+		Policies: func() []*authz.Policy { return watcher.Current().Policies() },
+		Store:    store,
+		Events:   authz.Fanout{m, auditLog},
+		Auditor:  auditLog,
+		Observer: m,
+		Clock:    clock,
+		Logger:   log,
+	}
 	httpSrv, httpLimits := httpserve.Server(opsHandler(reg, readyz, notes, forwardauth.NewHandler(engine,
-		forwardauth.Options{TrustedProxies: trustedProxies, Logger: log})), c.http)
+		forwardauth.Options{TrustedProxies: trustedProxies, Logger: log}), ends.NewBackChannel(endsDeps)), c.http)
 	httpLis = httpserve.Listener(httpLis, httpLimits.MaxConns)
 
 	ctx, cancel := context.WithCancel(ctx)
