@@ -21,6 +21,7 @@ import (
 	"weak"
 
 	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/token"
 )
 
 // fetchTimeout bounds one request to the provider.
@@ -95,6 +96,13 @@ func New(o Options) (*RP, error) {
 	if rp.client == nil {
 		rp.client = &http.Client{Timeout: fetchTimeout}
 	}
+	// Whoever built the client: redirects keep the https-or-loopback rule
+	// of key sets on every hop (discovery, keys), and a POST (the token
+	// endpoint, carrying the code, the PKCE verifier and perhaps the client
+	// secret) is never sent on: its 3xx is the answer, an error.
+	c := *rp.client
+	c.CheckRedirect = checkRedirect
+	rp.client = &c
 	if rp.obs == nil {
 		rp.obs = nopObserver{}
 	}
@@ -102,6 +110,13 @@ func New(o Options) (*RP, error) {
 		rp.claims = &localClaims{clock: rp.clock, m: map[authz.Digest]int64{}}
 	}
 	return rp, nil
+}
+
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if via[0].Method != http.MethodGet { // also a 302/303, which Go would follow as a GET
+		return http.ErrUseLastResponse
+	}
+	return token.CheckRedirect(req, via)
 }
 
 // discovery returns the shared discovery of issuer, new ones due at once.

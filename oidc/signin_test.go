@@ -6,10 +6,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -732,4 +735,34 @@ type okVerifier struct{}
 
 func (okVerifier) Verify(context.Context, string, time.Time) (*authz.Claims, error) {
 	return &authz.Claims{Subject: "api"}, nil
+}
+
+// TestTokenEndpointRedirectNotFollowed: the code, the PKCE verifier and
+// the client secret go to the discovered token endpoint and nowhere else.
+func TestTokenEndpointRedirectNotFollowed(t *testing.T) {
+	var reached atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	defer elsewhere.Close()
+	for _, status := range []int{http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		e := newEnv(t)
+		e.fp.authMethod, e.fp.secret = "post", "s3cr3t-client"
+		s := e.signIn(e.config())
+		md := *s.disc.cur.Load()
+		redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, elsewhere.URL+"/token", status)
+		}))
+		md.tokenURL = redirector.URL + "/token"
+		s.disc.cur.Store(&md)
+		cfg := e.config()
+		cfg.ClientAuth = "post"
+		s2, _ := e.rp.SignIn("app", cfg)
+		b := newBrowser()
+		code, state, _ := e.start(s2, b, 0)
+		_, err := s2.Finish(context.Background(), b.request(callbackPath(code, state)))
+		wantSignInErr(t, err, authz.ReasonProviderUnavailable, "token endpoint")
+		redirector.Close()
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("the redirect target got %d requests", n)
+	}
 }

@@ -87,7 +87,7 @@ func NewProvider(o Options) *Provider {
 	}
 	// Redirects follow the jwks_uri rule on every hop, whoever built the client.
 	c := *p.client
-	c.CheckRedirect = checkRedirect
+	c.CheckRedirect = CheckRedirect
 	p.client = &c
 	if p.obs == nil {
 		p.obs = nopObserver{}
@@ -203,12 +203,13 @@ func (p *Provider) refreshDue(ctx context.Context) {
 // maxRedirects bounds the redirects of one key set fetch.
 const maxRedirects = 5
 
-// checkRedirect applies the jwks_uri rule (https, or http to a loopback
+// CheckRedirect applies the jwks_uri rule (https, or http to a loopback
 // host) to every hop of a key set fetch, and never lets one leave https: a
 // key set fetched over https must not be handed over to plain http, loopback
 // or not, where anyone on the path (or any local process) could serve keys.
-// The error names no URL (it may carry secrets in its query).
-func checkRedirect(req *http.Request, via []*http.Request) error {
+// The error names no URL (it may carry secrets in its query). Package oidc
+// applies it to discovery too.
+func CheckRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) > maxRedirects {
 		return fmt.Errorf("more than %d redirects", maxRedirects)
 	}

@@ -168,6 +168,12 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		}
 	}
 	reg.MustRegister(metrics.NewProviderUp(func() []*authz.Policy { return watcher.Current().Policies() }))
+	// A first discovery before serving, bounded, so that sign-ins start
+	// from the first request when the providers answer; one that does not
+	// is retried in the background and delays nothing else.
+	dctx, dcancel := context.WithTimeout(ctx, firstDiscoveryWait)
+	rp.DiscoverNow(dctx)
+	dcancel()
 	reg.MustRegister(metrics.NewTokenKeys(func() []*authz.Policy { return watcher.Current().Policies() }))
 	if live, ok := store.(metrics.LiveSessions); ok { // the embedded store; Redis is not scanned on scrape
 		reg.MustRegister(metrics.NewSessionsActive(live, func() []*authz.Policy { return watcher.Current().Policies() }, clock))

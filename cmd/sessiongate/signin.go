@@ -5,12 +5,17 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/oidc"
 	"github.com/sessiongate/sessiongate/policy"
 	"github.com/sessiongate/sessiongate/token"
 )
+
+// firstDiscoveryWait bounds how long serve waits for the first discovery
+// of the identity providers before it listens.
+const firstDiscoveryWait = 3 * time.Second
 
 // loadKeys returns the key ring that seals sign-in grants and login
 // transactions: --session-key-file when given; else, for the embedded
