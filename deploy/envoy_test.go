@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sessiongate/sessiongate/envoy"
+	"github.com/sessiongate/sessiongate/policy"
 	redisstore "github.com/sessiongate/sessiongate/store/redis"
 )
 
@@ -180,6 +182,11 @@ func checkEnvoy(t *testing.T, path string) {
 					disabled = append(disabled, r)
 				}
 			}
+		}
+	}
+	for _, r := range disabled {
+		if m := r.GetMatch(); m.GetPath() == policy.DefaultCallbackPath || (m.GetPrefix() != "" && strings.HasPrefix(policy.DefaultCallbackPath, m.GetPrefix())) {
+			t.Errorf("route %v skips ext_authz for %s, the built-in sign-in's callback, which sessiongate must see", m, policy.DefaultCallbackPath)
 		}
 	}
 	if len(disabled) != 1 || disabled[0].GetMatch().GetPath() != loginCallbackPath {

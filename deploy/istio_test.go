@@ -5,12 +5,15 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	securityv1 "istio.io/api/security/v1"
+
+	"github.com/sessiongate/sessiongate/policy"
 )
 
 const (
@@ -124,7 +127,28 @@ func TestIstioAuthorizationPolicy(t *testing.T) {
 	if !slices.Equal(op.GetNotPaths(), []string{loginCallbackPath}) || len(op.GetPaths()) > 0 {
 		t.Errorf("%s: notPaths %v paths %v, want only notPaths [%s], the route envoy/examples/envoy.yaml exempts", istioPolicyFile, op.GetNotPaths(), op.GetPaths(), loginCallbackPath)
 	}
+	// With built-in sign-in (login.oidc) sessiongate finishes the sign-in
+	// on its callback path: that request must be checked, never exempted.
+	for _, p := range op.GetNotPaths() {
+		if istioPathMatches(p, policy.DefaultCallbackPath) {
+			t.Errorf("%s: notPaths %q exempts %s, the built-in sign-in's callback, which sessiongate must see", istioPolicyFile, p, policy.DefaultCallbackPath)
+		}
+	}
 	if len(ap.GetSelector().GetMatchLabels()) == 0 {
 		t.Errorf("%s: no selector: the policy would apply to every workload of its namespace", istioPolicyFile)
 	}
+}
+
+// istioPathMatches applies an Istio operation path pattern: exact, "prefix*"
+// or "*suffix".
+func istioPathMatches(pattern, path string) bool {
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasSuffix(pattern, "*"):
+		return strings.HasPrefix(path, strings.TrimSuffix(pattern, "*"))
+	case strings.HasPrefix(pattern, "*"):
+		return strings.HasSuffix(path, strings.TrimPrefix(pattern, "*"))
+	}
+	return pattern == path
 }

@@ -28,10 +28,16 @@ const (
 	defaultGranularityDivisor = 100
 	maxGranularityDivisor     = 4
 	// login.oidc defaults.
-	defaultCallbackPath = "/_sessiongate/callback"
+	defaultCallbackPath = DefaultCallbackPath
 	// upstream.access_token under login.oidc.
 	defaultAccessTokenHeader = "authorization"
 )
+
+// DefaultCallbackPath is where the identity provider sends the browser back
+// to a login.oidc policy unless login.oidc.callback_path says otherwise. It
+// must reach sessiongate through the normal check (the engine finishes the
+// sign-in there): proxy configurations must not exempt it.
+const DefaultCallbackPath = "/_sessiongate/callback"
 
 // defaultScopes is login.oidc.scopes when absent.
 func defaultScopes() []string { return []string{"openid", "profile", "email"} }

@@ -547,7 +547,7 @@ func startNginx(t *testing.T, gate, app string, at ...string) string {
 		site := exampleConfig(t, "nginx.conf",
 			"server 127.0.0.1:9002;", "server "+gate+";",
 			"server 127.0.0.1:8080;", "server "+app+";",
-			"listen 8000;", "listen "+listen+";")
+			"listen 127.0.0.1:8000;", "listen "+listen+";")
 		writeFile(t, filepath.Join(dir, "site.conf"), site)
 		userLine := ""
 		if os.Geteuid() == 0 {
@@ -589,7 +589,7 @@ func startCaddy(t *testing.T, gate, app string, at ...string) string {
 		site := exampleConfig(t, "Caddyfile",
 			"reverse_proxy 127.0.0.1:9002 {", "reverse_proxy "+gate+" {",
 			"reverse_proxy 127.0.0.1:8080\n", "reverse_proxy "+app+"\n",
-			"http://:8000 {", "http://:"+port+" {")
+			"http://localhost:8000 {\n\tbind 127.0.0.1 ::1\n", "http://:"+port+" {\n")
 		global := "{\n\tadmin off\n\tdefault_bind 127.0.0.1\n}\n\n"
 		writeFile(t, filepath.Join(dir, "Caddyfile"), global+site)
 		logFile := filepath.Join(dir, "caddy.log")
@@ -604,4 +604,39 @@ func startCaddy(t *testing.T, gate, app string, at ...string) string {
 		cmd.Stdout, cmd.Stderr = f, f
 		return cmd, logFile
 	})
+}
+
+// TestNginxSnippetForTwoApplications: the nginx snippet copied for a second
+// application with its "app_" prefix changed, as its comment says, loads
+// beside the first (nginx -t): no upstream name collides.
+func TestNginxSnippetForTwoApplications(t *testing.T) {
+	t.Parallel()
+	bin := requireBinary(t, "nginx", "nginx")
+	dir := t.TempDir()
+	first := exampleConfig(t, "nginx.conf", "listen 127.0.0.1:8000;", "listen "+freeAddr(t)+";")
+	second := strings.ReplaceAll(exampleConfig(t, "nginx.conf", "listen 127.0.0.1:8000;", "listen "+freeAddr(t)+";",
+		"server_name app.example.com localhost;", "server_name crm.example.com;"), "app_", "crm_")
+	if strings.Count(second, "crm_") < 4 {
+		t.Fatalf("the snippet's upstream names no longer start with app_: update the test with the example")
+	}
+	writeFile(t, filepath.Join(dir, "app.conf"), first)
+	writeFile(t, filepath.Join(dir, "crm.conf"), second)
+	var temps strings.Builder
+	for _, k := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		fmt.Fprintf(&temps, "  %s_temp_path %s;\n", k, filepath.Join(dir, k))
+	}
+	writeFile(t, filepath.Join(dir, "nginx.conf"), fmt.Sprintf("pid %s;\nerror_log %s;\nevents {}\nhttp {\n  access_log off;\n%s  include %s;\n  include %s;\n}\n",
+		filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"), temps.String(), filepath.Join(dir, "app.conf"), filepath.Join(dir, "crm.conf")))
+	cmd := exec.Command(bin, "-t", "-c", filepath.Join(dir, "nginx.conf"), "-p", dir, "-e", filepath.Join(dir, "error.log"))
+	cmd.Env = cleanEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t with the snippet twice: %v\n%s", err, out)
+	}
+	// And the unchanged copy twice is what the comment warns against.
+	writeFile(t, filepath.Join(dir, "crm.conf"), strings.ReplaceAll(second, "crm_", "app_"))
+	cmd = exec.Command(bin, "-t", "-c", filepath.Join(dir, "nginx.conf"), "-p", dir, "-e", filepath.Join(dir, "error.log"))
+	cmd.Env = cleanEnv()
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "duplicate upstream") {
+		t.Errorf("nginx -t with two identical upstream names: %v\n%s; want a duplicate upstream error (the test proves nothing otherwise)", err, out)
+	}
 }
