@@ -102,9 +102,81 @@ func TestSessionEndsSurviveKill9(t *testing.T) {
 		wantAPIDenied(t, c.Check("app.test", "/", tokens[u], false, with(u)), "reauth_required", true)
 		wantAPIDenied(t, c.Check("app.test", "/", tokens[u], false), "reauth_required", true)
 	}
-	// The live session was never journaled (only ends are): after a crash
-	// the same token opens a new one; after a graceful stop it continues.
+	// A live session continues (its start was journaled within a second,
+	// or the same token opens a new one).
 	wantAllowed(t, c.Check("app.test", "/", tokens["erin"], false, with("erin")))
+}
+
+// TestStateFileActivityAfterKill9: activity is journaled every second, so
+// a session in use is not ended as idle after kill -9, however long since
+// the last snapshot: here the session was snapshotted at a graceful restart,
+// then used for longer than its idle timeout, then the process was killed.
+func TestStateFileActivityAfterKill9(t *testing.T) {
+	t.Parallel()
+	const idle = 3 * time.Second
+	o := serverOpts{extraArgs: []string{"--state-file", filepath.Join(t.TempDir(), "state")}}
+	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}, Idle: idle, Absolute: time.Hour}.yaml()}, o)
+	tok := s.token(t, "alice")
+	r := s.client(t).Check("app.test", "/", tok, true)
+	wantAllowed(t, r)
+	cookie := "cookie: " + cookieName + "=" + wantNewSessionCookie(t, r, time.Hour)
+	restart(t, s, o, false) // the snapshot: the session, active at its start
+
+	// The last activity is journaled (the debug log says so) before the kill.
+	const journaled = "state file: activity journaled"
+	var seen int
+	until := time.Now().Add(idle + time.Second)
+	for time.Now().Before(until) {
+		seen = strings.Count(s.stderr.String(), journaled)
+		r = s.client(t).Check("app.test", "/", tok, false, cookie)
+		wantAllowed(t, r)
+		wantNoSetCookie(t, r)
+		time.Sleep(250 * time.Millisecond)
+	}
+	if !waitFor(5*time.Second, func() bool { return strings.Count(s.stderr.String(), journaled) > seen }) {
+		t.Fatal("no activity journaled within 5s of the last request")
+	}
+	restart(t, s, o, true)
+	r = s.client(t).Check("app.test", "/", tok, false, cookie)
+	wantAllowed(t, r)
+	wantNoSetCookie(t, r) // the same session, not a new one
+}
+
+// TestStateFileDamageRefusesToStart: a journal cut after kill -9 (here to
+// half of it, as a bad copy or a restore would) is found at the next start,
+// which stops with a message that says what to do, instead of letting the
+// signed-out sessions in again.
+func TestStateFileDamageRefusesToStart(t *testing.T) {
+	t.Parallel()
+	state := filepath.Join(t.TempDir(), "state")
+	o := serverOpts{extraArgs: []string{"--state-file", state}}
+	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}, LogoutPath: "/logout"}.yaml()}, o)
+	for i := range 20 {
+		tok := s.token(t, fmt.Sprintf("user%d", i))
+		c := s.client(t)
+		wantAllowed(t, c.Check("app.test", "/", tok, true))
+		wantDenied(t, c.Check("app.test", "/logout", tok, true), 302, "signed_out")
+	}
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-s.done
+	s.waitErr = nil // killed on purpose; the cleanup expects a clean exit
+	journals, _ := filepath.Glob(state + ".journal.*")
+	if len(journals) != 1 {
+		t.Fatalf("journals after the kill: %v, want one", journals)
+	}
+	fi, err := os.Stat(journals[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(journals[0], fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runBin(t, append([]string{"serve", "--policies", s.dir, "--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t)}, o.extraArgs...)...)
+	if code != 1 || !strings.Contains(stderr, "is shorter than it was created") || !strings.Contains(stderr, "Restore the files from a backup") {
+		t.Errorf("start on a cut journal: exit %d, want 1 with a message that says what to do:\n%s", code, stderr)
+	}
 }
 
 // TestGracefulRestartKeepsSessions: after SIGTERM and a start on the same

@@ -45,6 +45,11 @@ type Options struct {
 	// SnapshotInterval is how often a snapshot is written anyway (5m), which
 	// bounds the sessions and activity a crash can lose. Negative: never.
 	SnapshotInterval time.Duration
+	// ActivityInterval is how often the records that Begin and Touch changed
+	// are journaled (1s): a crash loses at most this much activity and so
+	// many new sessions. Negative: never (a crash loses everything since the
+	// last snapshot).
+	ActivityInterval time.Duration
 	// Logger receives the state file's background failures (discard).
 	Logger *slog.Logger
 
@@ -116,6 +121,9 @@ func New(opts Options) (*Store, error) {
 	}
 	if opts.SnapshotInterval == 0 {
 		opts.SnapshotInterval = 5 * time.Minute
+	}
+	if opts.ActivityInterval == 0 {
+		opts.ActivityInterval = time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -243,7 +251,17 @@ func (s *Store) Begin(_ context.Context, r *authz.Session) error {
 	if err := putSession(s.hot, sk, r, buf); err != nil {
 		return err
 	}
-	return s.putScope(ck, &st, buf)
+	if err := s.putScope(ck, &st, buf); err != nil {
+		return err
+	}
+	if s.state != nil {
+		keys := []string{sk, ck}
+		for _, d := range authz.IndexKeys(r) {
+			keys = append(keys, indexKey(r.Policy, d))
+		}
+		s.state.noteActivity(keys...)
+	}
+	return nil
 }
 
 // Touch implements authz.Store.
@@ -255,6 +273,9 @@ func (s *Store) Touch(_ context.Context, policy, id string, t authz.Touch) (auth
 	if err == nil && raised {
 		// The index keeps the session as long as its record (no stripe held).
 		err = s.index(&r, r.KeepUntil)
+	}
+	if err == nil && found && !r.Ended() && s.state != nil {
+		s.state.noteActivity(sessionKey(policy, id))
 	}
 	return r, found, err
 }

@@ -37,12 +37,35 @@ import (
 //	PATH.lock        flock, so that two processes never share the files
 //	PATH.tmp         a snapshot being written
 //
-// Each file is an 8-byte magic followed by frames: a big-endian uint32
+// Each file is an 8-byte magic, a header, and frames: a big-endian uint32
 // payload length, the CRC-32C of the payload, and the payload, which is a
 // sequence of (uvarint key length, key, uvarint value length, value) pairs
 // holding the store's own keys and the authz record encodings. A journal
 // frame is one End (its session and scope records), so that a torn write
-// loses a whole End, never half of one.
+// loses a whole End, never half of one, or the activity of the last
+// ActivityInterval (the records that Begin and Touch changed).
+//
+// Damage a crash cannot leave is found at load, and stops the start:
+//   - A journal is created with its magic and header in a temporary file
+//     that is renamed into place: a journal without them was emptied or cut.
+//   - A journal is created at its full length (JournalLimit, at least 1 MiB;
+//     sparse, zeros) which its header records, and written in place: frames
+//     end where zeros begin, a crash leaves at most a torn frame before the
+//     zeros, and a journal shorter than its header says was cut.
+//   - A journal's header names the journal before it, with the length and
+//     CRC-32C of that one's frames: a journal cut short, changed or deleted
+//     after its successor began is found.
+//   - PATH.lock holds the number of the newest journal, written when it is
+//     created: a newest journal deleted is found.
+//   - The snapshot's header names the first journal it does not cover, which
+//     is created before the snapshot is written and never deleted while
+//     current (even empty): a missing journal is found.
+//   - PATH.lock is created at the first start and never deleted: a snapshot
+//     and journals that are all gone beside it are found.
+//
+// What stays undetectable: frames of the newest journal overwritten with
+// zeros from a frame on (what an unwritten journal holds), and the whole set
+// of files, lock included, removed (a first start).
 //
 // Loading merges records instead of overwriting them: an ended session stays
 // ended, live sessions keep the latest activity, scope ends only rise. The
@@ -52,13 +75,27 @@ import (
 // journal first, snapshots the memory (which already holds every End of the
 // old journals), and then deletes the old journals.
 //
-// Begin and Touch are not journaled: a crash (not a graceful stop) loses the
-// sessions begun and the activity recorded since the last snapshot. Clients
-// then open a new session with the same token; no end is lost.
+// Begin and Touch are journaled coarsely: the records they changed are
+// written every ActivityInterval (1s) in one frame and one fsync, so a crash
+// loses at most that much activity and so many new sessions; an idle timeout
+// after a crash is never decided on activity older than that.
 
 const (
-	snapshotMagic = "SGSNAP01"
-	journalMagic  = "SGJRNL01"
+	snapshotMagic = "SGSNAP02"
+	journalMagic  = "SGJRNL02"
+	// The formats before the headers: read (without the checks the headers
+	// allow), never written.
+	snapshotMagicV1 = "SGSNAP01"
+	journalMagicV1  = "SGJRNL01"
+	// snapshotHeader is the first journal the snapshot does not cover
+	// (uint64) and the CRC-32C of those 8 bytes.
+	snapshotHeader = 12
+	// journalHeader is the previous journal's number and data length
+	// (uint64 each) and CRC-32C, this journal's created length (uint64),
+	// and the CRC-32C of those 28 bytes.
+	journalHeader = 32
+	// minJournalLength is the least length a journal is created with.
+	minJournalLength = 1 << 20
 	frameHeader   = 8
 	// maxFrame bounds a frame's declared length on reading: a larger one is
 	// damage, not data (writers stay far below it).
@@ -73,11 +110,13 @@ const (
 
 // crc is the CRC-32C of p (MakeTable returns the standard library's one
 // table for Castagnoli).
-func crc(p []byte) uint32 { return crc32.Checksum(p, crc32.MakeTable(crc32.Castagnoli)) }
+func crc(p []byte) uint32 { return crc32.Checksum(p, castagnoli) }
 
 // file is what the state file needs of an open file; tests inject failures.
 type file interface {
 	io.Writer
+	io.WriterAt
+	Truncate(size int64) error
 	Sync() error
 	Close() error
 }
@@ -114,11 +153,26 @@ type state struct {
 	// succeeds. The store is not ready meanwhile (Store.Ready).
 	fault atomic.Pointer[error]
 
+	// activity holds the keys whose records Begin and Touch changed since
+	// the last activity frame.
+	activityMu sync.Mutex
+	activity   map[string]struct{}
+	actEvery   time.Duration // ActivityInterval; none if not positive
+
 	// Owned by the writer goroutine.
 	f      file
 	n      uint64 // number of the journal f
-	size   int64
-	broken error // set after a failed write or fsync: f is not trusted
+	size   int64  // where its frames end: the next write's offset
+	sum    uint32 // CRC-32C of everything before size
+	broken error  // set after a failed write or fsync: f is not trusted
+}
+
+// journalEnding is how a journal ended, as its successor's header records
+// it.
+type journalEnding struct {
+	n    uint64
+	size int64  // where its frames end
+	sum  uint32 // CRC-32C of everything before size
 }
 
 type journalReq struct {
@@ -134,21 +188,23 @@ type rotation struct {
 func (s *Store) openState(o Options) (*state, error) {
 	st := &state{
 		s: s, path: o.StateFile, open: o.openFile, log: o.Logger,
-		limit: o.JournalLimit, interval: o.SnapshotInterval,
+		limit: o.JournalLimit, interval: o.SnapshotInterval, actEvery: o.ActivityInterval, activity: map[string]struct{}{},
 		reqs: make(chan journalReq), rotate: make(chan chan rotation), compact: make(chan struct{}, 1),
 		stop: make(chan struct{}), loopEnd: make(chan struct{}), wstop: make(chan struct{}), wEnd: make(chan struct{}),
 	}
 	if st.open == nil {
 		st.open = osOpen
 	}
+	_, err := os.Stat(st.path + ".lock")
+	used := err == nil // the lock outlives every start: the files were in use
 	unlock, err := filelock.Lock(st.path + ".lock")
 	if err != nil {
 		return nil, st.errorf("%v", err)
 	}
 	st.unlock = unlock
-	last, replayed, err := st.load()
+	last, replayed, err := st.load(used)
 	if err == nil {
-		err = st.startJournal(last + 1)
+		err = st.startJournal(last)
 	}
 	if err != nil {
 		unlock()
@@ -166,24 +222,76 @@ func (st *state) errorf(format string, args ...any) error {
 	return fmt.Errorf("memory store: state file %s: %s", st.path, fmt.Sprintf(format, args...))
 }
 
-// load restores the snapshot and every journal into the store, returning the
-// highest journal number seen and whether any journal was replayed.
-func (st *state) load() (last uint64, replayed bool, err error) {
+// load restores the snapshot and every journal into the store, checking
+// that none is missing, cut or changed (see the top of this file), and
+// returns how the last journal ended and whether any journal held records.
+func (st *state) load(used bool) (last journalEnding, replayed bool, err error) {
 	_ = os.Remove(st.path + ".tmp") // a snapshot that never got renamed
-	if err := st.replay(st.path, snapshotMagic, false); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return 0, false, err
+	snap, err := st.replay(st.path, -1)
+	haveSnap := err == nil
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return last, false, err
 	}
 	journals, err := st.journals()
 	if err != nil {
-		return 0, false, err
+		return last, false, err
 	}
+	// The first journal the state depends on: the snapshot names it; with
+	// no snapshot every journal since the first start (1) is needed. A
+	// snapshot of the format before headers names none.
+	want := uint64(1)
+	switch {
+	case haveSnap && snap.legacy:
+		want = 0
+	case haveSnap:
+		want = snap.next
+	case used && len(journals) == 0:
+		return last, false, st.damage("the snapshot and every journal are gone, but %s shows the files were in use", filepath.Base(st.path)+".lock")
+	case len(journals) > 0 && journals[0] != 1:
+		return last, false, st.damage("the snapshot is missing, and journal %d with it (the oldest left is %d)", 1, journals[0])
+	}
+	var prev *fileRead
 	for _, n := range journals {
-		if err := st.replay(st.journalName(n), journalMagic, true); err != nil {
-			return 0, false, err
+		if n < want {
+			continue // covered by the snapshot: left by a crash while deleting
 		}
-		last, replayed = n, true
+		if prev == nil && want != 0 && n != want {
+			return last, false, st.damage("journal %d is missing (the snapshot covers the ones before it)", want)
+		}
+		if prev != nil && n != prev.n+1 {
+			return last, false, st.damage("journal %d is missing", prev.n+1)
+		}
+		r, err := st.replay(st.journalName(n), int64(n))
+		if err != nil {
+			return last, false, err
+		}
+		if !r.legacy && r.fileSize < r.length {
+			return last, false, st.damage("journal %d is shorter than it was created (%d bytes of %d): it was cut", n, r.fileSize, r.length)
+		}
+		if prev != nil && !r.legacy && (r.prev.n != prev.n || r.prev.size != prev.size || r.prev.sum != prev.sum) {
+			return last, false, st.damage("journal %d was cut short or changed after journal %d began (%d bytes now, %d then)", prev.n, n, prev.size, r.prev.size)
+		}
+		prev, replayed = &r, replayed || r.frames > 0
+		last = journalEnding{n: r.n, size: r.size, sum: r.sum}
+	}
+	if prev == nil && want > 1 {
+		return last, false, st.damage("journal %d is missing (the snapshot covers the ones before it)", want)
+	}
+	if prev == nil && len(journals) > 0 {
+		last.n = journals[len(journals)-1] // all covered: go on after them
+	}
+	if newest := st.newestMarked(); newest > 0 && (len(journals) == 0 || journals[len(journals)-1] < newest) {
+		return last, false, st.damage("journal %d, the newest, is missing (%s names it)", newest, filepath.Base(st.path)+".lock")
 	}
 	return last, replayed, nil
+}
+
+// damage is a load failure that a crash cannot cause: ends that were
+// answered may be lost with it, and starting would let their sessions in.
+func (st *state) damage(format string, args ...any) error {
+	return st.errorf("%s: session ends that were answered may be lost, and starting would let their sessions in again. "+
+		"Restore the files from a backup; or, accepting that, move %s, its journals and its lock aside to start without them",
+		fmt.Sprintf(format, args...), filepath.Base(st.path))
 }
 
 func (st *state) journalName(n uint64) string {
@@ -202,6 +310,8 @@ func (st *state) journals() ([]uint64, error) {
 		if rest, ok := strings.CutPrefix(e.Name(), prefix); ok {
 			if n, err := strconv.ParseUint(rest, 10, 64); err == nil {
 				out = append(out, n)
+			} else if strings.HasSuffix(rest, ".tmp") {
+				_ = os.Remove(filepath.Join(filepath.Dir(st.path), e.Name())) // never renamed into place
 			}
 		}
 	}
@@ -209,29 +319,104 @@ func (st *state) journals() ([]uint64, error) {
 	return out, nil
 }
 
-// replay merges the records of one file into the store. A journal may end
-// in a torn frame (a crash during an append, whose End was therefore never
-// answered): it is ignored. Any other damage is an error, because ends may
-// be behind it and starting without them would revive sessions (S3).
-func (st *state) replay(name, magic string, tornTailOK bool) error {
+// fileRead is what replay learned of one file.
+type fileRead struct {
+	n      uint64 // journal number
+	legacy bool   // a file of the format before headers
+	next   uint64 // snapshot: the first journal it does not cover
+	prev     journalEnding
+	length   int64 // journal: the length it was created with
+	frames   int
+	size     int64  // where the whole frames end
+	sum      uint32 // CRC-32C of everything before size
+	fileSize int64
+}
+
+// replay merges the records of one file (the snapshot when n < 0, else
+// journal n) into the store. A journal may end in a torn frame (a crash
+// during an append, whose End was therefore never answered): it is ignored.
+// Any other damage is an error, because ends may be behind it and starting
+// without them would revive sessions (S3).
+func (st *state) replay(name string, n int64) (fileRead, error) {
+	r := fileRead{n: uint64(max(n, 0))}
 	f, err := os.Open(name)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return err
+			return r, err
 		}
-		return st.errorf("%v", err)
+		return r, st.errorf("%v", err)
 	}
 	defer f.Close()
-	err = readFrames(bufio.NewReaderSize(f, 1<<16), magic, st.s.restore)
-	if errors.Is(err, errTornTail) && tornTailOK {
-		st.log.Warn("state file: ignoring a torn last record of a journal (an End interrupted by a crash, never answered)", "file", name)
-		return nil
+	if fi, err := f.Stat(); err == nil {
+		r.fileSize = fi.Size()
+	}
+	br := bufio.NewReaderSize(f, 1<<16)
+	base := filepath.Base(name)
+	magic, v1, hdrLen := snapshotMagic, snapshotMagicV1, snapshotHeader
+	if n >= 0 {
+		magic, v1, hdrLen = journalMagic, journalMagicV1, journalHeader
+	}
+	head := make([]byte, len(magic)+hdrLen)
+	got, _ := io.ReadFull(br, head[:len(magic)])
+	switch string(head[:got]) {
+	case magic:
+		if _, err := io.ReadFull(br, head[len(magic):]); err != nil || !r.header(head[len(magic):], n >= 0) {
+			return r, st.damage("%s: its header is cut or damaged (it is written whole, before any record)", base)
+		}
+	case v1:
+		r.legacy = true
+	default:
+		return r, st.damage("%s: no sessiongate header (%d bytes of it): it is written whole, before any record, so the file was emptied, cut or replaced", base, got)
+	}
+	if r.legacy {
+		head = head[:len(magic)]
+	}
+	r.size, r.sum = int64(len(head)), crc32.Update(0, castagnoli, head)
+	frame := func(hdr, payload []byte) {
+		r.frames++
+		r.size += int64(len(hdr) + len(payload))
+		r.sum = crc32.Update(crc32.Update(r.sum, castagnoli, hdr), castagnoli, payload)
+	}
+	err = readBody(br, int64(len(head)), frame, st.s.restore)
+	if errors.Is(err, errTornTail) && n >= 0 {
+		st.log.Warn("state file: ignoring a torn last record of a journal (interrupted by a crash, never answered)", "file", name)
+		err = nil
 	}
 	if err != nil {
-		return st.errorf("%s: %v (move the file aside to start without it)", filepath.Base(name), err)
+		return r, st.damage("%s: %v", base, err)
 	}
-	return nil
+	return r, nil
 }
+
+// header decodes a file's header, reporting whether its checksum holds.
+func (r *fileRead) header(h []byte, journal bool) bool {
+	body, sum := h[:len(h)-4], binary.BigEndian.Uint32(h[len(h)-4:])
+	if crc(body) != sum {
+		return false
+	}
+	if journal {
+		r.prev = journalEnding{n: binary.BigEndian.Uint64(body), size: int64(binary.BigEndian.Uint64(body[8:])), sum: binary.BigEndian.Uint32(body[16:])}
+		r.length = int64(binary.BigEndian.Uint64(body[20:]))
+	} else {
+		r.next = binary.BigEndian.Uint64(body)
+	}
+	return true
+}
+
+// appendHeader appends a header whose body is fields, and its checksum.
+func appendHeader(b []byte, fields ...uint64) []byte {
+	start := len(b)
+	for i, v := range fields {
+		if i == 2 { // a journal header's CRC is 4 bytes
+			b = binary.BigEndian.AppendUint32(b, uint32(v))
+			continue
+		}
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	return binary.BigEndian.AppendUint32(b, crc(b[start:]))
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 var errTornTail = errors.New("torn last frame")
 
@@ -250,9 +435,16 @@ func readFrames(r io.Reader, magic string, fn func(k string, v []byte) error) er
 		}
 		return err
 	}
+	return readBody(r, int64(len(magic)), func(_, _ []byte) {}, fn)
+}
+
+// readBody reads the frames that follow a file's head (off bytes), calling
+// frame for each and fn for every pair of it. Zeros from a frame boundary to
+// the end are the unwritten rest of a journal.
+func readBody(r io.Reader, off int64, frame func(hdr, payload []byte), fn func(k string, v []byte) error) error {
 	var hdr [frameHeader]byte
 	var payload []byte
-	for off := int64(len(magic)); ; {
+	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -263,6 +455,12 @@ func readFrames(r io.Reader, magic string, fn func(k string, v []byte) error) er
 			return err
 		}
 		n := binary.BigEndian.Uint32(hdr[:4])
+		if n == 0 && binary.BigEndian.Uint32(hdr[4:]) == 0 {
+			if err := badFrame(r, off, "impossible length"); !errors.Is(err, errTornTail) {
+				return err
+			}
+			return nil // the unwritten rest
+		}
 		if n == 0 || n > maxFrame {
 			return badFrame(r, off, "impossible length")
 		}
@@ -279,6 +477,7 @@ func readFrames(r io.Reader, magic string, fn func(k string, v []byte) error) er
 		if err := eachPair(payload, fn); err != nil {
 			return fmt.Errorf("frame at offset %d: %w", off, err)
 		}
+		frame(hdr[:], payload)
 		off += frameHeader + int64(n)
 	}
 }
@@ -478,7 +677,7 @@ func (st *state) append(b []byte) error {
 	if st.broken != nil {
 		return st.errorf("journal unusable since an earlier failure (%v); retrying in the background", st.broken)
 	}
-	_, err := st.f.Write(b)
+	_, err := st.f.WriteAt(b, st.size)
 	if err == nil {
 		err = st.f.Sync()
 	}
@@ -489,55 +688,133 @@ func (st *state) append(b []byte) error {
 		return st.errorf("journal: %v", err)
 	}
 	st.size += int64(len(b))
+	st.sum = crc32.Update(st.sum, castagnoli, b)
 	if st.limit > 0 && st.size > st.limit {
 		st.kick()
 	}
 	return nil
 }
 
-// startJournal creates journal n and makes it current (writer goroutine or
-// before it starts).
-func (st *state) startJournal(n uint64) error {
+// startJournal creates the journal after prev, with its magic and a header
+// recording how prev ended, atomically (a temporary file renamed into
+// place), and makes it current (writer goroutine or before it starts).
+func (st *state) startJournal(prev journalEnding) error {
+	n := prev.n + 1
 	name := st.journalName(n)
-	f, err := st.open(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
-	if err != nil {
-		return st.errorf("%v", err)
+	if _, err := os.Lstat(name); err == nil {
+		return st.errorf("journal %d exists already", n)
 	}
-	_, err = io.WriteString(f, journalMagic)
+	length := max(st.limit, minJournalLength)
+	head := appendHeader([]byte(journalMagic), prev.n, uint64(prev.size), uint64(prev.sum), uint64(length))
+	tmp := name + ".tmp"
+	f, err := st.open(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return st.errorf("journal: %v", err)
+	}
+	_, err = f.Write(head)
+	if err == nil {
+		err = f.Truncate(length) // sparse: zeros, no blocks
+	}
 	if err == nil {
 		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
 	}
 	if err == nil {
 		err = syncDir(filepath.Dir(name))
 	}
+	if err == nil {
+		f, err = st.open(name, os.O_WRONLY, 0o600)
+	}
+	if err == nil {
+		st.markNewest(n)
+	}
 	if err != nil {
-		f.Close()
-		os.Remove(name)
+		os.Remove(tmp)
 		return st.errorf("journal: %v", err)
 	}
-	st.f, st.n, st.size, st.broken = f, n, int64(len(journalMagic)), nil
+	st.f, st.n, st.size, st.sum, st.broken = f, n, int64(len(head)), crc32.Update(0, castagnoli, head), nil
 	return nil
 }
 
 // next switches to a new journal, returning its number. The old one was
-// fsynced with its last batch (or is broken, and the coming snapshot covers
-// what it lost).
+// fsynced with its last batch, or is broken, and the coming snapshot covers
+// what it lost; its successor records it as it is on disk.
 func (st *state) next() (uint64, error) {
 	old := st.f
-	if err := st.startJournal(st.n + 1); err != nil {
+	end := journalEnding{n: st.n, size: st.size, sum: st.sum}
+	if st.broken != nil {
+		var err error
+		if end, err = st.onDisk(st.n); err != nil {
+			return 0, err
+		}
+	}
+	if err := st.startJournal(end); err != nil {
 		return 0, err
 	}
 	old.Close()
 	return st.n, nil
 }
 
-// closeJournal closes the current journal, deleting it when it holds no End.
-func (st *state) closeJournal() {
-	st.f.Close()
-	if st.size == int64(len(journalMagic)) && st.broken == nil {
-		os.Remove(st.journalName(st.n))
+// onDisk reads journal n to learn where its whole frames end and their
+// checksum, as the load will.
+func (st *state) onDisk(n uint64) (journalEnding, error) {
+	f, err := os.Open(st.journalName(n))
+	if err != nil {
+		return journalEnding{}, st.errorf("%v", err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<16)
+	head := make([]byte, len(journalMagic)+journalHeader)
+	if _, err := io.ReadFull(br, head); err != nil {
+		return journalEnding{}, st.errorf("journal %d: %v", n, err)
+	}
+	e := journalEnding{n: n, size: int64(len(head)), sum: crc32.Update(0, castagnoli, head)}
+	err = readBody(br, e.size, func(hdr, payload []byte) {
+		e.size += int64(len(hdr) + len(payload))
+		e.sum = crc32.Update(crc32.Update(e.sum, castagnoli, hdr), castagnoli, payload)
+	}, func(string, []byte) error { return nil })
+	if err != nil && !errors.Is(err, errTornTail) {
+		return journalEnding{}, st.errorf("journal %d: %v", n, err)
+	}
+	return e, nil
+}
+
+// markNewest records journal n as the newest in the lock file, so that its
+// deletion is found at load. Best effort: a lock file that cannot be written
+// only loses that check.
+func (st *state) markNewest(n uint64) {
+	f, err := os.OpenFile(st.path+".lock", os.O_WRONLY, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(appendHeader(nil, n), 0); err == nil {
+		_ = f.Sync()
 	}
 }
+
+// newestMarked is the journal markNewest last recorded, 0 if none.
+func (st *state) newestMarked() uint64 {
+	b, err := os.ReadFile(st.path + ".lock")
+	if err != nil || len(b) < snapshotHeader {
+		return 0
+	}
+	var r fileRead
+	if !r.header(b[:snapshotHeader], false) {
+		return 0
+	}
+	return r.next
+}
+
+
+// closeJournal closes the current journal. It stays, even empty: the
+// snapshot names it, and a missing one is damage.
+func (st *state) closeJournal() { st.f.Close() }
 
 func (st *state) setFault(err error) { st.fault.Store(&err) }
 
@@ -546,6 +823,67 @@ func (st *state) Err() error {
 	if p := st.fault.Load(); p != nil {
 		return st.errorf("cannot write (%v): ends are refused until it can", *p)
 	}
+	return nil
+}
+
+// noteActivity marks records that Begin or Touch changed, for the next
+// activity frame.
+func (st *state) noteActivity(keys ...string) {
+	if st.actEvery <= 0 {
+		return
+	}
+	st.activityMu.Lock()
+	for _, k := range keys {
+		st.activity[k] = struct{}{}
+	}
+	st.activityMu.Unlock()
+}
+
+// flushActivity journals the current records of the keys noted since the
+// last call, in one write and one fsync. Replaying them only merges (an end
+// stays an end, activity only grows), so their order against Ends does not
+// matter. A failure loses nothing the next snapshot does not cover.
+func (st *state) flushActivity() error {
+	st.activityMu.Lock()
+	keys := st.activity
+	if len(keys) == 0 {
+		st.activityMu.Unlock()
+		return nil
+	}
+	st.activity = make(map[string]struct{}, len(keys))
+	st.activityMu.Unlock()
+	b, start := reserveFrame(nil)
+	for k := range keys {
+		v, err := st.s.hot.Get(k) // hot holds the newer copy
+		if err != nil {
+			if v, err = st.s.cold.Get(k); err != nil {
+				continue // gone: expired, or never stored
+			}
+		}
+		b = appendPair(b, k, v)
+		if len(b)-start > snapshotFrame {
+			b = closeFrame(b, start)
+			b, start = reserveFrame(b)
+		}
+	}
+	if len(b)-start > frameHeader {
+		b = closeFrame(b, start)
+	} else {
+		b = b[:start]
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	req := journalReq{frame: b, done: make(chan error, 1)}
+	select {
+	case st.reqs <- req:
+	case <-st.wEnd:
+		return st.errorf("closed")
+	}
+	if err := <-req.done; err != nil {
+		return err
+	}
+	st.log.Debug("state file: activity journaled", "records", len(keys))
 	return nil
 }
 
@@ -561,11 +899,16 @@ func (st *state) kick() {
 // interval, and again with backoff after a failure.
 func (st *state) loop() {
 	defer close(st.loopEnd)
-	var tick <-chan time.Time
+	var tick, activity <-chan time.Time
 	if st.interval > 0 {
 		t := time.NewTicker(st.interval)
 		defer t.Stop()
 		tick = t.C
+	}
+	if st.actEvery > 0 {
+		t := time.NewTicker(st.actEvery)
+		defer t.Stop()
+		activity = t.C
 	}
 	retry := time.NewTimer(0)
 	retry.Stop()
@@ -578,6 +921,11 @@ func (st *state) loop() {
 		case <-st.compact:
 		case <-tick:
 		case <-retry.C:
+		case <-activity:
+			if err := st.flushActivity(); err != nil {
+				st.log.Debug("state file: activity not journaled; the next snapshot keeps it", "err", err)
+			}
+			continue
 		}
 		if err := st.compactNow(); err != nil {
 			st.setFault(err)
@@ -608,7 +956,7 @@ func (st *state) compactNow() error {
 	if rot.err != nil {
 		return rot.err
 	}
-	if err := st.writeSnapshot(); err != nil {
+	if err := st.writeSnapshot(rot.n); err != nil {
 		return err
 	}
 	journals, err := st.journals()
@@ -628,9 +976,10 @@ func (st *state) compactNow() error {
 	return nil
 }
 
-// writeSnapshot writes every record of the store atomically. It walks hot
+// writeSnapshot writes every record of the store atomically, with the
+// number of the first journal it does not cover. It walks hot
 // before cold; a record in both is merged on loading, like any other copy.
-func (st *state) writeSnapshot() (err error) {
+func (st *state) writeSnapshot(next uint64) (err error) {
 	tmp := st.path + ".tmp"
 	f, err := st.open(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -644,7 +993,7 @@ func (st *state) writeSnapshot() (err error) {
 		}
 	}()
 	w := bufio.NewWriterSize(f, 1<<16)
-	if _, err := w.WriteString(snapshotMagic); err != nil {
+	if _, err := w.Write(appendHeader([]byte(snapshotMagic), next)); err != nil {
 		return err
 	}
 	now := st.s.now()

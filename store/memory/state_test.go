@@ -20,7 +20,9 @@ import (
 // no periodic snapshot, so that only what the test does writes one.
 func openState(t *testing.T, path string, clock *fakeClock, mod ...func(*Options)) *Store {
 	t.Helper()
-	o := Options{Clock: clock, StateFile: path, SnapshotInterval: -1}
+	// Journals of the least length: each load reads a journal's unwritten
+	// rest to tell it from damage.
+	o := Options{Clock: clock, StateFile: path, SnapshotInterval: -1, ActivityInterval: -1, JournalLimit: minJournalLength}
 	for _, m := range mod {
 		m(&o)
 	}
@@ -88,8 +90,8 @@ func TestStateGracefulRestartKeepsEverything(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if names := stateFiles(t, path); names != "state state.lock" {
-		t.Errorf("files after Close = %q, want the snapshot alone", names)
+	if names := stateFiles(t, path); names != "state state.journal.2 state.lock" {
+		t.Errorf("files after Close = %q, want the snapshot, the journal it names (empty) and the lock", names)
 	}
 
 	s = openState(t, path, clock)
@@ -153,23 +155,25 @@ func TestStateCrashKeepsEveryEnd(t *testing.T) {
 }
 
 // journalWith writes the store's journal as a crash would leave it, with
-// tail appended, and returns the journal's name.
-func journalWith(t *testing.T, path string, clock *fakeClock, tail []byte) string {
+// tail written after its last frame, and returns the journal's name and
+// where its frames ended.
+func journalWith(t *testing.T, path string, clock *fakeClock, tail []byte) (string, int64) {
 	t.Helper()
 	s := openState(t, path, clock)
 	mustBegin(t, s, newSession("s1", alice))
 	mustEnd(t, s, "s1", alice, signOut)
 	name := s.state.journalName(s.state.n)
 	crash(s)
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	end := s.state.size
+	f, err := os.OpenFile(name, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.Write(tail); err != nil {
+	if _, err := f.WriteAt(tail, end); err != nil {
 		t.Fatal(err)
 	}
-	return name
+	return name, end
 }
 
 // TestStateTornTail: an End cut short by a crash (never answered) is
@@ -204,22 +208,25 @@ func TestStateDamageFailsStart(t *testing.T) {
 	clock := newClock()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state")
-	name := journalWith(t, path, clock, nil)
+	name, end := journalWith(t, path, clock, nil)
 	b, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Two copies of the End's frame, the first one damaged.
-	frame := b[len(journalMagic):]
+	// Two copies of the End's frame, the first one damaged; the journal at
+	// its created length.
+	head := b[:len(journalMagic)+journalHeader]
+	frame := b[len(head):end]
 	bad := append([]byte(nil), frame...)
 	bad[len(bad)-1] ^= 0xff
-	if err := os.WriteFile(name, append(append([]byte(journalMagic), bad...), frame...), 0o600); err != nil {
+	if err := os.WriteFile(name, append(append(append([]byte(nil), head...), bad...), frame...), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	truncate(t, name, int64(len(b)))
 	if s, err := New(Options{Clock: clock, StateFile: path}); err == nil {
 		s.Close()
 		t.Fatal("started on a damaged journal")
-	} else if !strings.Contains(err.Error(), "checksum mismatch") || !strings.Contains(err.Error(), "move the file aside") {
+	} else if !strings.Contains(err.Error(), "checksum mismatch") || !strings.Contains(err.Error(), "Restore the files from a backup") {
 		t.Errorf("error = %v", err)
 	}
 
@@ -231,7 +238,7 @@ func TestStateDamageFailsStart(t *testing.T) {
 	if s, err := New(Options{Clock: clock, StateFile: path}); err == nil {
 		s.Close()
 		t.Fatal("started on a snapshot that is not one")
-	} else if !strings.Contains(err.Error(), "bad magic") {
+	} else if !strings.Contains(err.Error(), "no sessiongate header") {
 		t.Errorf("error = %v", err)
 	}
 }
@@ -319,6 +326,14 @@ type budgetFile struct {
 	d *diskFull
 }
 
+func (f *budgetFile) WriteAt(b []byte, off int64) (int, error) {
+	if f.d.left.Add(-int64(len(b))) < 0 {
+		f.d.left.Add(int64(len(b)))
+		return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	return f.File.WriteAt(b, off)
+}
+
 func (f *budgetFile) Write(b []byte) (int, error) {
 	if f.d.left.Add(-int64(len(b))) < 0 {
 		f.d.left.Add(int64(len(b)))
@@ -384,7 +399,7 @@ func TestStateSnapshotFailureKeepsJournals(t *testing.T) {
 	s := openState(t, path, clock, func(o *Options) { o.openFile = disk.open })
 	mustBegin(t, s, newSession("s1", alice))
 	mustEnd(t, s, "s1", alice, signOut)
-	disk.left.Store(int64(len(journalMagic))) // a new journal, but no snapshot
+	disk.left.Store(int64(len(journalMagic) + journalHeader)) // a new journal, but no snapshot
 	if err := s.Close(); err == nil || !strings.Contains(err.Error(), "snapshot") {
 		t.Errorf("Close on a full disk = %v, want the snapshot's error", err)
 	}
