@@ -210,7 +210,7 @@ func TestStateReadsTheFormerFormat(t *testing.T) {
 	ended := *gone
 	ended.EndWith(signOut)
 	for name, b := range map[string][]byte{
-		path:               frame(snapshotMagicV1, live, gone),
+		path:                frame(snapshotMagicV1, live, gone),
 		path + ".journal.7": frame(journalMagicV1, &ended),
 	} {
 		if err := os.WriteFile(name, b, 0o600); err != nil {

@@ -96,7 +96,7 @@ const (
 	journalHeader = 32
 	// minJournalLength is the least length a journal is created with.
 	minJournalLength = 1 << 20
-	frameHeader   = 8
+	frameHeader      = 8
 	// maxFrame bounds a frame's declared length on reading: a larger one is
 	// damage, not data (writers stay far below it).
 	maxFrame = 64 << 20
@@ -321,9 +321,9 @@ func (st *state) journals() ([]uint64, error) {
 
 // fileRead is what replay learned of one file.
 type fileRead struct {
-	n      uint64 // journal number
-	legacy bool   // a file of the format before headers
-	next   uint64 // snapshot: the first journal it does not cover
+	n        uint64 // journal number
+	legacy   bool   // a file of the format before headers
+	next     uint64 // snapshot: the first journal it does not cover
 	prev     journalEnding
 	length   int64 // journal: the length it was created with
 	frames   int
@@ -810,7 +810,6 @@ func (st *state) newestMarked() uint64 {
 	}
 	return r.next
 }
-
 
 // closeJournal closes the current journal. It stays, even empty: the
 // snapshot names it, and a missing one is damage.
