@@ -17,6 +17,8 @@ Usage:
   sessiongate validate PATH...
   sessiongate check [--addr ADDR] --host HOST [--path PATH] [--token JWT] [--cookie C] [--browser] [-H 'name: value']...
   sessiongate health [--addr ADDR]
+  sessiongate sessions list --user SUB [--policy P]
+  sessiongate sessions end (--user SUB | --sid SID | --session HASH | --all) [--policy P]
   sessiongate mint --sub SUB [--key PEM] [--iss URL] [--aud AUD] [--sid SID] [--auth-time now|none|UNIX] [--ttl 1h] [--claim k=v]...   (local demos only)
   sessiongate version
 
@@ -48,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return healthCmd(ctx, rest, stdout, stderr)
 	case "mint":
 		return mint(rest, stdout, stderr)
+	case "sessions":
+		return sessionsCmd(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "sessiongate", readBuildInfo())
 		return exitOK

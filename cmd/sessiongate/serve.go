@@ -46,6 +46,8 @@ type serveConfig struct {
 	http            httpserve.Limits
 	drainDelay      time.Duration
 	sessionKeyFile  string
+	adminAddr       string
+	adminTokenFile  string
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -67,12 +69,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.http.MaxConns, "http-max-conns", httpserve.DefaultMaxConns, "open HTTP connections at most (never more than half the open-file limit); more wait to be accepted")
 	fs.DurationVar(&c.drainDelay, "drain-delay", defaultDrainDelay, "on SIGTERM, how long to keep answering checks while /readyz and gRPC health say not serving, so that load balancers move away first (0: none; a second signal cuts it short)")
 	fs.StringVar(&c.sessionKeyFile, "session-key-file", "", "keys that seal sign-in grants and login transactions: one 32-byte key per line, base64 or hex; the first seals, all open (rotation). Required with a shared store and login.oidc policies")
+	fs.StringVar(&c.adminAddr, "admin-addr", "", "listen address of the admin API (sessiongate sessions list|end); off when empty; a non-loopback address needs --admin-token-file")
+	fs.StringVar(&c.adminTokenFile, "admin-token-file", "", "file holding the bearer token every admin API call must present")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		return flagExit(err)
 	}
 	if c.policies == "" {
 		fmt.Fprintln(stderr, "sessiongate serve: --policies is required")
 		return exitUsage
+	}
+	if c.adminAddr != "" {
+		// Before anything starts: an admin API open to the network without
+		// a token must not come up even briefly.
+		if err := ends.CheckAdminAddr(c.adminAddr, c.adminTokenFile != ""); err != nil {
+			fmt.Fprintln(stderr, "sessiongate serve:", err)
+			return exitUsage
+		}
 	}
 	if c.drainDelay < 0 || c.shutdownTimeout <= 0 {
 		fmt.Fprintln(stderr, "sessiongate serve: --drain-delay must not be negative and --shutdown-timeout must be positive")
@@ -244,11 +256,24 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	httpSrv, httpLimits := httpserve.Server(opsHandler(reg, readyz, notes, forwardauth.NewHandler(engine,
 		forwardauth.Options{TrustedProxies: trustedProxies, Logger: log}), ends.NewBackChannel(endsDeps)), c.http)
 	httpLis = httpserve.Listener(httpLis, httpLimits.MaxConns)
+	adminSrv, adminLis, err := adminServer(c, endsDeps, log)
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(grpcLis) }()
+	if adminSrv != nil {
+		go func() {
+			if err := adminSrv.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
 	go func() {
 		if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
@@ -285,7 +310,45 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	cancel()
 	grpcSrv.Stop(sctx)
 	_ = httpSrv.Shutdown(sctx)
+	if adminSrv != nil {
+		_ = adminSrv.Shutdown(sctx)
+	}
 	return serveErr
+}
+
+// adminServer listens on --admin-addr (nil when it is empty): the admin
+// API on a listener of its own, so that it can be kept off the network the
+// gateway and the identity provider reach.
+func adminServer(c serveConfig, d ends.Deps, log *slog.Logger) (*http.Server, net.Listener, error) {
+	if c.adminAddr == "" {
+		if c.adminTokenFile != "" {
+			return nil, nil, errors.New("--admin-token-file without --admin-addr: the admin API is off")
+		}
+		return nil, nil, nil
+	}
+	token := ""
+	if c.adminTokenFile != "" {
+		b, err := os.ReadFile(c.adminTokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--admin-token-file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); len(token) < 16 {
+			return nil, nil, errors.New("--admin-token-file: the token must be at least 16 characters")
+		}
+	}
+	if err := ends.CheckAdminAddr(c.adminAddr, token != ""); err != nil {
+		return nil, nil, err
+	}
+	if token == "" {
+		log.Warn("admin API without a token: anyone who can connect to the loopback address can list and end sessions", "admin_addr", c.adminAddr)
+	}
+	lis, err := net.Listen("tcp", c.adminAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--admin-addr: %w", err)
+	}
+	log.Info("admin API listening", "admin_addr", lis.Addr().String(), "token", token != "")
+	return &http.Server{Handler: ends.NewAdmin(d, token), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 5 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}, lis, nil
 }
 
 // defaultDrainDelay is --drain-delay's default: above the 3 s that the

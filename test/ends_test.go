@@ -1,0 +1,131 @@
+package test
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessiongate/sessiongate/authz"
+)
+
+// TestS19StolenLaptop: an operator lists a user's sessions and ends every
+// one of them in one command, through the admin API of the built binary;
+// the user's tokens are refused afterwards everywhere, another user's are
+// not. A wrong token ends nothing.
+func TestS19StolenLaptop(t *testing.T) {
+	t.Parallel()
+	adminAddr := freeAddr(t)
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	writeFile(t, tokenFile, "an-admin-token-of-32-characters!\n")
+	wrongFile := filepath.Join(t.TempDir(), "wrong")
+	writeFile(t, wrongFile, "not-the-admin-token-at-all-here\n")
+	s := startServerOpts(t, map[string]string{
+		"app": pol{Hosts: []string{"app.test"}}.yaml(),
+		"crm": pol{Hosts: []string{"crm.test"}}.yaml(),
+	}, serverOpts{extraArgs: []string{"--admin-addr", adminAddr, "--admin-token-file", tokenFile}})
+	c := s.client(t)
+	alice := s.token(t, "alice", claim("sid", "laptop"))
+	alicePhone := s.token(t, "alice", claim("sid", "phone"))
+	bob := s.token(t, "bob")
+	wantAllowed(t, c.Check("app.test", "/", alice, true))
+	wantAllowed(t, c.Check("crm.test", "/", alice, true))
+	wantAllowed(t, s.client(t).Check("app.test", "/", alicePhone, true))
+	wantAllowed(t, s.client(t).Check("app.test", "/", bob, true))
+
+	out, errOut, code := runBin(t, "sessions", "list", "--user", "alice", "--admin-addr", adminAddr, "--admin-token-file", tokenFile)
+	if code != 0 || strings.Count(out, "\n") != 4 || !strings.Contains(out, "app") || !strings.Contains(out, "crm") {
+		t.Fatalf("list: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, secret := range []string{alice, alicePhone} {
+		if strings.Contains(out, secret) {
+			t.Fatal("list shows a token")
+		}
+	}
+	if _, errOut, code := runBin(t, "sessions", "end", "--user", "alice", "--admin-addr", adminAddr, "--admin-token-file", wrongFile); code != 1 || !strings.Contains(errOut, "401") {
+		t.Errorf("end with a wrong token: exit %d, %s", code, errOut)
+	}
+	wantAllowed(t, c.Check("app.test", "/", alice, true))
+
+	out, errOut, code = runBin(t, "sessions", "end", "--user", "alice", "--admin-addr", adminAddr, "--admin-token-file", tokenFile)
+	if code != 0 || !strings.HasPrefix(out, "ended 3 sessions") {
+		t.Fatalf("end: exit %d\n%s%s", code, out, errOut)
+	}
+	wantLoginRedirect(t, c.Check("app.test", "/", alice, true), "reauth_required", "https://app.test/", true)
+	wantLoginRedirect(t, c.Check("crm.test", "/", alice, true), "reauth_required", "https://crm.test/", true)
+	wantLoginRedirect(t, s.client(t).Check("app.test", "/", alicePhone, true), "reauth_required", "https://app.test/", true)
+	wantAllowed(t, s.client(t).Check("app.test", "/", bob, true))
+	if n := len(s.waitEvents(t, 3, map[string]string{"event": "session_ended", "cause": "admin", "subject": "alice"})); n != 3 {
+		t.Errorf("%d session_ended cause=admin events", n)
+	}
+	if ev := s.waitEvents(t, 1, map[string]string{"event": "admin", "operation": "end", "result": "ok"}); len(ev) != 1 || ev[0]["ended"] != float64(3) || !strings.HasPrefix(ev[0]["who"].(string), "token:") {
+		t.Errorf("admin audit event: %v", ev)
+	}
+	m := s.metrics(t)
+	for _, want := range []string{`sessiongate_admin_requests_total{operation="end",result="ok"} 1`, `sessiongate_admin_requests_total{operation="end",result="unauthorized"} 1`,
+		`sessiongate_sessions_ended_total{cause="admin",policy="app"} 2`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestS19AdminAddrNeedsAToken: serve refuses a non-loopback admin address
+// without a token.
+func TestS19AdminAddrNeedsAToken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.yaml"), pol{Hosts: []string{"app.test"}}.yaml())
+	if err := newIDP(t).WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runBin(t, "serve", "--policies", dir, "--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t), "--admin-addr", "0.0.0.0:0")
+	if code != 2 || !strings.Contains(errOut, "--admin-token-file") {
+		t.Errorf("exit %d, %s", code, errOut)
+	}
+}
+
+// TestS18BackChannelThroughTheBinary: a token-mode policy with
+// token.logout_audience takes the issuer's logout token on --http-addr and
+// ends that provider session; a replay is refused.
+func TestS18BackChannelThroughTheBinary(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, map[string]string{
+		"app": pol{Hosts: []string{"app.test"}, TokenExtra: "  logout_audience: web\n"}.yaml(),
+	})
+	c := s.client(t)
+	tok := s.token(t, "alice", claim("sid", "op-session"))
+	wantAllowed(t, c.Check("app.test", "/", tok, true))
+	now := time.Now().Unix()
+	lt, err := s.idp.MintWith(map[string]any{"typ": "logout+jwt"}, map[string]any{"iss": testIssuer, "aud": "web", "iat": now, "exp": now + 120,
+		"jti": randHex(8), "sid": "op-session", "events": map[string]any{authz.BackChannelEvent: map[string]any{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func() (int, string) {
+		resp, err := http.PostForm("http://"+s.httpAddr+"/oidc/backchannel-logout", url.Values{"logout_token": {lt}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(); code != 200 {
+		t.Fatalf("logout: %d %s", code, body)
+	}
+	wantLoginRedirect(t, c.Check("app.test", "/", tok, true), "reauth_required", "https://app.test/", true)
+	if code, body := post(); code != 400 || !strings.Contains(body, "replayed") {
+		t.Errorf("replay: %d %s", code, body)
+	}
+	m := s.metrics(t)
+	for _, want := range []string{`sessiongate_backchannel_logouts_total{result="ok"} 1`, `sessiongate_backchannel_logouts_total{result="replayed"} 1`,
+		`sessiongate_sessions_ended_total{cause="idp_logout",policy="app"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
