@@ -119,13 +119,18 @@ func TestOpenRedirect(t *testing.T) {
 			t.Errorf("path %q: token in Location %q", tc.path, r.Location)
 		}
 	}
-	// A host that is not a plain host[:port] gets no return URL at all
-	// when a policy governs it anyway.
+	// A host that is not a plain host[:port] is no host of any policy, not
+	// even of the default one (one authority parser decides both which
+	// policy governs and what a return URL may name): unknown_host, with
+	// no Location at all.
 	s2 := startServer(t, map[string]string{"default": pol{Hosts: []string{"*"}}.yaml()})
 	c2 := s2.client(t)
 	for _, host := range []string{"app.test\r\nSet-Cookie: a=b", "app.test/evil", "evil.example@app.test", "app.test\\evil", "app .test"} {
 		r := c2.Check(host, "/x", "", true)
-		wantLoginRedirect(t, r, "no_token", "", false)
+		wantDenied(t, r, 403, "unknown_host")
+		if r.Location != "" {
+			t.Errorf("host %q: Location %q", host, r.Location)
+		}
 		for k, v := range r.Client {
 			if strings.ContainsAny(v, "\r\n") {
 				t.Errorf("host %q: header %s contains CR/LF: %q", host, k, v)
