@@ -766,3 +766,25 @@ func TestTokenEndpointRedirectNotFollowed(t *testing.T) {
 		t.Errorf("the redirect target got %d requests", n)
 	}
 }
+
+func TestDiscoveredEndpointsMustBeHTTPS(t *testing.T) {
+	for _, c := range []struct {
+		endpoint, issuer string
+		ok               bool
+	}{
+		{"https://idp.example.com/token", "https://idp.example.com", true},
+		{"https://other.example.com/token", "https://idp.example.com", true},
+		{"http://idp.example.com/token", "https://idp.example.com", false},
+		{"http://127.0.0.1:9000/token", "http://127.0.0.1:9000", true},
+		{"http://localhost:9000/token", "http://127.0.0.1:9000", true},
+		{"http://idp.example.com/token", "http://127.0.0.1:9000", false},
+		{"http://127.0.0.1:9000/token", "https://idp.example.com", false},
+		{"/token", "https://idp.example.com", false},
+		{"", "https://idp.example.com", false},
+		{"ftp://idp.example.com/token", "https://idp.example.com", false},
+	} {
+		if got := endpointOK(c.endpoint, c.issuer); got != c.ok {
+			t.Errorf("endpointOK(%q, %q) = %v, want %v", c.endpoint, c.issuer, got, c.ok)
+		}
+	}
+}
