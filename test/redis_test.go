@@ -357,6 +357,51 @@ func TestRedisOutageEndsSurviveTheReplica(t *testing.T) {
 	}
 }
 
+// TestRedisFallbackIdleNeedsEvidence: replica B read ten sessions once;
+// they stay in use on replica A for longer than their idle timeout; then
+// Redis stops. B's copies say the sessions idled, but a copy does not follow
+// other replicas' activity: with store_failure: continue, B goes on serving
+// them rather than ending them as idle on that stale read.
+func TestRedisFallbackIdleNeedsEvidence(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const idle = 3 * time.Second
+	open := pol{Hosts: []string{"open.test"}, Absolute: time.Hour, Idle: idle}
+	policies := map[string]string{"open": strings.Replace(open.yaml(), "session:\n", "session:\n  store_failure: continue\n", 1)}
+	url := srv.URL() + "?max_stale=250ms"
+	a, b := startReplicas(t, url, url, policies)
+	type sess struct{ tok, cookie string }
+	var ss []sess
+	for i := range 10 {
+		tok := a.token(t, fmt.Sprintf("user%d", i))
+		r := a.apiClient(t).Check("open.test", "/", tok, false)
+		wantAllowed(t, r)
+		s := sess{tok, cookieOf(t, r)}
+		wantAllowed(t, b.apiClient(t).Check("open.test", "/", s.tok, false, s.cookie)) // B reads it once
+		ss = append(ss, s)
+	}
+	until := time.Now().Add(idle + 500*time.Millisecond)
+	for time.Now().Before(until) {
+		for _, s := range ss {
+			wantAllowed(t, a.apiClient(t).Check("open.test", "/", s.tok, false, s.cookie))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	srv.Stop()
+	if !waitFor(5*time.Second, func() bool { return metricValue(b.metrics(t), "sessiongate_store_up", nil) == 0 }) {
+		t.Fatal("store_up stays 1 on B during the outage")
+	}
+	for i, s := range ss {
+		r := b.apiClient(t).Check("open.test", "/", s.tok, false, s.cookie)
+		if !r.Allowed {
+			t.Errorf("session %d, in use on A until the outage, on B during it: %v, want allowed", i, r)
+		}
+	}
+	if n := len(b.findEvents(t, map[string]string{"event": "session_ended"})); n != 0 {
+		t.Errorf("B ended %d sessions during the outage, want none", n)
+	}
+}
+
 // TestRedisStoreURLErrors: a bad --store fails at start with a message that
 // names the problem and never the password.
 func TestRedisStoreURLErrors(t *testing.T) {

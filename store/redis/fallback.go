@@ -19,12 +19,21 @@ var _ authz.Store = fallback{}
 
 func (f fallback) Ready(context.Context) error { return nil }
 
+// Load answers from what this replica knows. A live session's activity is
+// taken to reach at least the outage's start: this replica's copy does not
+// follow other replicas' activity (the engine confirms with Redis before an
+// idle end, which it cannot do now), so a copy's last activity is no
+// evidence that the session idled. The fallback ends a session for
+// inactivity only once idle_timeout has passed since the later of the two.
 func (f fallback) Load(_ context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
 	now := f.s.now()
 	var lk authz.Lookup
 	if id != "" {
 		if e, ok := f.s.near.lookupAll(f.s.sessionKey(policy, id), now); ok && !e.isScope {
 			lk.Session, lk.SessionFound = e.session, true
+			if !lk.Session.Ended() {
+				lk.Session.Advance(authz.Touch{LastActivity: f.s.heardAt.Load()})
+			}
 		}
 	}
 	if e, ok := f.s.near.lookupAll(f.s.scopeKey(policy, scope), now); ok && e.isScope {

@@ -92,6 +92,9 @@ type Store struct {
 	// heartbeat while the near cache may answer reads; 0 when it may not.
 	trustedSince atomic.Int64
 	lastErr      atomic.Pointer[string] // why the store is not ready
+	// heardAt is when Redis last answered the subscription (Unix ms): the
+	// start of an outage, for the fallback's idle decisions.
+	heardAt atomic.Int64
 	// down is set by a failed command and cleared when the subscription
 	// hears from Redis again: meanwhile commands fail at once instead of
 	// each waiting out dial timeouts that Envoy's check timeout would not.

@@ -82,6 +82,7 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 	}
 	s.near.reset(s.near.live)
 	s.trustedSince.Store(s.mono())
+	s.heardAt.Store(s.now())
 	s.log.Info("redis store: subscribed to the change channel; near cache in use")
 
 	hbCtx, stop := context.WithCancel(ctx)
@@ -129,6 +130,7 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 				s.trustedSince.Store(max(t, s.trustedSince.Load()))
 			}
 			s.down.Store(false)
+			s.heardAt.Store(s.now())
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				return errors.New("change channel: resubscribed after a reconnection; changes may have been missed")
