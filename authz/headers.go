@@ -1,8 +1,6 @@
 package authz
 
 // Names of the headers the gate sets (DESIGN §2), shared by every adapter.
-// The first three go upstream with an allowed request's identity; the gate
-// overwrites or removes client-sent copies of all five (S10).
 const (
 	HeaderUser          = "x-sessiongate-user"
 	HeaderSessionExpiry = "x-sessiongate-session-expires-at"
@@ -10,6 +8,35 @@ const (
 	HeaderExpiresIn     = "x-sessiongate-expires-in"
 	HeaderReason        = "x-sessiongate-reason"
 )
+
+// Where each gate header goes, in one place: a new header is one line in
+// one of these, and every adapter removes client-sent copies of it (S10).
+var (
+	// SessionHeaders go upstream with an allowed request that has a
+	// session, overwriting client-sent copies. (An array, so that adapters
+	// size their buffers with len.)
+	SessionHeaders = [...]string{HeaderUser, HeaderSessionExpiry, HeaderIdleExpiry}
+	// ClientHeaders are set only for the client; upstream, client-sent
+	// copies are removed.
+	ClientHeaders = [...]string{HeaderExpiresIn, HeaderReason}
+
+	gateHeaders = append(SessionHeaders[:len(SessionHeaders):len(SessionHeaders)], ClientHeaders[:]...)
+)
+
+// GateHeaders lists every header the gate sets. The slice is shared: never
+// modify it.
+func GateHeaders() []string { return gateHeaders }
+
+// UpstreamRemovals lists the gate headers an allowed request must not carry
+// from the client: every one, or, with a session, those the gate does not
+// set itself (it overwrites the others). The slices are shared: never
+// modify them (append to a clipped copy).
+func UpstreamRemovals(withSession bool) []string {
+	if withSession {
+		return ClientHeaders[:]
+	}
+	return gateHeaders
+}
 
 // Names of the identity headers a sign-in (login.oidc) gives the application
 // by default (upstream.headers): the user's name, e-mail and groups from the
@@ -39,7 +66,7 @@ func IsGateHeaderAlias(name string) bool {
 	if !underscore {
 		return false
 	}
-	for _, h := range [...]string{HeaderUser, HeaderSessionExpiry, HeaderIdleExpiry, HeaderExpiresIn, HeaderReason} {
+	for _, h := range gateHeaders {
 		if len(name) == len(h) && foldsTo(name, h) {
 			return true
 		}

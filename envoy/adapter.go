@@ -27,8 +27,8 @@ const (
 // request they are not set on; the three identity headers are overwritten
 // when the gate sets them (S10).
 var (
-	removeAll      = []string{HeaderUser, HeaderSessionExpiry, HeaderIdleExpiry, HeaderExpiresIn, HeaderReason}
-	removeWithUser = removeAll[3:]
+	removeAll      = authz.UpstreamRemovals(false)
+	removeWithUser = authz.UpstreamRemovals(true)
 )
 
 // RemoveAliases adds to an allowed response the underscore spellings of the
@@ -155,8 +155,8 @@ type okAnswer struct {
 	status   status.Status
 	oneof    authv3.CheckResponse_OkResponse
 	ok       authv3.OkHttpResponse
-	identity [3]header // user and the two deadlines
-	headers  [3]*corev3.HeaderValueOption
+	identity [len(authz.SessionHeaders)]header // user and the two deadlines
+	headers  [len(authz.SessionHeaders)]*corev3.HeaderValueOption
 }
 
 // DryRunPrefix starts the status message of a dry-run allow, followed by

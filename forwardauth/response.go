@@ -41,9 +41,9 @@ const maxPageHeader = 4096
 // Values of HeaderEnvoyRemove: every gate header the upstream must not see
 // from the client, less those the allow sets. Underscore aliases of them are
 // added per request, for those the request carries (authz.IsGateHeaderAlias).
-const (
-	envoyRemoveWithUser = authz.HeaderExpiresIn + ", " + authz.HeaderReason
-	envoyRemoveAll      = authz.HeaderUser + ", " + authz.HeaderSessionExpiry + ", " + authz.HeaderIdleExpiry + ", " + envoyRemoveWithUser
+var (
+	envoyRemoveWithUser = strings.Join(authz.UpstreamRemovals(true), ", ")
+	envoyRemoveAll      = strings.Join(authz.UpstreamRemovals(false), ", ")
 )
 
 // gateAliases returns the request's header names that are underscore

@@ -249,3 +249,18 @@ func TestFinalUpstreamHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestHeaderNamesFollowAuthz: the canonical spellings here are authz's
+// header names, which own them.
+func TestHeaderNamesFollowAuthz(t *testing.T) {
+	mine := []string{HeaderUser, HeaderSessionExpiry, HeaderIdleExpiry, HeaderExpiresIn, HeaderReason}
+	gate := authz.GateHeaders()
+	if len(mine) != len(gate) {
+		t.Fatalf("forwardauth names %d gate headers, authz %d", len(mine), len(gate))
+	}
+	for i, h := range gate {
+		if mine[i] != http.CanonicalHeaderKey(h) {
+			t.Errorf("%q is not the canonical form of authz's %q", mine[i], h)
+		}
+	}
+}
