@@ -1,4 +1,4 @@
-// Package redisstore owns the shared session store: sessions and S3 scope
+// Package redis owns the shared session store: sessions and S3 scope
 // ends kept in Redis or Valkey (standalone, Sentinel or Cluster) so that
 // every replica sees the same sessions, with a near cache in each replica
 // that answers most reads and coalesces activity writes. It implements
@@ -19,7 +19,7 @@
 //   - While Redis is unreachable, Fallback decides on the near cache; ends
 //     recorded there are queued and written before this replica trusts its
 //     near cache or reads Redis again.
-package redisstore
+package redis
 
 import (
 	"context"
