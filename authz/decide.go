@@ -27,7 +27,7 @@ type Verdict uint8
 const (
 	// VerdictDeny refuses the request with Outcome.Reason.
 	VerdictDeny Verdict = iota
-	// VerdictBegin opens Outcome.Session (the driver gives it an id).
+	// VerdictBegin opens Outcome.New (the driver gives it an id).
 	VerdictBegin
 	// VerdictResume allows the request in Outcome.Session after storing
 	// Outcome.Touch (when not zero).
@@ -41,15 +41,21 @@ const (
 	VerdictConfirm
 )
 
-// Outcome is Decide's answer.
+// Outcome is Decide's answer. It names the session of the Facts it was
+// decided on (Of) rather than copying the record: decisions run on every
+// request, and a pointer into the facts would move them to the heap.
 type Outcome struct {
 	Verdict Verdict
 	// Reason and Reauth say how to deny (VerdictDeny, VerdictEnd): Reauth
 	// makes the login ask for credentials again (S7).
 	Reason Reason
 	Reauth bool
-	// Session is the session to resume or end, or the one to begin.
-	Session Session
+	// Of names the session to resume or end: Facts.Of(Of).
+	Of Which
+	// New is the session to begin (VerdictBegin), without its id.
+	New *Session
+	// Scope is the scope a ScopeOnly end ends.
+	Scope Digest
 	// Touch is the activity update of a resumed session.
 	Touch Touch
 	// Reauthenticated says a resumed session saw a newer sign-in.
@@ -62,6 +68,26 @@ type Outcome struct {
 	// Foreign says the session belongs to another identity than the
 	// credential's (S4): a security event.
 	Foreign bool
+}
+
+// Which names one of the sessions of Facts.
+type Which uint8
+
+const (
+	NoSession      Which = iota
+	CookieSession        // Facts.Session: the one the cookie named
+	CurrentSession       // Facts.Current: the scope's current session
+)
+
+// Of returns the session w names, nil for NoSession.
+func (f *Facts) Of(w Which) *Session {
+	switch w {
+	case CookieSession:
+		return &f.Session
+	case CurrentSession:
+		return &f.Current
+	}
+	return nil
 }
 
 // CurrentWanted reports whether Decide needs the scope's current session,
@@ -89,10 +115,11 @@ func Decide(p *Policy, cl *Claims, f *Facts, now int64, passive bool) Outcome {
 	if scopeEnd != 0 && signIn <= scopeEnd {
 		return Outcome{Verdict: VerdictDeny, Reason: ReasonReauthRequired, Reauth: true}
 	}
-	s, found := f.Session, f.SessionFound
+	which, found := CookieSession, f.SessionFound
 	if _, ok := CurrentWanted(cl, &f.Lookup); ok && f.CurrentFound && f.Current.Identity == cl.Identity && !f.Current.Ended() {
-		s, found = f.Current, true
+		which, found = CurrentSession, true
 	}
+	s := f.Of(which)
 	if !found {
 		return Begin(p, cl, f, now)
 	}
@@ -102,10 +129,10 @@ func Decide(p *Policy, cl *Claims, f *Facts, now int64, passive bool) Outcome {
 			// sign its owner out of newer sessions, on the word of whoever
 			// kept a dead cookie. Refuse it (the driver drops the cookie so
 			// that the presenter's next sign-in is not refused with it).
-			return Outcome{Verdict: VerdictDeny, Reason: ReasonReauthRequired, Reauth: true, Session: s, Foreign: true}
+			return Outcome{Verdict: VerdictDeny, Reason: ReasonReauthRequired, Reauth: true, Of: which, Foreign: true}
 		}
 		// S4: the session ends; the event is a security event.
-		return Outcome{Verdict: VerdictEnd, Session: s, Cause: CauseIdentityMismatch, EndAt: endAt(cl, s.Scope, now),
+		return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseIdentityMismatch, EndAt: endAt(cl, s.Scope, now),
 			Reason: ReasonIdentityMismatch, Reauth: true, Foreign: true}
 	}
 	// The session died with its scope (another session of the same sign-in
@@ -120,7 +147,7 @@ func Decide(p *Policy, cl *Claims, f *Facts, now int64, passive bool) Outcome {
 		// Same identity, another IdP session: a fresh session for it.
 		return Begin(p, cl, f, now)
 	}
-	return resume(p, cl, f, s, now, passive)
+	return resume(p, cl, f, which, now, passive)
 }
 
 // Begin is the outcome of opening a new session for cl on the facts f.
@@ -131,7 +158,7 @@ func Begin(p *Policy, cl *Claims, f *Facts, now int64) Outcome {
 		if now-signIn > p.AbsoluteTimeout.Milliseconds() {
 			// S1 on first sight: the sign-in itself is too old. Record the
 			// end so that silently refreshed tokens of it stay refused.
-			return Outcome{Verdict: VerdictEnd, ScopeOnly: true, Session: Session{Scope: cl.Scope},
+			return Outcome{Verdict: VerdictEnd, ScopeOnly: true, Scope: cl.Scope,
 				Cause: CauseAbsolute, EndAt: now, Reason: ReasonAbsoluteTimeout, Reauth: true}
 		}
 	}
@@ -142,20 +169,23 @@ func Begin(p *Policy, cl *Claims, f *Facts, now int64) Outcome {
 	if se := f.scopeEnd(); se >= created {
 		created = se + 1
 	}
-	return Outcome{Verdict: VerdictBegin, Session: Session{
+	return Outcome{Verdict: VerdictBegin, New: &Session{
 		Policy: p.Name, Subject: cl.Subject, Identity: cl.Identity, Scope: cl.Scope,
 		SignIn: signIn, Created: created, LastActivity: now, KeepUntil: keep(p, cl, now),
 	}}
 }
 
 // resume applies S1, S2 and the activity update to the live session s.
-func resume(p *Policy, cl *Claims, f *Facts, s Session, now int64, passive bool) Outcome {
+func resume(p *Policy, cl *Claims, f *Facts, which Which, now int64, passive bool) Outcome {
+	s := f.Of(which)
 	var t Touch
+	signIn := s.SignIn
 	reauth := cl.AuthTime > s.SignIn
 	if reauth {
-		// A newer sign-in within the session restarts its absolute lifetime.
+		// A newer sign-in within the session restarts its absolute lifetime
+		// (the Touch stores it; the store returns the record with it).
 		t.SignIn = cl.AuthTime
-		s.SignIn = cl.AuthTime
+		signIn = cl.AuthTime
 	}
 	abs, idle := p.AbsoluteTimeout.Milliseconds(), p.IdleTimeout.Milliseconds()
 	// S1 counts from the token's auth_time when it has one. A session opened
@@ -163,7 +193,7 @@ func resume(p *Policy, cl *Claims, f *Facts, s Session, now int64, passive bool)
 	// than the real one: a token of that scope revealing an older sign-in
 	// does not ride on the guess past its lifetime. (A session whose sign-in
 	// is an auth_time keeps it: an older token does not undo a newer sign-in.)
-	absOver := now-s.SignIn > abs || s.SignIn == s.Created && cl.AuthTime != 0 && now-cl.AuthTime > abs
+	absOver := now-signIn > abs || signIn == s.Created && cl.AuthTime != 0 && now-cl.AuthTime > abs
 	idleAt := s.LastActivity + idle
 	if (absOver || now > idleAt) && !f.Confirmed {
 		// A timeout ends the session for good (S3), so it is decided on the
@@ -172,7 +202,7 @@ func resume(p *Policy, cl *Claims, f *Facts, s Session, now int64, passive bool)
 		return Outcome{Verdict: VerdictConfirm}
 	}
 	if absOver {
-		return Outcome{Verdict: VerdictEnd, Session: s, Cause: CauseAbsolute, EndAt: endAt(cl, s.Scope, now), Reason: ReasonAbsoluteTimeout, Reauth: true}
+		return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseAbsolute, EndAt: endAt(cl, s.Scope, now), Reason: ReasonAbsoluteTimeout, Reauth: true}
 	}
 	if now > idleAt {
 		if cl.AuthTime > idleAt {
@@ -180,17 +210,17 @@ func resume(p *Policy, cl *Claims, f *Facts, s Session, now int64, passive bool)
 			// session ends at its deadline, and the new sign-in opens a new
 			// session rather than being refused and asked for yet another.
 			// Tokens signed in before the deadline stay refused (S3).
-			return Outcome{Verdict: VerdictEnd, Session: s, Cause: CauseIdle, EndAt: idleAt, ThenBegin: true}
+			return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseIdle, EndAt: idleAt, ThenBegin: true}
 		}
-		return Outcome{Verdict: VerdictEnd, Session: s, Cause: CauseIdle, EndAt: endAt(cl, s.Scope, now), Reason: ReasonIdleTimeout, Reauth: true}
+		return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseIdle, EndAt: endAt(cl, s.Scope, now), Reason: ReasonIdleTimeout, Reauth: true}
 	}
 	if !passive && now-s.LastActivity >= p.ActivityGranularity.Milliseconds() {
 		t.LastActivity = now
 	}
-	if k := keep(p, cl, s.SignIn); k > s.KeepUntil {
+	if k := keep(p, cl, signIn); k > s.KeepUntil {
 		t.KeepUntil = k
 	}
-	return Outcome{Verdict: VerdictResume, Session: s, Touch: t, Reauthenticated: reauth}
+	return Outcome{Verdict: VerdictResume, Of: which, Touch: t, Reauthenticated: reauth}
 }
 
 func (f *Facts) scopeEnd() int64 {

@@ -107,6 +107,8 @@ type check struct {
 	degraded bool
 	// ctx is the request's, for the denials that start a sign-in.
 	ctx context.Context
+	// path is the request's path, without query or fragment.
+	path string
 	// endedAt is the latest end the decision learned of (Unix ms): a
 	// sign-in it starts must prove a sign-in after it (S14).
 	endedAt int64
@@ -121,6 +123,7 @@ func (c *check) run(ctx context.Context) Decision {
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
 	}
+	c.path = path
 	si := c.p.Login.SignIn
 	if si != nil && path == si.CallbackPath() {
 		return c.callback(ctx, si)
@@ -274,54 +277,60 @@ func (c *check) withToken(ctx context.Context) Decision {
 // local fallback, used during an outage by a fail-open policy.
 func (c *check) decideOn(ctx context.Context, st Store, degraded bool) Decision {
 	c.store, c.degraded = st, degraded
-	f, err := c.facts(ctx, st, false)
-	if err != nil {
+	var f Facts
+	if err := c.facts(ctx, st, false, &f); err != nil {
 		return c.storeFailure(ctx, err)
 	}
 	o := Decide(c.p, c.claims, &f, c.nowMs, c.passive())
 	if o.Verdict == VerdictConfirm {
-		if f, err = c.facts(ctx, st, true); err != nil {
+		if err := c.facts(ctx, st, true, &f); err != nil {
 			return c.storeFailure(ctx, err)
 		}
 		o = Decide(c.p, c.claims, &f, c.nowMs, c.passive())
 	}
-	return c.apply(ctx, &f, o)
+	return c.apply(ctx, &f, &o)
 }
 
 // facts loads what Decide needs: the cookie's session and the token's
 // scope, and the scope's current session when Decide wants it. confirm
 // reads the store of record, past any replica-local copy.
-func (c *check) facts(ctx context.Context, st Store, confirm bool) (Facts, error) {
+// (Into f, not returned: the facts are large and read on every request.)
+func (c *check) facts(ctx context.Context, st Store, confirm bool, f *Facts) error {
 	if confirm {
 		if fs, ok := st.(FallbackStore); ok {
 			st = fs.Confirmed()
 		}
 	}
-	f := Facts{Confirmed: confirm}
+	// Not *f = Facts{…}: Current is read only when CurrentFound, and
+	// clearing the records costs every request.
+	f.Confirmed, f.CurrentFound = confirm, false
 	var err error
 	if c.grantSession && !confirm && st == c.e.store {
 		// The session record is loaded already: only its scope.
 		if f.Lookup, err = st.Load(ctx, c.p.Name, "", c.claims.Scope); err != nil {
-			return f, err
+			return err
 		}
 		f.Session, f.SessionFound = c.seed, true
 	} else if f.Lookup, err = st.Load(ctx, c.p.Name, c.cookie, c.claims.Scope); err != nil {
-		return f, err
+		return err
 	}
 	if id, ok := CurrentWanted(c.claims, &f.Lookup); ok {
 		cur, err := st.Load(ctx, c.p.Name, id, Digest{})
 		if err != nil {
-			return f, err
+			return err
 		}
 		f.Current, f.CurrentFound = cur.Session, cur.SessionFound
 	}
-	return f, nil
+	return nil
 }
 
 // apply carries out Decide's outcome.
-func (c *check) apply(ctx context.Context, f *Facts, o Outcome) Decision {
-	s := &o.Session
-	c.endedAt = max(c.endedAt, f.scopeEnd(), s.EndedAt, o.EndAt)
+func (c *check) apply(ctx context.Context, f *Facts, o *Outcome) Decision {
+	s := f.Of(o.Of)
+	c.endedAt = max(c.endedAt, f.scopeEnd(), o.EndAt)
+	if s != nil {
+		c.endedAt = max(c.endedAt, s.EndedAt)
+	}
 	if o.Foreign {
 		msg := "session presented with another identity's token; session ended"
 		if o.Verdict == VerdictDeny {
@@ -337,12 +346,12 @@ func (c *check) apply(ctx context.Context, f *Facts, o Outcome) Decision {
 			// credential with it. Only a sign-in opens a session.
 			return c.deny(ReasonNoToken, false)
 		}
-		return c.begin(ctx, o.Session)
+		return c.begin(ctx, o.New)
 	case VerdictResume:
 		return c.resume(ctx, s, o.Touch, o.Reauthenticated)
 	case VerdictEnd:
 		if o.ScopeOnly {
-			if _, _, err := c.store.End(ctx, c.p.Name, "", s.Scope, End{Cause: o.Cause, At: o.EndAt, KeepUntil: keep(c.p, c.claims, o.EndAt)}); err != nil {
+			if _, _, err := c.store.End(ctx, c.p.Name, "", o.Scope, End{Cause: o.Cause, At: o.EndAt, KeepUntil: keep(c.p, c.claims, o.EndAt)}); err != nil {
 				return c.storeFailure(ctx, err)
 			}
 			return c.deny(o.Reason, o.Reauth)
@@ -351,32 +360,32 @@ func (c *check) apply(ctx context.Context, f *Facts, o Outcome) Decision {
 			return c.storeFailure(ctx, err)
 		}
 		if o.ThenBegin {
-			return c.apply(ctx, f, Begin(c.p, c.claims, f, c.nowMs))
+			b := Begin(c.p, c.claims, f, c.nowMs)
+			return c.apply(ctx, f, &b)
 		}
 	}
 	// A denial, or an end that this request found (later requests get
 	// reauth_required). A cookie naming the ended session is dropped.
 	d := c.deny(o.Reason, o.Reauth)
-	if (o.Verdict == VerdictEnd || o.Foreign) && c.cookie != "" && sameSecret(c.cookie, s.ID) && len(d.SetCookie) == 0 {
+	if (o.Verdict == VerdictEnd || o.Foreign) && s != nil && c.cookie != "" && sameSecret(c.cookie, s.ID) && len(d.SetCookie) == 0 {
 		d.SetCookie = append(d.SetCookie, c.clearCookie())
 	}
 	return d
 }
 
-// begin opens the session s that Decide laid out. (A copy: the store
-// takes a pointer, which moves it to the heap, and only this path.)
-func (c *check) begin(ctx context.Context, s Session) Decision {
+// begin opens the session s that Decide laid out.
+func (c *check) begin(ctx context.Context, s *Session) Decision {
 	id, err := c.e.newID()
 	if err != nil {
 		c.e.log.Error("session id generation failed", "err", err)
 		return c.storeFailure(ctx, err)
 	}
 	s.ID = id
-	if err := c.store.Begin(ctx, &s); err != nil {
+	if err := c.store.Begin(ctx, s); err != nil {
 		return c.storeFailure(ctx, err)
 	}
-	c.e.events.SessionStarted(c.event(&s, CauseNone))
-	d := c.allow(&s)
+	c.e.events.SessionStarted(c.event(s, CauseNone))
+	d := c.allow(s)
 	d.SetCookie = []string{c.sessionCookie(id)}
 	return d
 }
@@ -408,12 +417,8 @@ func (c *check) resume(ctx context.Context, s *Session, t Touch, reauth bool) De
 }
 
 func (c *check) passive() bool {
-	path := c.r.Path
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
-		path = path[:i]
-	}
 	for _, pp := range c.p.PassivePaths {
-		if MatchPath(path, pp) {
+		if MatchPath(c.path, pp) {
 			return true
 		}
 	}

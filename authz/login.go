@@ -111,7 +111,7 @@ func (c *check) finish(ctx context.Context, si SignIn) Decision {
 		c.endedAt = o.EndAt
 		return c.startSignIn(ctx, si, o.Reason, true)
 	}
-	s := o.Session
+	s := *o.New
 	sealed, err := si.Seal(signed.Grant)
 	if err != nil {
 		c.e.log.Error("grant could not be sealed", "policy", c.p.Name, "err", err)
