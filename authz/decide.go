@@ -132,7 +132,7 @@ func Decide(p *Policy, cl *Claims, f *Facts, now int64, passive bool) Outcome {
 			return Outcome{Verdict: VerdictDeny, Reason: ReasonReauthRequired, Reauth: true, Of: which, Foreign: true}
 		}
 		// S4: the session ends; the event is a security event.
-		return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseIdentityMismatch, EndAt: endAt(cl, s.Scope, now),
+		return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseIdentityMismatch, EndAt: endAt(p, cl, s, now),
 			Reason: ReasonIdentityMismatch, Reauth: true, Foreign: true}
 	}
 	// The session died with its scope (another session of the same sign-in
@@ -202,7 +202,7 @@ func resume(p *Policy, cl *Claims, f *Facts, which Which, now int64, passive boo
 		return Outcome{Verdict: VerdictConfirm}
 	}
 	if absOver {
-		return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseAbsolute, EndAt: endAt(cl, s.Scope, now), Reason: ReasonAbsoluteTimeout, Reauth: true}
+		return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseAbsolute, EndAt: endAt(p, cl, s, now), Reason: ReasonAbsoluteTimeout, Reauth: true}
 	}
 	if now > idleAt {
 		if cl.AuthTime > idleAt {
@@ -212,7 +212,7 @@ func resume(p *Policy, cl *Claims, f *Facts, which Which, now int64, passive boo
 			// Tokens signed in before the deadline stay refused (S3).
 			return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseIdle, EndAt: idleAt, ThenBegin: true}
 		}
-		return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseIdle, EndAt: endAt(cl, s.Scope, now), Reason: ReasonIdleTimeout, Reauth: true}
+		return Outcome{Verdict: VerdictEnd, Of: which, Cause: CauseIdle, EndAt: endAt(p, cl, s, now), Reason: ReasonIdleTimeout, Reauth: true}
 	}
 	if !passive && now-s.LastActivity >= p.ActivityGranularity.Milliseconds() {
 		t.LastActivity = now
@@ -230,25 +230,55 @@ func (f *Facts) scopeEnd() int64 {
 	return 0
 }
 
-// endAt is when an end of scope, decided at now, is recorded. An IdP whose
-// clock runs ahead (within the verifier's clock skew) issues tokens whose
-// sign-in lies after now: the end covers the presenting token of that scope
-// too, so that replaying it does not pass as a sign-in after the end (S3).
-// A genuine later sign-in from the same IdP still lies after it.
-func endAt(cl *Claims, scope Digest, now int64) int64 {
-	if cl != nil && cl.Scope == scope && now > 0 { // <= 0: refused by the store, as before
+// endAt is when an end of session s, decided at now, is recorded. An IdP
+// whose clock runs ahead (within the verifier's clock skew) issues tokens
+// whose sign-in lies after now; the end must cover those issued before it
+// (S3), and a genuine later sign-in still lie after it.
+//   - With a token of s's scope presented, the end covers it: replaying it
+//     does not pass as a sign-in after the end.
+//   - Without one (a sign-out by cookie alone, a session ended because
+//     another identity presented it), a session signed in with auth_time
+//     knows its sign-in's stamp: the end covers it, and so every token of
+//     that sign-in. A session without one (its sign-in is its start) does
+//     not know how far ahead its tokens' iat runs: the end is recorded the
+//     whole allowed skew ahead, and a new sign-in without auth_time within
+//     that skew after it is asked again.
+func endAt(p *Policy, cl *Claims, s *Session, now int64) int64 {
+	switch {
+	case now <= 0: // refused by the store, as before
+		return now
+	case cl != nil && cl.Scope == s.Scope:
 		return max(now, cl.SignIn())
+	case s.SignIn != s.Created:
+		return max(now, s.SignIn)
 	}
-	return now
+	return now + p.ClockSkew.Milliseconds()
 }
 
 // keep is how long records written at `at` must be kept: past the absolute
-// lifetime of any sign-in up to at, and past the presenting token's expiry,
-// so that every token an end covers is refused until it expires (S3).
+// lifetime of any sign-in up to at, and past the presenting token's expiry.
 func keep(p *Policy, cl *Claims, at int64) int64 {
 	k := at + p.AbsoluteTimeout.Milliseconds()
 	if cl != nil && cl.Expiry > k {
 		k = cl.Expiry
 	}
 	return k + retainMargin.Milliseconds()
+}
+
+// keepEnd is how long an end of session s recorded at `at` must be kept:
+// until every token it covers has expired (S3). A token covered signed in
+// at or before at: with auth_time, S1 refuses it anyway once at + the
+// absolute timeout has passed; without, its iat is at or before at, so it
+// expires by at + MaxTokenLifetime and is accepted for ClockSkew more.
+// Tokens the session saw are covered by its own KeepUntil (which follows
+// their expiry), the presenting one by keep. s may be nil (a scope's end).
+func keepEnd(p *Policy, cl *Claims, s *Session, at int64) int64 {
+	k := keep(p, cl, at)
+	if s != nil {
+		k = max(k, s.KeepUntil)
+	}
+	if p.MaxTokenLifetime > 0 {
+		k = max(k, at+(p.MaxTokenLifetime+p.ClockSkew+retainMargin).Milliseconds())
+	}
+	return k
 }

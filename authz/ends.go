@@ -106,7 +106,7 @@ func EndSessions(ctx context.Context, st Store, ev Events, p *Policy, sel Select
 	if at <= 0 {
 		return nil, fmt.Errorf("authz: end at %d", at)
 	}
-	keep := at + p.AbsoluteTimeout.Milliseconds() + retainMargin.Milliseconds()
+	keep := keepEnd(p, nil, nil, at) // until every token the end covers has expired
 	// Scopes first: from here on nothing signed in up to `at` begins.
 	for _, d := range sel.scopes() {
 		if _, _, err := st.End(ctx, p.Name, "", d, End{Cause: cause, At: at, KeepUntil: keep}); err != nil {

@@ -351,7 +351,7 @@ func (c *check) apply(ctx context.Context, f *Facts, o *Outcome) Decision {
 		return c.resume(ctx, s, o.Touch, o.Reauthenticated)
 	case VerdictEnd:
 		if o.ScopeOnly {
-			if _, _, err := c.store.End(ctx, c.p.Name, "", o.Scope, End{Cause: o.Cause, At: o.EndAt, KeepUntil: keep(c.p, c.claims, o.EndAt)}); err != nil {
+			if _, _, err := c.store.End(ctx, c.p.Name, "", o.Scope, End{Cause: o.Cause, At: o.EndAt, KeepUntil: keepEnd(c.p, c.claims, nil, o.EndAt)}); err != nil {
 				return c.storeFailure(ctx, err)
 			}
 			return c.deny(o.Reason, o.Reauth)
@@ -435,7 +435,7 @@ func sameSecret(presented, stored string) bool {
 
 // record ends s with cause at time at, emitting the event once.
 func (c *check) record(ctx context.Context, s *Session, cause EndCause, at int64) error {
-	_, ended, err := c.store.End(ctx, c.p.Name, s.ID, s.Scope, End{Cause: cause, At: at, KeepUntil: c.keep(at)})
+	_, ended, err := c.store.End(ctx, c.p.Name, s.ID, s.Scope, End{Cause: cause, At: at, KeepUntil: keepEnd(c.p, c.claims, s, at)})
 	if err == nil && ended {
 		c.e.events.SessionEnded(c.event(s, cause))
 	}
@@ -506,17 +506,13 @@ func (c *check) logoutFailure(err error) Decision {
 }
 
 func (c *check) endFor(ctx context.Context, s *Session, scope Digest) error {
-	at := c.endAt(scope)
-	_, ended, err := c.store.End(ctx, c.p.Name, s.ID, scope, End{Cause: CauseSignedOut, At: at, KeepUntil: c.keep(at)})
+	at := endAt(c.p, c.claims, s, c.nowMs)
+	_, ended, err := c.store.End(ctx, c.p.Name, s.ID, scope, End{Cause: CauseSignedOut, At: at, KeepUntil: keepEnd(c.p, c.claims, s, at)})
 	if err == nil && ended {
 		c.e.events.SessionEnded(c.event(s, CauseSignedOut))
 	}
 	return err
 }
-
-func (c *check) endAt(scope Digest) int64 { return endAt(c.claims, scope, c.nowMs) }
-
-func (c *check) keep(at int64) int64 { return keep(c.p, c.claims, at) }
 
 func (c *check) storeFailure(ctx context.Context, err error) Decision {
 	c.e.log.Error("session store failure", "policy", c.p.Name, "degraded", c.degraded, "err", err)

@@ -105,7 +105,7 @@ func (c *check) finish(ctx context.Context, si SignIn) Decision {
 		// policy's lifetime. Its end is recorded, and the browser asked to
 		// sign in again with credentials; a provider that ignores that
 		// meets S14 above on the next callback.
-		if _, _, err := c.store.End(ctx, c.p.Name, "", cl.Scope, End{Cause: o.Cause, At: o.EndAt, KeepUntil: keep(c.p, cl, o.EndAt)}); err != nil {
+		if _, _, err := c.store.End(ctx, c.p.Name, "", cl.Scope, End{Cause: o.Cause, At: o.EndAt, KeepUntil: keepEnd(c.p, cl, nil, o.EndAt)}); err != nil {
 			return c.page(ReasonStoreUnavailable, "")
 		}
 		c.endedAt = o.EndAt

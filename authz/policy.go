@@ -34,6 +34,17 @@ type Policy struct {
 	// BackChannel says who may end sessions by back-channel logout (S18);
 	// nil: nobody.
 	BackChannel *BackChannel
+	// ClockSkew is how far ahead of the gate's clock the verifier accepts a
+	// token's iat and auth_time: an end that sees no token of its scope is
+	// recorded that far ahead, so that it covers the tokens a fast IdP
+	// stamped before it (S3).
+	ClockSkew time.Duration
+	// MaxTokenLifetime bounds exp − iat of the tokens the verifier accepts.
+	// Session ends are kept at least this long (plus ClockSkew), so that
+	// every token they cover, seen or not, has expired before they are
+	// forgotten (S3). 0: no bound known; ends then cover the tokens their
+	// sessions saw.
+	MaxTokenLifetime time.Duration
 
 	Login    Login
 	Logout   Logout

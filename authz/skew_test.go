@@ -102,3 +102,105 @@ func TestS3NewSessionAfterAFutureEndContinues(t *testing.T) {
 		t.Errorf("%d sessions started, want 2", started)
 	}
 }
+
+// TestS3EndKeptUntilEveryTokenExpires: a session end is kept until every
+// token it covers has expired. Before, the end of a sign-out by cookie alone
+// was kept for the absolute timeout plus a minute: a token without
+// auth_time, issued before the sign-out and valid for an hour, opened a new
+// session once the record was gone (90 s after a sign-out with a 10 s
+// absolute timeout), whether the session had seen it or not.
+func TestS3EndKeptUntilEveryTokenExpires(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		lifetime time.Duration // the policy's max token lifetime; 0: none known
+		seen     bool          // the session saw the token before the end
+	}{
+		{"a token the session saw, no lifetime bound", 0, true},
+		{"a token the session saw", 24 * time.Hour, true},
+		{"a token of the scope the session never saw", 24 * time.Hour, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(p *Policy) {
+				p.AbsoluteTimeout, p.IdleTimeout, p.WarnBefore = 10*time.Second, 5*time.Second, 0
+				p.MaxTokenLifetime, p.ClockSkew = tc.lifetime, 30*time.Second
+			})
+			// No auth_time: the sign-in is iat. Short-lived, so that only the
+			// other token below can keep the records.
+			first := h.mint(tok{sub: "alice", sid: "s1", exp: h.now().Add(20 * time.Second)})
+			d := h.check(req{token: first, browser: true})
+			mustAllow(t, d, "sign-in")
+			cookie := cookieOf(t, d)
+			h.advance(time.Second)
+			// Another token of the same IdP session, valid for an hour.
+			other := h.mint(tok{sub: "alice", sid: "s1", exp: h.now().Add(time.Hour)})
+			if tc.seen {
+				mustAllow(t, h.check(req{token: other, cookie: cookie}), "the other token, in the session")
+			}
+			h.advance(time.Second)
+			mustDeny(t, h.check(req{path: "/logout", cookie: cookie, browser: true}), ReasonSignedOut, "sign-out by cookie alone")
+			for _, after := range []time.Duration{90 * time.Second, 50 * time.Minute} {
+				h.advance(after)
+				mustDeny(t, h.check(req{token: other}), ReasonReauthRequired, "the other token, "+after.String()+" later")
+			}
+		})
+	}
+}
+
+// TestS3TokenlessEndCoversSignInsAhead: an end that sees no token of its
+// scope (a sign-out by cookie alone, a session ended because another
+// identity presented its cookie) covers the sign-ins a fast IdP stamped
+// ahead of the gate before it. Before, it was recorded at the gate's now,
+// and a token of the ended sign-in whose auth_time (or, without one, iat)
+// lay ahead counted as a sign-in after the end and reopened at once.
+func TestS3TokenlessEndCoversSignInsAhead(t *testing.T) {
+	const ahead, skew = 20 * time.Second, 30 * time.Second
+	for _, end := range []struct {
+		name string
+		end  func(h *harness, cookie string) Decision
+		want Reason
+	}{
+		{"sign-out by cookie alone", func(h *harness, cookie string) Decision {
+			return h.check(req{path: "/logout", cookie: cookie, browser: true})
+		}, ReasonSignedOut},
+		{"identity mismatch", func(h *harness, cookie string) Decision {
+			return h.check(req{token: h.mint(tok{sub: "mallory", authTime: h.now()}), cookie: cookie})
+		}, ReasonIdentityMismatch},
+	} {
+		// With auth_time: the session knows its sign-in's stamp. The end
+		// covers every token of that sign-in, and a new sign-in right after
+		// it (stamped later by the same fast IdP) opens a session at once.
+		t.Run(end.name+", auth_time", func(t *testing.T) {
+			h := newHarness(t, func(p *Policy) { p.ClockSkew = skew })
+			signIn := h.now().Add(ahead)
+			raw := h.mint(tok{sub: "alice", authTime: signIn})
+			d := h.check(req{token: raw, browser: true})
+			mustAllow(t, d, "sign-in")
+			cookie := cookieOf(t, d)
+			h.advance(time.Second)
+			mustDeny(t, end.end(h, cookie), end.want, "end")
+			h.advance(time.Second)
+			mustDeny(t, h.check(req{token: raw}), ReasonReauthRequired, "the sign-in's token, no cookie")
+			mustDeny(t, h.check(req{token: raw, cookie: cookie}), ReasonReauthRequired, "the sign-in's token, with the cookie")
+			refreshed := h.mint(tok{sub: "alice", authTime: signIn, iat: h.now().Add(ahead)})
+			mustDeny(t, h.check(req{token: refreshed}), ReasonReauthRequired, "a token of the sign-in refreshed later")
+			mustAllow(t, h.check(req{token: h.mint(tok{sub: "alice", authTime: h.now().Add(ahead)})}), "a new sign-in")
+		})
+		// Without auth_time: the sign-in is each token's iat, which the
+		// session has not kept. The end covers the whole skew.
+		t.Run(end.name+", iat", func(t *testing.T) {
+			h := newHarness(t, func(p *Policy) { p.ClockSkew = skew })
+			raw := h.mint(tok{sub: "alice", iat: h.now().Add(ahead)})
+			d := h.check(req{token: raw, browser: true})
+			mustAllow(t, d, "sign-in")
+			cookie := cookieOf(t, d)
+			h.advance(time.Second)
+			refreshed := h.mint(tok{sub: "alice", iat: h.now().Add(ahead)}) // issued before the end
+			mustDeny(t, end.end(h, cookie), end.want, "end")
+			h.advance(time.Second)
+			mustDeny(t, h.check(req{token: raw}), ReasonReauthRequired, "the first token")
+			mustDeny(t, h.check(req{token: refreshed}), ReasonReauthRequired, "a token refreshed before the end")
+			h.advance(skew)
+			mustAllow(t, h.check(req{token: h.mint(tok{sub: "alice", iat: h.now().Add(ahead)})}), "a new sign-in past the skew")
+		})
+	}
+}

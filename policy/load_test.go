@@ -41,7 +41,7 @@ func TestLoadDirValid(t *testing.T) {
 			{Kind: authz.FromCookie, Name: "access_token"},
 			{Kind: authz.FromHeader, Name: "x-token"},
 		},
-		MaxTokenBytes: 4096,
+		MaxTokenBytes: 4096, MaxTokenLifetime: 24 * time.Hour,
 		Login: authz.Login{
 			URL:         "https://login.example.com/start?client=app",
 			ReturnParam: "return_to",
@@ -64,9 +64,9 @@ func TestLoadDirValid(t *testing.T) {
 		IdleTimeout:         10 * time.Minute,
 		ActivityGranularity: 6 * time.Second, // idle_timeout/100
 		TokenSources:        []authz.TokenSource{{Kind: authz.FromHeader, Name: "authorization"}},
-		MaxTokenBytes:       16384,
-		Login:               authz.Login{URL: "http://login.example.org/", ReturnParam: "rd", ReauthQuery: "max_age=0&prompt=login"},
-		Cookie:              authz.Cookie{Name: "__Host-sessiongate", SameSite: "Lax"},
+		MaxTokenBytes:       16384, ClockSkew: 30 * time.Second, MaxTokenLifetime: 24 * time.Hour,
+		Login:  authz.Login{URL: "http://login.example.org/", ReturnParam: "rd", ReauthQuery: "max_age=0&prompt=login"},
+		Cookie: authz.Cookie{Name: "__Host-sessiongate", SameSite: "Lax"},
 	}
 	if !reflect.DeepEqual(min, wantMin) {
 		t.Errorf("minimal policy:\n got %+v\nwant %+v", min, wantMin)
@@ -91,12 +91,12 @@ func TestTokenConfig(t *testing.T) {
 		"app": {
 			Issuer: "https://idp.example.com/realms/app", Audiences: []string{"app", "12345"},
 			JWKSFile: jwks, Algorithms: []string{"RS256", "ES256"}, ClockSkew: 0, MaxBytes: 4096,
-			BindClaims: []string{"tid"}, RefreshInterval: time.Minute, MinRefreshInterval: 5 * time.Second,
+			BindClaims: []string{"tid"}, RefreshInterval: time.Minute, MinRefreshInterval: 5 * time.Second, MaxLifetime: 24 * time.Hour,
 		},
 		"minimal": {
 			Issuer: "https://idp.example.org", Audiences: []string{"min"}, JWKSURI: "https://idp.example.org/jwks",
 			Algorithms: defaultAlgorithms(), ClockSkew: 30 * time.Second, MaxBytes: 16384,
-			RefreshInterval: 5 * time.Minute, MinRefreshInterval: 10 * time.Second,
+			RefreshInterval: 5 * time.Minute, MinRefreshInterval: 10 * time.Second, MaxLifetime: 24 * time.Hour,
 		},
 	}
 	for name, w := range want {
@@ -211,6 +211,7 @@ func TestLoadDirBad(t *testing.T) {
 		"wrong_types":                     {"p.yaml:2: mode: must be a string", "p.yaml:4: session.absolute_timeout: must be a duration", "p.yaml:7: token.issuer: must not be empty", "p.yaml:8: token.audiences: must be a list", "p.yaml:10: token.max_bytes: must be an integer, not \"16KiB\"", "p.yaml:11: login: must be a mapping"},
 		"unknown_field":                   {"p.yaml:5: session.idle_timout: unknown field (want one of: absolute_timeout, idle_timeout,"},
 		"warn_not_below_absolute":         {"p.yaml:5: session.warn_before: must be less than session.absolute_timeout"},
+		"max_lifetime_range":              {"p.yaml:9: token.max_lifetime: must be between 1m0s and 720h0m0s"},
 		"bad_logout_match":                {"p.yaml:13: logout.match: must be exact, normalized or prefix, not \"Normalised\""},
 	}
 	entries, err := os.ReadDir("testdata/bad")

@@ -16,6 +16,9 @@ const (
 	defaultCookieName     = "__Host-sessiongate"
 	defaultReturnParam    = "rd"
 	defaultClockSkew      = 30 * time.Second
+	defaultMaxLifetime    = 24 * time.Hour
+	minMaxLifetime        = time.Minute
+	maxMaxLifetime        = 30 * 24 * time.Hour
 	maxClockSkew          = 5 * time.Minute
 	defaultMaxTokenBytes  = 16384
 	minTokenBytes         = 512
@@ -147,6 +150,11 @@ type tokenSpec struct {
 	Algorithms []string `yaml:"algorithms"`
 	// ClockSkew tolerated on exp, nbf and iat. Default 30s; 0 to 5m.
 	ClockSkew time.Duration `yaml:"clock_skew"`
+	// MaxLifetime is the longest exp − iat accepted; longer tokens, and
+	// tokens with neither iat nor auth_time, are invalid_token. Session ends
+	// are kept this long (plus clock_skew), so that no token issued before
+	// an end outlives its record (S3). Default 24h; 1m to 30 days.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
 	// MaxBytes is the longest token accepted; longer is invalid_token.
 	// Default 16384; 512 to 1048576.
 	MaxBytes int `yaml:"max_bytes"`

@@ -41,7 +41,7 @@ func TestOIDCConfig(t *testing.T) {
 			Headers:               []HeaderClaim{{Header: "x-user-email", Claim: "email"}, {Header: "x-user-groups", Claim: "groups"}},
 			Token: TokenConfig{Issuer: "https://idp.example.com/realms/app", Audiences: []string{"app-api"},
 				Algorithms: defaultAlgorithms(), ClockSkew: 30 * time.Second, MaxBytes: 16384, BindClaims: []string{"tid"},
-				RefreshInterval: 5 * time.Minute, MinRefreshInterval: 10 * time.Second, RequireAuthTime: true},
+				RefreshInterval: 5 * time.Minute, MinRefreshInterval: 10 * time.Second, RequireAuthTime: true, MaxLifetime: 24 * time.Hour},
 		},
 		"public": {
 			Issuer: "http://127.0.0.1:9000", ClientID: "public-app", Scopes: []string{"openid", "profile", "email"},
@@ -50,7 +50,7 @@ func TestOIDCConfig(t *testing.T) {
 				{Header: "x-sessiongate-name", Claim: "name"}},
 			Token: TokenConfig{Issuer: "http://127.0.0.1:9000", Audiences: []string{"public-app"},
 				Algorithms: defaultAlgorithms(), ClockSkew: 30 * time.Second, MaxBytes: 16384,
-				RefreshInterval: 5 * time.Minute, MinRefreshInterval: 10 * time.Second},
+				RefreshInterval: 5 * time.Minute, MinRefreshInterval: 10 * time.Second, MaxLifetime: 24 * time.Hour},
 		},
 	}
 	if len(got) != len(want) {

@@ -37,6 +37,8 @@ type TokenConfig struct {
 	MinRefreshInterval time.Duration
 	// RequireAuthTime refuses tokens without auth_time.
 	RequireAuthTime bool
+	// MaxLifetime is the longest exp − iat a verifier accepts.
+	MaxLifetime time.Duration
 }
 
 // OIDCConfig is what a login.oidc policy says about its sign-in, with
@@ -374,6 +376,7 @@ func pathProblem(p string) string {
 func (d *decoder) token(t *tokenSpec, p *authz.Policy, oidc *oidcSpec) TokenConfig {
 	cfg := TokenConfig{
 		RequireAuthTime:    t.RequireAuthTime,
+		MaxLifetime:        t.MaxLifetime,
 		Issuer:             t.Issuer,
 		Audiences:          t.Audiences,
 		Algorithms:         t.Algorithms,
@@ -452,6 +455,13 @@ func (d *decoder) token(t *tokenSpec, p *authz.Policy, oidc *oidcSpec) TokenConf
 	} else if cfg.ClockSkew < 0 || cfg.ClockSkew > maxClockSkew {
 		d.fail("token.clock_skew", "must be between 0s and %s", maxClockSkew)
 	}
+	p.ClockSkew = cfg.ClockSkew
+	if !d.has("token.max_lifetime") {
+		cfg.MaxLifetime = defaultMaxLifetime
+	} else if cfg.MaxLifetime < minMaxLifetime || cfg.MaxLifetime > maxMaxLifetime {
+		d.fail("token.max_lifetime", "must be between %s and %s", minMaxLifetime, maxMaxLifetime)
+	}
+	p.MaxTokenLifetime = cfg.MaxLifetime
 	if !d.has("token.max_bytes") {
 		cfg.MaxBytes = defaultMaxTokenBytes
 	} else if cfg.MaxBytes < minTokenBytes || cfg.MaxBytes > maxTokenBytes {

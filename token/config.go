@@ -37,11 +37,17 @@ type Config struct {
 	// session's start and S3 from iat, which a silently refreshed token
 	// renews.
 	RequireAuthTime bool
+	// MaxLifetime is the longest exp − iat accepted (0: DefaultMaxLifetime).
+	// Longer tokens, and tokens with neither iat nor auth_time (whose
+	// issuance nothing bounds), are invalid: session ends are kept for this
+	// long, and a token must not outlive the end that covers it (S3).
+	MaxLifetime time.Duration
 }
 
 // Defaults and bounds applied by Provider.Verifier.
 const (
 	DefaultMaxBytes           = 16 << 10
+	DefaultMaxLifetime        = 24 * time.Hour
 	DefaultRefreshInterval    = 5 * time.Minute
 	DefaultMinRefreshInterval = 30 * time.Second
 	// MaxClockSkew bounds ClockSkew: S5 wants a bounded skew, and a large one
@@ -150,6 +156,12 @@ func (cfg Config) normalize() (Config, error) {
 	if cfg.MinRefreshInterval == 0 {
 		cfg.MinRefreshInterval = DefaultMinRefreshInterval
 	}
+	if cfg.MaxLifetime < 0 {
+		bad("max_lifetime", "must not be negative")
+	}
+	if cfg.MaxLifetime == 0 {
+		cfg.MaxLifetime = DefaultMaxLifetime
+	}
 	return cfg, errors.Join(errs...)
 }
 
@@ -157,6 +169,6 @@ func (cfg Config) normalize() (Config, error) {
 // so that verifiers built from equal configs (a policy reload) share cache
 // entries and different ones never do. %q keeps the encoding unambiguous.
 func (cfg Config) fingerprint() string {
-	return fmt.Sprintf("iss=%q aud=%q alg=%q skew=%d bind=%q keys=%q|%q auth_time=%t",
-		cfg.Issuer, cfg.Audiences, cfg.Algorithms, cfg.ClockSkew, cfg.BindClaims, cfg.JWKSFile, cfg.JWKSURI, cfg.RequireAuthTime)
+	return fmt.Sprintf("iss=%q aud=%q alg=%q skew=%d bind=%q keys=%q|%q auth_time=%t life=%d",
+		cfg.Issuer, cfg.Audiences, cfg.Algorithms, cfg.ClockSkew, cfg.BindClaims, cfg.JWKSFile, cfg.JWKSURI, cfg.RequireAuthTime, cfg.MaxLifetime)
 }

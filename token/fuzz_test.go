@@ -107,6 +107,9 @@ func FuzzVerifyClaims(f *testing.F) {
 		if sub, _ := m["sub"].(string); sub == "" || sub != c.Subject {
 			t.Fatalf("accepted sub %v as %q", m["sub"], c.Subject)
 		}
+		if c.IssuedAt == 0 && c.AuthTime == 0 || c.IssuedAt != 0 && c.Expiry-c.IssuedAt > DefaultMaxLifetime.Milliseconds() {
+			t.Fatalf("accepted iat %d, auth_time %d, exp %d: no session end could be kept long enough", c.IssuedAt, c.AuthTime, c.Expiry)
+		}
 		if !authz.IsHeaderValue(c.Subject) {
 			t.Fatalf("accepted sub %q, which no header carries unchanged", c.Subject)
 		}

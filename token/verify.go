@@ -213,6 +213,14 @@ func (v *verifier) claims(payload []byte, now int64) (*authz.Claims, error) {
 		// every session end (S3) and restart the absolute lifetime (S1).
 		return nil, explain(invalid("auth_time in the future"), "auth_time", logTime(c.AuthTime), "now", logTime(now), "clock_skew", v.cfg.ClockSkew.String())
 	}
+	switch {
+	case c.IssuedAt == 0 && c.AuthTime == 0:
+		// Nothing says when it was issued: no session end could be kept
+		// long enough to cover it (S3).
+		return nil, invalid("missing iat")
+	case c.IssuedAt != 0 && c.Expiry-c.IssuedAt > v.cfg.MaxLifetime.Milliseconds():
+		return nil, invalid("lifetime (exp - iat) over the policy's max_lifetime")
+	}
 	return c, nil
 }
 

@@ -82,6 +82,9 @@ func TestVerifyRejects(t *testing.T) {
 		// every session end (S3) and push the absolute lifetime (S1) out.
 		{"auth_time in the future", mint(t, d, claims(now, map[string]any{"auth_time": now.Add(time.Hour).Unix()})), authz.ReasonInvalidToken, "auth_time in the future"},
 		{"auth_time beyond the clock skew", mint(t, d, claims(now, map[string]any{"auth_time": now.Add(31 * time.Second).Unix()})), authz.ReasonInvalidToken, "auth_time in the future"},
+		// S3: ends are kept for max_lifetime; no token may outlive them.
+		{"lifetime over max_lifetime", mint(t, d, claims(now, map[string]any{"exp": now.Add(24*time.Hour + time.Second).Unix()})), authz.ReasonInvalidToken, "lifetime (exp - iat) over the policy's max_lifetime"},
+		{"neither iat nor auth_time", mint(t, d, claims(now, map[string]any{"iat": nil, "auth_time": nil})), authz.ReasonInvalidToken, "missing iat"},
 		{"wrong aud", mint(t, d, claims(now, map[string]any{"aud": "billing"})), authz.ReasonInvalidToken, "wrong aud"},
 		{"wrong aud array", mint(t, d, claims(now, map[string]any{"aud": []string{"a", "b"}})), authz.ReasonInvalidToken, "wrong aud"},
 		{"no aud", mint(t, d, claims(now, map[string]any{"aud": nil})), authz.ReasonInvalidToken, "missing aud"},
@@ -349,4 +352,26 @@ func TestRequireAuthTime(t *testing.T) {
 	if _, err := verify(strict, mint(t, d, claims(now, nil)), now); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestMaxLifetime: exp − iat up to max_lifetime is accepted, and a token
+// without iat but with auth_time (S1 bounds it) too.
+func TestMaxLifetime(t *testing.T) {
+	e := newEnv(t)
+	d := newIDP(t, idp.ES256)
+	cfg := baseConfig(e.writeJWKS(d))
+	cfg.MaxLifetime = 2 * time.Hour
+	v := e.verifier(cfg)
+	now := e.clock.Now()
+	for name, over := range map[string]map[string]any{
+		"exactly max_lifetime": {"exp": now.Add(2 * time.Hour).Unix()},
+		"auth_time, no iat":    {"iat": nil, "exp": now.Add(48 * time.Hour).Unix()},
+		"an hour, iat in skew": {"iat": now.Add(20 * time.Second).Unix(), "exp": now.Add(time.Hour).Unix()},
+	} {
+		if _, err := verify(v, mint(t, d, claims(now, over)), now); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	_, err := verify(v, mint(t, d, claims(now, map[string]any{"exp": now.Add(2*time.Hour + time.Second).Unix()})), now)
+	wantErr(t, err, authz.ReasonInvalidToken, "lifetime (exp - iat) over the policy's max_lifetime")
 }
