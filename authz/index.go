@@ -22,7 +22,7 @@ type SessionIndex interface {
 	Indexed(ctx context.Context, policy string, key Digest) ([]Session, error)
 	// Sessions calls fn with every kept session of policy ("": of every
 	// policy), live and ended, in no particular order, and stops at fn's
-	// first error. Rare operations only (an administrator's "every
+	// first error. fn is called from one goroutine at a time. Rare operations only (an administrator's "every
 	// session"): it walks the whole store.
 	Sessions(ctx context.Context, policy string, fn func(Session) error) error
 }

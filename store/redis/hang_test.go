@@ -20,7 +20,7 @@ import (
 // notice first.
 func TestHungRedis(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, srv.URL(), Options{MaxStale: 8 * time.Second})
+	s := open(t, srv.URL(), Options{MaxStale: 8 * time.Second, Timeout: DefaultTimeout})
 	r := newSession("sid-hung")
 	if err := s.Begin(ctx, r); err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestHungRedis(t *testing.T) {
 // down before any request has had to wait for it.
 func TestHungRedisHeartbeat(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, srv.URL(), Options{})
+	s := open(t, srv.URL(), Options{Timeout: DefaultTimeout})
 	srv.Pause()
 	waitFor(t, "not ready", func() bool { return s.Ready(ctx) != nil })
 	if err := s.Ready(ctx); !strings.Contains(err.Error(), "has not answered the change channel's heartbeat") {

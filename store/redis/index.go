@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -110,6 +111,19 @@ func (s *Store) Sessions(ctx context.Context, policy string, fn func(authz.Sessi
 	if policy == "" {
 		match = globEscape(s.o.Prefix+":s:") + "*"
 	}
+	// A cluster scans its primaries in parallel; fn sees one session at a
+	// time all the same (authz.SessionIndex).
+	var mu sync.Mutex
+	visit := func(list []authz.Session) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range list {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	scan := func(ctx context.Context, c redis.UniversalClient) error {
 		var cursor uint64
 		for {
@@ -124,10 +138,8 @@ func (s *Store) Sessions(ctx context.Context, policy string, fn func(authz.Sessi
 			if err != nil {
 				return err
 			}
-			for _, r := range list {
-				if err := fn(r); err != nil {
-					return err
-				}
+			if err := visit(list); err != nil {
+				return err
 			}
 			if cursor = next; cursor == 0 {
 				return nil
