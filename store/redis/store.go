@@ -70,6 +70,16 @@ type Options struct {
 	// anything again. Without it they live in memory only, and are lost
 	// with the process (their sessions live again in Redis).
 	QueueFile string
+	// WaitReplicas, when set, makes End return only once that many
+	// replicas have its writes (WAIT; WAITAOF with WaitAOF: the primary's
+	// and the replicas' append-only files have them fsynced), so that an
+	// acknowledged end survives a failover (S20). An end that does not get
+	// there within WaitTimeout (DefaultWaitTimeout) fails: it took effect on
+	// the primary, but is not acknowledged (the sign-out answers
+	// store_unavailable and may be repeated). Standalone and Sentinel only.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	WaitAOF      bool
 	// Clock decides whether a cached record's KeepUntil has passed.
 	Clock authz.Clock
 	// Logger receives state changes (Redis lost, Redis back); never a
@@ -160,6 +170,17 @@ func New(c redis.UniversalClient, o Options) (*Store, error) {
 	if o.FlushInterval < 0 || o.MaxStale < 4*time.Millisecond || o.Timeout < 0 {
 		return nil, fmt.Errorf("redis store: flush interval %v must be positive and max stale %v at least 4ms", o.FlushInterval, o.MaxStale)
 	}
+	if o.WaitReplicas > 0 {
+		if o.WaitTimeout == 0 {
+			o.WaitTimeout = min(DefaultWaitTimeout, o.Timeout/2)
+		}
+		if _, ok := c.(*redis.Client); !ok {
+			return nil, errors.New("redis store: waiting for replicas needs a standalone or Sentinel client")
+		}
+		if o.WaitTimeout >= o.Timeout {
+			return nil, fmt.Errorf("redis store: wait_timeout %v must be below the operation timeout %v", o.WaitTimeout, o.Timeout)
+		}
+	}
 	if o.NearCacheTTL < time.Second || o.EndsTTL < time.Second {
 		return nil, fmt.Errorf("redis store: near cache TTL %v and ends TTL %v must be at least 1s", o.NearCacheTTL, o.EndsTTL)
 	}
@@ -219,6 +240,9 @@ func Open(rawURL string, o Options) (*Store, error) {
 	}
 	if cfg.Timeout != 0 {
 		o.Timeout = cfg.Timeout
+	}
+	if cfg.WaitReplicas != 0 {
+		o.WaitReplicas, o.WaitTimeout, o.WaitAOF = cfg.WaitReplicas, cfg.WaitTimeout, cfg.WaitAOF
 	}
 	s, err := New(c, o)
 	if err != nil {
@@ -430,12 +454,12 @@ func (s *Store) upgrade(ctx context.Context, k string) error {
 // runSession runs a session script on k, upgrading a record of an older
 // format first when the script asks for it.
 func (s *Store) runSession(ctx context.Context, script *redis.Script, k string, args ...any) *redis.Cmd {
-	cmd := script.Run(ctx, s.c, []string{k}, args...)
+	cmd := script.Run(ctx, s.scripter(ctx), []string{k}, args...)
 	if err := cmd.Err(); err != nil && isOldFormat(err) {
 		if uerr := s.upgrade(ctx, k); uerr != nil {
 			return cmd
 		}
-		cmd = script.Run(ctx, s.c, []string{k}, args...)
+		cmd = script.Run(ctx, s.scripter(ctx), []string{k}, args...)
 	}
 	return cmd
 }
@@ -600,7 +624,7 @@ func (s *Store) Begin(ctx context.Context, r *authz.Session) error {
 }
 
 func (s *Store) scopeChange(ctx context.Context, ck string, endedAt, keepUntil int64, current string) (authz.ScopeState, error) {
-	b, err := scopeScript.Run(ctx, s.c, []string{ck}, endedAt, keepUntil, current, s.channel).Text()
+	b, err := scopeScript.Run(ctx, s.scripter(ctx), []string{ck}, endedAt, keepUntil, current, s.channel).Text()
 	if err != nil {
 		return authz.ScopeState{}, s.scriptError(ctx, "scope", err)
 	}
@@ -674,6 +698,13 @@ func (s *Store) pend(k string, t authz.Touch) {
 // clients, finding no live current session, could open a new one with a
 // token the end should refuse.
 func (s *Store) End(ctx context.Context, policy, id string, scope authz.Digest, e authz.End) (authz.Session, bool, error) {
+	if s.o.WaitReplicas == 0 {
+		return s.end(ctx, policy, id, scope, e)
+	}
+	return s.endAndWait(ctx, policy, id, scope, e)
+}
+
+func (s *Store) end(ctx context.Context, policy, id string, scope authz.Digest, e authz.End) (authz.Session, bool, error) {
 	if e.At <= 0 {
 		return authz.Session{}, false, fmt.Errorf("redis store: end at %d", e.At)
 	}

@@ -57,6 +57,9 @@ type Config struct {
 	PoolSize      int
 	FlushInterval time.Duration // Options.FlushInterval
 	MaxStale      time.Duration // Options.MaxStale
+	WaitReplicas  int           // Options.WaitReplicas (wait_replicas)
+	WaitTimeout   time.Duration // Options.WaitTimeout (wait_timeout)
+	WaitAOF       bool          // Options.WaitAOF (wait_aof)
 }
 
 // schemes maps every accepted URL scheme to its mode and whether it uses TLS.
@@ -89,7 +92,8 @@ func IsURL(s string) bool {
 // valkey:// and valkeys:// are aliases of redis:// and rediss://. Ports
 // default to 6379 (26379 for sentinels). Parameters: prefix, dial_timeout,
 // timeout, pool_size, ca_file, sentinel_username, sentinel_password,
-// flush_interval, max_stale. Errors never quote the password.
+// flush_interval, max_stale, wait_replicas, wait_timeout, wait_aof. Errors
+// never quote the password.
 func ParseURL(raw string) (Config, error) {
 	schemePart, rest, ok := strings.Cut(raw, "://")
 	if !ok {
@@ -252,9 +256,27 @@ func (c *Config) parseQuery(raw string) error {
 			} else {
 				c.SentinelPassword = v
 			}
+		case "wait_replicas":
+			if c.WaitReplicas, err = strconv.Atoi(v); err != nil || c.WaitReplicas < 1 {
+				errs = append(errs, fmt.Errorf("wait_replicas: %q is not a number >= 1", v))
+			}
+		case "wait_timeout":
+			dur(name, v, &c.WaitTimeout)
+		case "wait_aof":
+			if c.WaitAOF, err = strconv.ParseBool(v); err != nil {
+				errs = append(errs, fmt.Errorf("wait_aof: %q is not true or false", v))
+			}
 		default:
 			errs = append(errs, fmt.Errorf("unknown parameter %q", name))
 		}
+	}
+	switch {
+	case c.WaitReplicas > 0 && c.Mode == Cluster:
+		// WAIT counts the replicas of the node it is sent to; an end
+		// writes to two nodes of a cluster.
+		errs = append(errs, errors.New("wait_replicas: not with +cluster URLs"))
+	case c.WaitReplicas == 0 && (c.WaitTimeout != 0 || c.WaitAOF):
+		errs = append(errs, errors.New("wait_timeout, wait_aof: only with wait_replicas"))
 	}
 	return errors.Join(errs...)
 }

@@ -21,6 +21,8 @@ func TestParseURL(t *testing.T) {
 			Config{Mode: Sentinel, Addrs: []string{"s1:26379", "s2:26380"}, Password: "pw", MasterName: "mymaster", DB: 2, SentinelPassword: "spw", Timeout: 250 * time.Millisecond}},
 		{"valkey+cluster://n1:7000,n2:7001,[::1]?pool_size=20&flush_interval=2s&max_stale=500ms&dial_timeout=1s",
 			Config{Mode: Cluster, Addrs: []string{"n1:7000", "n2:7001", "[::1]:6379"}, PoolSize: 20, FlushInterval: 2 * time.Second, MaxStale: 500 * time.Millisecond, DialTimeout: time.Second}},
+		{"redis+sentinel://s1/mymaster?wait_replicas=1&wait_timeout=80ms&wait_aof=true",
+			Config{Mode: Sentinel, Addrs: []string{"s1:26379"}, MasterName: "mymaster", WaitReplicas: 1, WaitTimeout: 80 * time.Millisecond, WaitAOF: true}},
 	} {
 		got, err := ParseURL(tc.in)
 		if tc.want.Prefix == "" {
@@ -53,6 +55,10 @@ func TestParseURLErrors(t *testing.T) {
 		{"redis://cache?ca_file=/x", "only for TLS"},
 		{"redis://cache?sentinel_password=x", "only for +sentinel"},
 		{"redis://cache?bogus=1", `unknown parameter "bogus"`},
+		{"redis://cache?wait_replicas=0", "wait_replicas"},
+		{"redis+cluster://a:1?wait_replicas=1", "not with +cluster"},
+		{"redis://cache?wait_timeout=1s", "only with wait_replicas"},
+		{"redis://cache?wait_replicas=1&wait_aof=maybe", "wait_aof"},
 		{"redis://cache?prefix=a&prefix=b", "given 2 times"},
 		{"redis://cache?prefix={x}", "prefix"},
 		{"redis://cache#frag", "fragment"},
