@@ -91,3 +91,29 @@ func TestHashSubjectInLogLines(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenlessEndCoversASignInAhead (S3): a browser signs out by cookie
+// alone (no Authorization header) from a session whose token a fast IdP
+// stamped 20 s ahead (auth_time within the 30 s clock skew). That token,
+// replayed without the cookie, is refused: the end covers the session's
+// sign-in. Before, the end was recorded at the gate's now, the token
+// counted as a sign-in after it and opened a new session at once. A new
+// sign-in (stamped later) is allowed at once.
+func TestTokenlessEndCoversASignInAhead(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, map[string]string{"app": pol{Hosts: []string{"app.test"}, LogoutPath: "/logout"}.yaml()})
+	ahead := time.Now().Add(20 * time.Second).Unix()
+	tok := s.token(t, "alice", authTime(ahead), claim("iat", ahead), claim("nbf", ahead))
+	browser := s.client(t)
+	r := browser.Check("app.test", "/", tok, true)
+	wantAllowed(t, r)
+	cookie := wantNewSessionCookie(t, r, time.Hour)
+	r = browser.Check("app.test", "/logout", "", true, "cookie: "+cookieName+"="+cookie)
+	if r.Allowed || r.Reason != "signed_out" {
+		t.Fatalf("sign-out by cookie: %v", r)
+	}
+	wantAPIDenied(t, s.apiClient(t).Check("app.test", "/", tok, false), "reauth_required", true)
+	nextSecond()
+	later := time.Now().Add(20 * time.Second).Unix()
+	wantAllowed(t, s.apiClient(t).Check("app.test", "/", s.token(t, "alice", authTime(later), claim("iat", later), claim("nbf", later)), false))
+}
