@@ -448,6 +448,7 @@ func stripGateCookies(header, session string) string {
 		return header
 	}
 	var b strings.Builder
+	b.Grow(len(header))
 	for part := range strings.SplitSeq(header, ";") {
 		name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
 		if name == session || strings.HasPrefix(name, LoginCookiePrefix) || strings.TrimSpace(part) == "" {

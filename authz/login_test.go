@@ -136,7 +136,7 @@ type signInHarness struct {
 	n  int
 }
 
-func newSignInHarness(t *testing.T, mod ...func(*Policy)) *signInHarness {
+func newSignInHarness(t testing.TB, mod ...func(*Policy)) *signInHarness {
 	si := newFakeSignIn()
 	h := newHarness(t, append([]func(*Policy){func(p *Policy) {
 		p.Login = Login{SignIn: si, ReauthQuery: "max_age=0&prompt=login"}
@@ -462,6 +462,23 @@ func TestStripGateCookies(t *testing.T) {
 	} {
 		if got := stripGateCookies(in, cookieName); got != want {
 			t.Errorf("stripGateCookies(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// BenchmarkEngineCheckSignInSession is the hot path of a login.oidc policy:
+// a live session presented by its cookie, the grant's headers upstream.
+func BenchmarkEngineCheckSignInSession(b *testing.B) {
+	h := newSignInHarness(b, func(p *Policy) { p.ActivityGranularity = time.Minute })
+	h.eng.events = NopEvents{}
+	id := h.signInNow("alice", 24*time.Hour)
+	r := req{cookie: id, cookies: "theme=dark", path: "/app/page?x=1", headers: map[string]string{"accept": "application/json"}}.build()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		h.clock.Advance(time.Millisecond)
+		if d := h.eng.Check(ctx, r); !d.Allow || len(d.Upstream) == 0 {
+			b.Fatal(describe(d))
 		}
 	}
 }
