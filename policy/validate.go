@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -814,7 +815,14 @@ func (d *decoder) absURL(field, raw string) *url.URL {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil:
-		d.fail(field, "not a valid URL: %v", err.(*url.Error).Err)
+		// The parse error without the *url.Error wrapper, which repeats
+		// the URL (and whatever secret it carries).
+		cause := err
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			cause = ue.Err
+		}
+		d.fail(field, "not a valid URL: %v", cause)
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
 		d.fail(field, "must be an absolute http(s) URL with a host, such as https://login.example.com/start")
 	case u.User != nil:

@@ -44,15 +44,17 @@ type Config struct {
 	MaxLifetime time.Duration
 }
 
-// Defaults and bounds applied by Provider.Verifier.
+// Defaults and bounds applied by Provider.Verifier. They are the policy
+// schema's (policy/REFERENCE.md), which a policy test checks: a Config built
+// by hand gets what a policy file without the field gets.
 const (
 	DefaultMaxBytes           = 16 << 10
 	DefaultMaxLifetime        = 24 * time.Hour
 	DefaultRefreshInterval    = 5 * time.Minute
-	DefaultMinRefreshInterval = 30 * time.Second
+	DefaultMinRefreshInterval = 10 * time.Second
 	// MaxClockSkew bounds ClockSkew: S5 wants a bounded skew, and a large one
 	// silently extends every token's life.
-	MaxClockSkew = 10 * time.Minute
+	MaxClockSkew = 5 * time.Minute
 )
 
 // keyKind is the type of public key an algorithm needs; matching it before
@@ -86,8 +88,10 @@ func algKind(alg string) keyKind {
 	return kindNone
 }
 
-// defaultAlgorithms is the allow-list used when a policy names none.
-func defaultAlgorithms() []string {
+// DefaultAlgorithms is the allow-list used when a configuration names none:
+// every asymmetric JWS algorithm. HMAC and "none" are never accepted, since
+// keys come from a public JWKS (S5).
+func DefaultAlgorithms() []string {
 	return []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 }
 
@@ -128,7 +132,7 @@ func (cfg Config) normalize() (Config, error) {
 		}
 	}
 	if len(cfg.Algorithms) == 0 {
-		cfg.Algorithms = defaultAlgorithms()
+		cfg.Algorithms = DefaultAlgorithms()
 	}
 	for _, a := range cfg.Algorithms {
 		if algKind(a) == kindNone {

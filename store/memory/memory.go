@@ -196,7 +196,7 @@ func (s *Store) Ready(context.Context) error {
 		return err
 	}
 	if err := s.StateFileErr(); err != nil {
-		return fmt.Errorf("%w: %v", authz.ErrStoreUnavailable, err)
+		return fmt.Errorf("%w: %w", authz.ErrStoreUnavailable, err)
 	}
 	return nil
 }
@@ -600,7 +600,7 @@ func get(c *bigcache.BigCache, k string) ([]byte, error) {
 	case errors.Is(err, bigcache.ErrEntryNotFound):
 		return nil, nil
 	default:
-		return nil, fmt.Errorf("%w: %v", authz.ErrStoreUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", authz.ErrStoreUnavailable, err)
 	}
 }
 
@@ -627,7 +627,7 @@ func (s *Store) putScope(k string, st *authz.ScopeState, buf *[]byte) error {
 
 func set(c *bigcache.BigCache, k string, b []byte) error {
 	if err := c.Set(k, b); err != nil {
-		return fmt.Errorf("%w: %v", authz.ErrStoreUnavailable, err)
+		return fmt.Errorf("%w: %w", authz.ErrStoreUnavailable, err)
 	}
 	return nil
 }

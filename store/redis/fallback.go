@@ -45,12 +45,12 @@ func (f fallback) Load(_ context.Context, policy, id string, scope authz.Digest)
 func (f fallback) Begin(_ context.Context, r *authz.Session) error {
 	now := f.s.now()
 	if err := f.s.near.putLocal(f.s.sessionKey(r.Policy, r.ID), entry{session: *r}, now); err != nil {
-		return fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
+		return fmt.Errorf("%w: redis store fallback: %w", authz.ErrStoreUnavailable, err)
 	}
 	// merge keeps the scope's EndedAt and the larger KeepUntil.
 	st := entry{scope: authz.ScopeState{Current: r.ID, KeepUntil: r.KeepUntil}, isScope: true}
 	if err := f.s.near.putLocal(f.s.scopeKey(r.Policy, r.Scope), st, now); err != nil {
-		return fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
+		return fmt.Errorf("%w: redis store fallback: %w", authz.ErrStoreUnavailable, err)
 	}
 	return nil
 }
@@ -58,7 +58,7 @@ func (f fallback) Begin(_ context.Context, r *authz.Session) error {
 func (f fallback) Touch(_ context.Context, policy, id string, t authz.Touch) (authz.Session, bool, error) {
 	r, ok, err := f.s.near.touchLocal(f.s.sessionKey(policy, id), t, f.s.now())
 	if err != nil {
-		return authz.Session{}, false, fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
+		return authz.Session{}, false, fmt.Errorf("%w: redis store fallback: %w", authz.ErrStoreUnavailable, err)
 	}
 	return r, ok, nil
 }
@@ -83,7 +83,7 @@ func (f fallback) End(_ context.Context, policy, id string, scope authz.Digest, 
 	}
 	r, ended, err := f.s.recordLocal(q)
 	if err != nil {
-		return authz.Session{}, false, fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
+		return authz.Session{}, false, fmt.Errorf("%w: redis store fallback: %w", authz.ErrStoreUnavailable, err)
 	}
 	return r, ended, nil
 }
@@ -134,7 +134,7 @@ func (s *Store) enqueue(q queuedEnd) error {
 		// Durable before it is answered: the replica may stop before
 		// Redis returns.
 		if err := s.queueFile.append(q); err != nil {
-			return fmt.Errorf("%w: redis store fallback: %v", authz.ErrStoreUnavailable, err)
+			return fmt.Errorf("%w: redis store fallback: %w", authz.ErrStoreUnavailable, err)
 		}
 	}
 	s.queue = append(s.queue, q)

@@ -379,7 +379,7 @@ func (s *Store) unavailable(ctx context.Context, op string, err error) error {
 	case cause == errCallerDeadline:
 		return fmt.Errorf("%w: redis store: %s: no answer before the request's deadline", authz.ErrStoreUnavailable, op)
 	}
-	wrapped := fmt.Errorf("%w: redis store: %s: %v", authz.ErrStoreUnavailable, op, err)
+	wrapped := fmt.Errorf("%w: redis store: %s: %w", authz.ErrStoreUnavailable, op, err)
 	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		s.setErr(wrapped.Error())
 		s.down.Store(true)
