@@ -97,6 +97,9 @@ func (f *Facts) Of(w Which) *Session {
 // or no session: a made-up or foreign cookie must not open a fresh session
 // per request and dodge S1/S2.
 func CurrentWanted(cl *Claims, lk *Lookup) (string, bool) {
+	if lk.ScopeFound && lk.Scope.EndedAt != 0 && cl.SignIn() <= lk.Scope.EndedAt {
+		return "", false // refused by S3 whatever the current session is: no load
+	}
 	foreign := lk.SessionFound && !lk.Session.Ended() && lk.Session.Identity == cl.Identity && lk.Session.Scope != cl.Scope
 	if (!lk.SessionFound || foreign) && lk.ScopeFound && lk.Scope.Current != "" {
 		return lk.Scope.Current, true

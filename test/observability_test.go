@@ -269,6 +269,9 @@ func TestObservabilityScenario(t *testing.T) {
 		if cause != "" {
 			e["cause"] = cause
 		}
+		if event == "session_started" {
+			e["method"] = "token" // how the session was signed in: token or oidc
+		}
 		return e
 	}
 	mismatch := ev("session_ended", "alice", sessA, "identity_mismatch", "m1")
