@@ -24,6 +24,9 @@ func TestSignInProviderOutage(t *testing.T) {
 		"logout:\n  path: /logout\n  redirect_url: https://sso.test/bye\nbypass: [/bye]\n"
 	s := startServer(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml(), "sso": sso})
 
+	if !s.waitLog("no --session-key-file") {
+		t.Error("no warning that sign-in sessions use a per-process key")
+	}
 	code, body, err := s.httpGet("/readyz")
 	if err != nil || code != 200 || !strings.HasPrefix(body, "ready\n") || !strings.Contains(body, "policy sso cannot sign in") {
 		t.Errorf("GET /readyz with the provider down: %d %q %v", code, body, err)

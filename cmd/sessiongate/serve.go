@@ -152,6 +152,10 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	}
 
 	tokens := token.NewProvider(token.Options{Logger: log, Clock: clock, Observer: m})
+	var keyWarning *randomKeyWarning
+	if c.sessionKeyFile == "" {
+		keyWarning = &randomKeyWarning{log: log}
+	}
 	var watcher *policy.Watcher
 	watcher, err = policy.NewWatcher(c.policies, policy.WatcherOptions{
 		Options: policy.Options{
@@ -165,7 +169,9 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 			m.PolicyReloaded(ok, clock.Now())
 			if ok && watcher != nil {
 				m.Policies(watcher.Current().Names())
-				m.SignInPolicies(signInPolicies(watcher.Current().Policies()))
+				names := signInPolicies(watcher.Current().Policies())
+				m.SignInPolicies(names)
+				keyWarning.check(names)
 			}
 		},
 	})
@@ -173,12 +179,9 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		return fmt.Errorf("no valid policies to start with (fix them and start again): %w", err)
 	}
 	m.Policies(watcher.Current().Names())
-	if names := signInPolicies(watcher.Current().Policies()); len(names) > 0 {
-		m.SignInPolicies(names)
-		if c.sessionKeyFile == "" {
-			warnRandomKey(log, names)
-		}
-	}
+	names := signInPolicies(watcher.Current().Policies())
+	m.SignInPolicies(names)
+	keyWarning.check(names)
 	reg.MustRegister(metrics.NewProviderUp(func() []*authz.Policy { return watcher.Current().Policies() }))
 	// A first discovery before serving, bounded, so that sign-ins start
 	// from the first request when the providers answer; one that does not

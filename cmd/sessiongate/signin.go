@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/sessiongate/sessiongate/authz"
@@ -55,7 +56,7 @@ func signInFactory(rp *oidc.RP, tokens *token.Provider, shared, keyFile bool) fu
 		}
 		tc := token.Config(oc.Token)
 		if tc.JWKSFile != "" || tc.JWKSURI != "" {
-			v, err := tokens.Verifier(tc)
+			v, err := tokens.VerifierFor(name, tc)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -66,7 +67,7 @@ func signInFactory(rp *oidc.RP, tokens *token.Provider, shared, keyFile bool) fu
 		return si, si.AccessVerifier(func(uri string) (authz.Verifier, error) {
 			tc := tc
 			tc.JWKSURI = uri
-			return tokens.Verifier(tc)
+			return tokens.VerifierFor(name, tc)
 		}), nil
 	}
 }
@@ -111,8 +112,19 @@ func signInNotes(ps []*authz.Policy) []string {
 	return notes
 }
 
-// warnRandomKey tells the operator what a per-process key means.
-func warnRandomKey(log *slog.Logger, names []string) {
-	log.Warn("no --session-key-file: sign-in sessions are sealed with a random key of this process and do not survive a restart",
-		"policies", names)
+// randomKeyWarning tells the operator, once, what a per-process key means
+// when the first login.oidc policies are loaded (at start or by a reload).
+type randomKeyWarning struct {
+	log  *slog.Logger
+	once sync.Once
+}
+
+func (w *randomKeyWarning) check(names []string) {
+	if w == nil || len(names) == 0 {
+		return
+	}
+	w.once.Do(func() {
+		w.log.Warn("no --session-key-file: sign-in sessions are sealed with a random key of this process and do not survive a restart",
+			"policies", names)
+	})
 }
