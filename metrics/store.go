@@ -93,3 +93,36 @@ func NewStateFileWritable(err func() error) prometheus.Collector {
 		Help: "1 while the state file can be written; 0 while it cannot and session ends are refused (store_unavailable)."},
 		func() float64 { return b2f(err() == nil) })
 }
+
+// DataLoss is what a shared store tells of the data its backend lost.
+type DataLoss interface {
+	DataLosses() int64 // times the backend was found to have lost data
+	Reasserted() int64 // ends found missing in the backend and written again
+}
+
+// NewDataLoss exports sessiongate_store_data_losses_total and
+// sessiongate_store_ends_reasserted_total from d, or zeros when d is nil
+// (a store without a backend that can lose data), so that alerts and
+// dashboards find the series everywhere.
+func NewDataLoss(d DataLoss) []prometheus.Collector {
+	get := func(f func() int64) func() float64 {
+		return func() float64 {
+			if d == nil {
+				return 0
+			}
+			return float64(f())
+		}
+	}
+	var losses, reasserted func() int64
+	if d != nil {
+		losses, reasserted = d.DataLosses, d.Reasserted
+	}
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "store_data_losses_total",
+			Help: "Times the shared store (Redis) was found to have lost data: its marker key gone or changed (a restart without persistence, FLUSHALL, a failover to a replica without the latest writes)."},
+			get(losses)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "store_ends_reasserted_total",
+			Help: "Session ends this replica knew and found missing in the shared store, written again so that they stay in force."},
+			get(reasserted)),
+	}
+}

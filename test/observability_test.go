@@ -563,7 +563,7 @@ func TestDashboardAndAlertsMatchTheBinary(t *testing.T) {
 	}
 	// The alerts the operations guide promises.
 	for _, a := range []string{"SessiongateInstanceDown", "SessiongateStoreDown", "SessiongateStoreErrors", "SessiongatePolicyReloadFailing",
-		"SessiongateJWKSRefreshFailing", "SessiongateDenySpike", "SessiongateIdentityMismatch", "SessiongateCheckLatencyHigh", "SessiongateAuditWriteErrors", "SessiongateStateFileUnwritable", "SessiongateNoTokenKeys",
+		"SessiongateJWKSRefreshFailing", "SessiongateDenySpike", "SessiongateIdentityMismatch", "SessiongateCheckLatencyHigh", "SessiongateAuditWriteErrors", "SessiongateStateFileUnwritable", "SessiongateRedisLostData", "SessiongateNoTokenKeys",
 		"SessiongateIdentityProviderDown", "SessiongateReauthNotPerformed"} {
 		if !alerts[a] {
 			t.Errorf("alert %s missing from sessiongate-alerts.yaml", a)

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -399,6 +400,55 @@ func TestRedisFallbackIdleNeedsEvidence(t *testing.T) {
 	}
 	if n := len(b.findEvents(t, map[string]string{"event": "session_ended"})); n != 0 {
 		t.Errorf("B ended %d sessions during the outage, want none", n)
+	}
+}
+
+// TestRedisDataLoss: Redis loses every key (FLUSHALL; a restart without
+// persistence looks the same). The replica that saw the sign-outs finds the
+// loss from its marker key (store_data_losses_total), writes back every end
+// it knows (store_ends_reasserted_total), and a replica started afterwards,
+// which never saw them, refuses all of them.
+func TestRedisDataLoss(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	policies := map[string]string{"app": pol{Hosts: []string{"app.test"}, LogoutPath: "/logout"}.yaml()}
+	a := startServerOpts(t, policies, serverOpts{extraArgs: []string{"--store", srv.URL()}})
+	type sess struct{ tok, cookie string }
+	var gone []sess
+	for i := range 20 {
+		tok := a.token(t, fmt.Sprintf("user%d", i))
+		r := a.apiClient(t).Check("app.test", "/", tok, false)
+		wantAllowed(t, r)
+		s := sess{tok, cookieOf(t, r)}
+		wantDenied(t, a.apiClient(t).Check("app.test", "/logout", s.tok, true, s.cookie), 302, "signed_out")
+		gone = append(gone, s)
+	}
+	if err := srv.Client().FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool { return metricValue(a.metrics(t), "sessiongate_store_data_losses_total", nil) == 1 }) {
+		t.Fatal("store_data_losses_total stays 0 after FLUSHALL")
+	}
+	if n := metricValue(a.metrics(t), "sessiongate_store_ends_reasserted_total", nil); n < 40 {
+		t.Errorf("store_ends_reasserted_total = %v, want the 20 sessions and their 20 scopes", n)
+	}
+	if !a.waitLog("Redis lost data") {
+		t.Error("no log line about the loss")
+	}
+	c := startServerOpts(t, policies, serverOpts{
+		extraArgs: []string{"--store", srv.URL()},
+		setup: func(dir string) {
+			if err := a.idp.WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+	c.idp = a.idp
+	for _, s := range []*server{a, c} {
+		for _, g := range gone {
+			wantAPIDenied(t, s.apiClient(t).Check("app.test", "/", g.tok, false, g.cookie), "reauth_required", true)
+			wantAPIDenied(t, s.apiClient(t).Check("app.test", "/", g.tok, false), "reauth_required", true)
+		}
 	}
 }
 

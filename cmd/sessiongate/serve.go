@@ -140,6 +140,8 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 		}
 	}()
 	instrumented := metrics.InstrumentStore(store, m)
+	dl, _ := store.(metrics.DataLoss)
+	reg.MustRegister(metrics.NewDataLoss(dl)...)
 	if sf, ok := store.(interface{ StateFileErr() error }); ok && c.stateFile != "" {
 		reg.MustRegister(metrics.NewStateFileWritable(sf.StateFileErr))
 	}

@@ -147,6 +147,7 @@ func (s *Store) enqueue(q queuedEnd) error {
 // replica neither reads Redis nor trusts its near cache (see trusted and
 // Load), so the ends cannot be overtaken.
 func (s *Store) reconcile(ctx context.Context) error {
+	ctx = background(ctx)
 	s.reconcileMu.Lock()
 	defer s.reconcileMu.Unlock()
 	for {

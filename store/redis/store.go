@@ -105,6 +105,11 @@ type Store struct {
 	// heardAt is when Redis last answered the subscription (Unix ms): the
 	// start of an outage, for the fallback's idle decisions.
 	heardAt atomic.Int64
+	// What Redis lost (floor.go): its marker key as last seen, the times it
+	// was gone or changed, and the ends written to Redis again.
+	marker     atomic.Pointer[string]
+	dataLosses atomic.Int64
+	reasserted atomic.Int64
 	// down is set by a failed command and cleared when the subscription
 	// hears from Redis again: meanwhile commands fail at once instead of
 	// each waiting out dial timeouts that Envoy's check timeout would not.
@@ -347,16 +352,33 @@ var (
 
 // bound bounds one store operation by Timeout, and by the caller's deadline
 // less a margin (a tenth of what is left, 2–50 ms) in which the engine still
-// answers: store_unavailable, or a decision on the fallback.
+// answers: store_unavailable, or a decision on the fallback. Work no request
+// waits for (background) gets at least a second: a Redis that just came
+// back may need a dial and a script load first.
 func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	d, cause := time.Now().Add(s.o.Timeout), errTimedOut
+	budget := s.o.Timeout
+	if ctx.Value(backgroundKey{}) != nil {
+		budget = max(budget, time.Second)
+	}
+	d, cause := time.Now().Add(budget), errTimedOut
 	if cd, ok := ctx.Deadline(); ok {
 		margin := min(max(time.Until(cd)/10, 2*time.Millisecond), 50*time.Millisecond)
 		if m := cd.Add(-margin); m.Before(d) {
 			d, cause = m, errCallerDeadline
 		}
 	}
-	return context.WithDeadlineCause(ctx, d, cause)
+	ctx, cancel := context.WithDeadlineCause(ctx, d, cause)
+	return context.WithValue(ctx, boundKey{}, cause), cancel
+}
+
+type (
+	boundKey      struct{} // the cause bound gave the deadline
+	backgroundKey struct{} // marks work no request waits for
+)
+
+// background marks ctx as work no request waits for (see bound).
+func background(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
 }
 
 // unavailable wraps a failure to reach Redis, and marks Redis down, unless
@@ -369,6 +391,10 @@ func (s *Store) unavailable(ctx context.Context, op string, err error) error {
 	cause := error(nil)
 	if ctx.Err() != nil {
 		cause = context.Cause(ctx)
+	} else if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		// Past the deadline, and the timer that marks it has not run
+		// yet (a busy machine): the cause bound chose.
+		cause, _ = ctx.Value(boundKey{}).(error)
 	}
 	switch {
 	case cause == errTimedOut:
@@ -536,6 +562,7 @@ func (s *Store) load(ctx context.Context, policy, id string, scope authz.Digest,
 		s.near.fill(cgen, ck, e, now)
 		lk.Scope, lk.ScopeFound = e.scope, true
 	}
+	s.floor(ctx, sk, ck, &lk, now)
 	return lk, nil
 }
 
@@ -782,6 +809,11 @@ func (s *Store) flushLoop(ctx context.Context) {
 			// broken: reconcile here too, or the queue would wait forever.
 			// Only while subscribed, which shows Redis is reachable: the
 			// fallback's sessions must outlive a real outage.
+			if s.trustedSince.Load() != 0 {
+				if err := s.checkMarker(ctx); err != nil {
+					s.log.Debug("redis store: marker", "err", err)
+				}
+			}
 			if s.trustedSince.Load() != 0 && (s.queued.Load() > 0 || s.near.local.Len() > 0) {
 				if err := s.reconcile(ctx); err != nil {
 					s.log.Debug("redis store: reconcile", "err", err)

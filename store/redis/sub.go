@@ -80,6 +80,11 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 	if err := s.reconcile(ctx); err != nil {
 		return err
 	}
+	// A Redis that came back empty (no persistence) gets every end this
+	// replica knows again before the near cache is trusted.
+	if err := s.checkMarker(ctx); err != nil {
+		return fmt.Errorf("marker: %w", err)
+	}
 	s.near.reset(s.near.live)
 	s.trustedSince.Store(s.mono())
 	s.heardAt.Store(s.now())
