@@ -194,8 +194,10 @@ func (s *SignIn) Start(ctx context.Context, r *authz.Request, returnURL string, 
 	if r.Headers != nil {
 		cookies = r.Headers.Get("cookie")
 	}
-	if len(returnURL) > MaxReturnURL {
-		returnURL = "" // the site root rather than a cookie too large to come back
+	if len(returnURL) > MaxReturnURL || s.isCallback(returnURL) {
+		// The site root rather than a cookie too large to come back, or a
+		// return to a callback, which would replay a used attempt.
+		returnURL = ""
 	}
 	slot := pickSlot(s.rp.keys, cookies, s.policy)
 	t := &txn{State: newState(slot), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(), ReturnURL: returnURL,
@@ -209,6 +211,12 @@ func (s *SignIn) Start(ctx context.Context, r *authz.Request, returnURL string, 
 	opts = append(opts, oauth2.S256ChallengeOption(t.Verifier), oauth2.SetAuthURLParam("nonce", t.Nonce))
 	loc := s.oauth2Config(md, redirectURI).AuthCodeURL(t.State, opts...)
 	return loc, setCookie(slot, sealTxn(s.rp.keys, t, slot)), nil
+}
+
+// isCallback reports whether u points at the callback path.
+func (s *SignIn) isCallback(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && p.Path == s.cfg.CallbackPath
 }
 
 // redirectURI is the request's own scheme and host with the callback path.

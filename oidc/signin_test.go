@@ -176,12 +176,20 @@ func TestS12ReauthParamsWhenEnded(t *testing.T) {
 	}
 }
 
-func TestLongReturnURLGoesToTheRoot(t *testing.T) {
+func TestReturnURLThatCannotComeBackGoesToTheRoot(t *testing.T) {
+	for _, ret := range []string{"https://app.example.com/" + strings.Repeat("x", MaxReturnURL),
+		"https://app.example.com/_sessiongate/callback?code=old&state=used"} {
+		returnsToRoot(t, ret)
+	}
+}
+
+// returnsToRoot checks a sign-in started with ret returns to the site root.
+func returnsToRoot(t *testing.T, ret string) {
+	t.Helper()
 	e := newEnv(t)
 	s := e.signIn(e.config())
 	b := newBrowser()
-	long := "https://app.example.com/" + strings.Repeat("x", MaxReturnURL)
-	loc, sc, err := s.Start(context.Background(), b.request("/"), long, 0)
+	loc, sc, err := s.Start(context.Background(), b.request("/"), ret, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
