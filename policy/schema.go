@@ -9,7 +9,11 @@
 // schema below; keep the two in step.
 package policy
 
-import "time"
+import (
+	"time"
+
+	"github.com/sessiongate/sessiongate/authz"
+)
 
 // Defaults and limits of the schema, as documented on the fields below.
 const (
@@ -48,7 +52,7 @@ func defaultScopes() []string { return []string{"openid", "profile", "email"} }
 // defaultIdentityHeaders is upstream.headers under login.oidc when absent:
 // header name → ID-token claim.
 func defaultIdentityHeaders() map[string]string {
-	return map[string]string{"x-sessiongate-name": "name", "x-sessiongate-email": "email", "x-sessiongate-groups": "groups"}
+	return map[string]string{authz.HeaderName: "name", authz.HeaderEmail: "email", authz.HeaderGroups: "groups"}
 }
 
 // defaultAlgorithms is the token.algorithms default: every asymmetric JWS
