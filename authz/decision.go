@@ -37,7 +37,9 @@ type Decision struct {
 	// Upstream holds further headers of an allowed request for the
 	// application: the access token and identity headers of a sign-in
 	// (login.oidc). Adapters set each one overwriting any client-sent copy
-	// (S10, S15).
+	// (S10, S15); one with an empty Value (an identity header the grant has
+	// no value for, or whose value no header can carry) is removed, or set
+	// empty where a proxy copies a fixed list of headers.
 	Upstream []Header
 	// StripCookies asks adapters to replace the allowed request's Cookie
 	// header with UpstreamCookie: the request's cookies without the gate's

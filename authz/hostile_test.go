@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -80,5 +81,20 @@ func TestLongReturnURLFallsBackToTheRoot(t *testing.T) {
 	}
 	if got := ReturnURL(&Request{Host: "app.example.com", Path: "/" + strings.Repeat("a", maxReturnURL-len("https://app.example.com/"))}); len(got) != maxReturnURL {
 		t.Errorf("a return URL of exactly the limit was cut: %d bytes", len(got))
+	}
+}
+
+// TestUpstreamHeadersUnsetIdentityHeaders (S10): every identity header of
+// a sign-in policy goes into the decision: with the grant's value, or empty
+// (for adapters to remove a client-sent copy) when the grant has none, as
+// when the provider's value held a byte no header can carry.
+func TestUpstreamHeadersUnsetIdentityHeaders(t *testing.T) {
+	p := &Policy{Upstream: Upstream{AccessToken: "authorization", IdentityHeaders: []string{HeaderEmail, HeaderGroups, HeaderName}}}
+	g := &Grant{AccessToken: "at", Headers: []Header{{Name: HeaderEmail, Value: "a@example.com"}}}
+	got := upstreamHeaders(p, g)
+	want := []Header{{Name: "authorization", Value: "Bearer at"}, {Name: HeaderEmail, Value: "a@example.com"},
+		{Name: HeaderGroups}, {Name: HeaderName}}
+	if !slices.Equal(got, want) {
+		t.Errorf("upstreamHeaders = %q, want %q", got, want)
 	}
 }

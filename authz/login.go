@@ -5,6 +5,7 @@ import (
 	"errors"
 	"html"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -425,9 +426,12 @@ func (gs *grants) put(p *Policy, s *Session, g *Grant) *openGrant {
 
 // upstreamHeaders are the headers an allowed request of a sign-in session
 // carries to the application: the access token per Upstream.AccessToken,
-// then the grant's identity headers.
+// then the grant's identity headers, and every other identity header of the
+// policy empty, so that adapters remove a client-sent copy of it (S10): the
+// provider may not have sent the claim, or its value was dropped because no
+// header can carry it.
 func upstreamHeaders(p *Policy, g *Grant) []Header {
-	h := make([]Header, 0, 1+len(g.Headers))
+	h := make([]Header, 0, 1+len(g.Headers)+len(p.Upstream.IdentityHeaders))
 	switch name := p.Upstream.AccessToken; {
 	case name == "" || g.AccessToken == "":
 	case name == "authorization":
@@ -435,7 +439,13 @@ func upstreamHeaders(p *Policy, g *Grant) []Header {
 	default:
 		h = append(h, Header{Name: name, Value: g.AccessToken})
 	}
-	return append(h, g.Headers...)
+	h = append(h, g.Headers...)
+	for _, name := range p.Upstream.IdentityHeaders {
+		if !slices.ContainsFunc(h, func(x Header) bool { return x.Name == name }) {
+			h = append(h, Header{Name: name})
+		}
+	}
+	return h
 }
 
 // stripGateCookies returns the Cookie header without the gate's own

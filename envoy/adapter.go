@@ -213,6 +213,11 @@ func upstream(ok *authv3.OkHttpResponse, d *authz.Decision) {
 		opts: make([]*corev3.HeaderValueOption, len(ok.Headers), len(ok.Headers)+len(d.Upstream)+1)}
 	copy(l.opts, ok.Headers)
 	for _, h := range d.Upstream {
+		if h.Value == "" {
+			// No value: only a client-sent copy to remove (S10).
+			ok.HeadersToRemove = append(slices.Clip(ok.HeadersToRemove), h.Name)
+			continue
+		}
 		l.add(h.Name, h.Value, overwriteAction)
 	}
 	if d.StripCookies {

@@ -186,3 +186,22 @@ func TestToResponseKeepsSharedLists(t *testing.T) {
 		t.Errorf("an answer without StripCookies removes the cookie: %v", got)
 	}
 }
+
+// TestUnsetIdentityHeadersRemoved (S10): an identity header the sign-in has
+// no value for is removed from the upstream request, never set empty.
+func TestUnsetIdentityHeadersRemoved(t *testing.T) {
+	d := authz.Decision{Allow: true, User: "alice", Upstream: []authz.Header{
+		{Name: authz.HeaderEmail, Value: "a@example.com"}, {Name: authz.HeaderGroups}}}
+	ok := ToResponse(&d).GetOkResponse()
+	if !slices.Contains(ok.GetHeadersToRemove(), authz.HeaderGroups) {
+		t.Errorf("headers_to_remove %q lacks %s", ok.GetHeadersToRemove(), authz.HeaderGroups)
+	}
+	for _, h := range ok.GetHeaders() {
+		if h.GetHeader().GetKey() == authz.HeaderGroups {
+			t.Errorf("%s set to %q", authz.HeaderGroups, h.GetHeader().GetValue())
+		}
+	}
+	if slices.Contains(removeWithUser, authz.HeaderGroups) || slices.Contains(removeAll, authz.HeaderGroups) {
+		t.Error("a shared list was changed")
+	}
+}

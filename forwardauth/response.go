@@ -154,8 +154,13 @@ func writeAllow(w http.ResponseWriter, h http.Header, f Flavor, d *authz.Decisio
 		h[HeaderUser], h[HeaderSessionExpiry], h[HeaderIdleExpiry] = empty, empty, empty
 	}
 	setAuthorization := false
+	var unset []string // identity headers without a value: removed for Envoy (S10)
 	for _, u := range d.Upstream {
 		k := http.CanonicalHeaderKey(u.Name)
+		if u.Value == "" && f == Envoy {
+			unset = append(unset, u.Name)
+			continue
+		}
 		h[k] = []string{u.Value}
 		setAuthorization = setAuthorization || k == "Authorization"
 	}
@@ -163,6 +168,9 @@ func writeAllow(w http.ResponseWriter, h http.Header, f Flavor, d *authz.Decisio
 		remove := envoyRemoveAll
 		if d.User != "" {
 			remove = envoyRemoveWithUser
+		}
+		if len(unset) > 0 {
+			remove += ", " + strings.Join(unset, ", ")
 		}
 		if aliases := gateAliases(orig); len(aliases) > 0 {
 			remove += ", " + strings.Join(aliases, ", ")

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/sessiongate/sessiongate/authz"
@@ -261,6 +262,38 @@ func TestHeaderNamesFollowAuthz(t *testing.T) {
 	for i, h := range gate {
 		if mine[i] != http.CanonicalHeaderKey(h) {
 			t.Errorf("%q is not the canonical form of authz's %q", mine[i], h)
+		}
+	}
+}
+
+// TestUnsetIdentityHeadersRemoved (S10): an identity header the sign-in
+// has no value for (the claim is absent, or its value dropped because no
+// header can carry it) is listed for Envoy to remove, so that a client-sent
+// copy never reaches the application; the other proxies get it empty.
+func TestUnsetIdentityHeadersRemoved(t *testing.T) {
+	d := authz.Decision{Allow: true, User: "alice", Upstream: []authz.Header{
+		{Name: authz.HeaderEmail, Value: "a@example.com"}, {Name: authz.HeaderGroups}, {Name: "x-tenant"}}}
+	orig := header("X-Sessiongate-Groups", "admins", "X-Tenant", "other")
+	for _, f := range []Flavor{Envoy, Nginx, Forward} {
+		rec := httptest.NewRecorder()
+		writeResponse(rec, f, &d, orig)
+		h := rec.Result().Header
+		if h.Get("X-Sessiongate-Email") != "a@example.com" {
+			t.Errorf("%v: email %q", f, h.Get("X-Sessiongate-Email"))
+		}
+		if f == Envoy {
+			remove := h.Get(HeaderEnvoyRemove)
+			for _, name := range []string{authz.HeaderGroups, "x-tenant"} {
+				if !strings.Contains(remove, name) || h.Values(name) != nil {
+					t.Errorf("envoy: %s not removed (remove %q, set %q)", name, remove, h.Values(name))
+				}
+			}
+			continue
+		}
+		for _, name := range []string{"X-Sessiongate-Groups", "X-Tenant"} {
+			if v := h.Values(name); len(v) != 1 || v[0] != "" {
+				t.Errorf("%v: %s = %q, want it present and empty", f, name, v)
+			}
 		}
 	}
 }

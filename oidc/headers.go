@@ -14,9 +14,10 @@ import (
 const MaxHeaderValue = 4096
 
 // headers renders the policy's identity headers from ID-token claims. A
-// claim that is absent, null, too long, or whose value holds a control
-// character (CR, LF, NUL, … anything below 0x20 but tab, and DEL) gives no
-// header: such values are dropped, never encoded, so that the application
+// claim that is absent, null, too long, or whose value no header carries
+// unchanged (authz.IsHeaderValue: a control byte such as CR, LF, NUL, TAB or
+// DEL) gives no header: such values are dropped, never encoded, and the
+// engine has adapters remove any client-sent copy, so that the application
 // sees either the provider's value or nothing. Strings go as they are
 // (UTF-8 included), arrays as their elements joined by ",", other values as
 // compact JSON.
@@ -24,7 +25,7 @@ func (s *SignIn) headers(m map[string]json.RawMessage) []authz.Header {
 	var out []authz.Header
 	for _, hc := range s.cfg.Headers {
 		v, ok := claimText(m[hc.Claim])
-		if !ok || v == "" || len(v) > MaxHeaderValue || !validHeaderValue(v) {
+		if !ok || v == "" || len(v) > MaxHeaderValue || !authz.IsHeaderValue(v) {
 			continue
 		}
 		out = append(out, authz.Header{Name: hc.Header, Value: v})
@@ -58,14 +59,4 @@ func claimText(raw json.RawMessage) (string, bool) {
 		return "", false
 	}
 	return b.String(), true
-}
-
-// validHeaderValue reports whether v can be sent as a header value as is.
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
