@@ -356,10 +356,23 @@ func evaluate[T any](t *testing.T, tb *tab, what, expr string) T {
 	return v
 }
 
-// back is the back button.
-func (tb *tab) back(t *testing.T) {
+// backTo is the back button, pressed until the tab shows u again: it goes
+// to the latest history entry before the current one with that URL.
+func (tb *tab) backTo(t *testing.T, u string) {
 	t.Helper()
-	tb.run(t, "go back", chromedp.NavigateBack())
+	ctx, cancel := context.WithTimeout(tb.ctx, browserTimeout)
+	defer cancel()
+	h, err := chromedp.Run(ctx, chromedp.NavigationEntries())
+	if err != nil {
+		t.Fatalf("browser: history: %v", err)
+	}
+	for i := int(h.CurrentIndex) - 1; i >= 0; i-- {
+		if h.Entries[i].URL == u {
+			tb.run(t, "go back to "+u, chromedp.NavigateToHistoryEntry(h.Entries[i].ID))
+			return
+		}
+	}
+	t.Fatalf("browser: %s is not in the history", u)
 }
 
 // signIn types credentials into the provider's login form, which must be
@@ -367,6 +380,10 @@ func (tb *tab) back(t *testing.T) {
 func (tb *tab) signIn(t *testing.T, user, password string) {
 	t.Helper()
 	tb.waitVisible(t, "#username")
+	// A person takes more than a second to type a password, and the
+	// provider's auth_time has whole seconds: a sign-in typed within the
+	// second of a session's end would not count as after it (S14).
+	time.Sleep(1100 * time.Millisecond)
 	evaluate[bool](t, tb, "clear the form", `(() => { for (const id of ["username", "password"]) document.getElementById(id).value = ""; return true })()`)
 	tb.run(t, "sign in as "+user,
 		chromedp.SendKeys(chromedp.CSS("#username"), user),

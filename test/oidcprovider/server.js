@@ -36,6 +36,9 @@ const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 const clients = config.clients.map((c) => ({
   grant_types: ['authorization_code', 'refresh_token'],
   response_types: ['code'],
+  // Every ID token says when the user signed in (auth_time), as Keycloak's
+  // do; oidc-provider otherwise sends it only when max_age was asked for.
+  require_auth_time: true,
   token_endpoint_auth_method: c.client_secret ? 'client_secret_basic' : 'none',
   ...(c.backchannel_logout_uri ? { backchannel_logout_session_required: true } : {}),
   ...c,
