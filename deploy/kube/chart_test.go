@@ -48,7 +48,7 @@ var valueSets = map[string]string{
 store: {type: redis, redis: {existingSecret: sessiongate-redis-url}}
 replicaCount: 3
 sessionKey: {existingSecret: sessiongate-session-keys}
-admin: {enabled: true}
+admin: {enabled: true, existingSecret: sessiongate-admin}
 trustedProxies: 10.0.0.0/8
 serviceMonitor: {enabled: true, labels: {release: prometheus}}
 prometheusRule: {enabled: true}
@@ -58,6 +58,8 @@ networkPolicy:
     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: istio-system}}
   metrics:
     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}
+  admin:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: operators}}
 extraEnv: [{name: GOMEMLIMIT, value: 450MiB}]
 `,
 	"redis URL in a chart Secret": `
@@ -82,6 +84,7 @@ var badValueSets = map[string]struct{ values, want string }{
 	"no policies":                  {`policies: {files: null}`, "no policies"},
 	"unknown store":                {`store: {type: etcd}`, `store.type "etcd"`},
 	"grace period too short":       {`shutdown: {terminationGracePeriodSeconds: 20}`, "terminationGracePeriodSeconds"},
+	"admin API without a token":    {`admin: {enabled: true}`, "admin.existingSecret"},
 }
 
 func loadChart(t *testing.T) *chartv2.Chart {
@@ -453,6 +456,14 @@ func checkDeployment(t *testing.T, o *objects, vals map[string]any) {
 	_, adminEnv := e["SESSIONGATE_ADMIN_ADDR"]
 	if asked := nested(vals, "admin", "enabled") == true; adminPort != asked || adminEnv != asked {
 		t.Errorf("admin enabled=%v but container port %v, SESSIONGATE_ADMIN_ADDR %v", asked, adminPort, adminEnv)
+	}
+
+	// The admin API's token: a file in the given Secret, mounted.
+	if tf, ok := e["SESSIONGATE_ADMIN_TOKEN_FILE"]; ok || adminEnv {
+		v, mounted := mountedAt(tf.Value)
+		if !mounted || v.Secret == nil || v.Secret.SecretName != nested(vals, "admin", "existingSecret") {
+			t.Errorf("SESSIONGATE_ADMIN_TOKEN_FILE=%q is not in the given Secret, mounted: %+v", tf.Value, v)
+		}
 	}
 
 	// --session-key-file: a file in a mounted Secret.
