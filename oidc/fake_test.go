@@ -2,6 +2,7 @@ package oidc
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/idp"
@@ -29,8 +32,11 @@ type fakeProvider struct {
 	key    *idp.IDP
 	clock  *testutil.Clock
 	secret string // "" for a public client
-	// authMethod the token endpoint insists on: basic, post or none.
+	// authMethod the token endpoint insists on: basic, post, none or
+	// private_key_jwt (assertions verified with clientKey).
 	authMethod string
+	clientKey  crypto.PublicKey
+	assertions []map[string]any // the claims of every client assertion seen
 
 	down         atomic.Bool // discovery and token endpoint answer 503
 	issParameter bool        // advertise authorization_response_iss_parameter_supported
@@ -137,6 +143,11 @@ func (f *fakeProvider) token(w http.ResponseWriter, r *http.Request) {
 			tokenError(w, 401, "invalid_client")
 			return
 		}
+	case "private_key_jwt":
+		if basic || r.PostForm.Has("client_secret") || !f.assertionOK(r.PostForm) {
+			tokenError(w, 401, "invalid_client")
+			return
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -177,6 +188,31 @@ func (f *fakeProvider) token(w http.ResponseWriter, r *http.Request) {
 	default:
 		tokenError(w, 400, "unsupported_grant_type")
 	}
+}
+
+// assertionOK checks a private_key_jwt client assertion (RFC 7523).
+func (f *fakeProvider) assertionOK(form url.Values) bool {
+	if form.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+		return false
+	}
+	jws, err := jose.ParseSigned(form.Get("client_assertion"), []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA})
+	if err != nil {
+		return false
+	}
+	payload, err := jws.Verify(f.clientKey)
+	if err != nil {
+		return false
+	}
+	var c map[string]any
+	if json.Unmarshal(payload, &c) != nil {
+		return false
+	}
+	f.mu.Lock()
+	f.assertions = append(f.assertions, c)
+	f.mu.Unlock()
+	exp, _ := c["exp"].(float64)
+	return c["iss"] == "app" && c["sub"] == "app" && c["aud"] == f.issuer()+"/token" && c["jti"] != "" &&
+		int64(exp) > f.clock.Now().Unix() && jws.Signatures[0].Header.KeyID != ""
 }
 
 func (f *fakeProvider) respond(w http.ResponseWriter, access, refresh, id string) {

@@ -144,7 +144,7 @@ func (s *SignIn) finish(ctx context.Context, r *authz.Request, now time.Time) (*
 	if cb.code == "" {
 		return nil, failed("the callback carries no authorization code")
 	}
-	tok, err := s.oauth2Config(md, t.RedirectURI).Exchange(s.clientCtx(ctx), cb.code, oauth2.VerifierOption(t.Verifier))
+	tok, err := s.oauth2Config(md, t.RedirectURI).Exchange(s.tokenCtx(ctx, md), cb.code, oauth2.VerifierOption(t.Verifier))
 	if err != nil {
 		return nil, exchangeError(err)
 	}
@@ -305,7 +305,7 @@ func (s *SignIn) refresh(ctx context.Context, g *authz.Grant) (*authz.Grant, err
 		return nil, errNotDiscovered
 	}
 	now := s.rp.clock.Now()
-	tok, err := s.oauth2Config(md, "").TokenSource(s.clientCtx(ctx), &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
+	tok, err := s.oauth2Config(md, "").TokenSource(s.tokenCtx(ctx, md), &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.ErrorCode == "invalid_grant" {
 			return nil, authz.ErrGrantRevoked

@@ -25,9 +25,13 @@ type Config struct {
 	// ClientSecret is "" for a public client (PKCE alone).
 	ClientSecret string
 	// ClientAuth is "basic" (client_secret_basic), "post"
-	// (client_secret_post), "none", or "": none without a secret, else
-	// basic unless discovery lists only client_secret_post.
-	ClientAuth   string
+	// (client_secret_post), "private_key_jwt" (ClientKey signs an assertion
+	// per token request), "none", or "": private_key_jwt with a key, none
+	// without a secret, else basic unless discovery lists only
+	// client_secret_post.
+	ClientAuth string
+	// ClientKey is the PEM private key of private_key_jwt; nil otherwise.
+	ClientKey    []byte
 	Scopes       []string
 	CallbackPath string
 	// Params are added to every authorization request; ReauthParams too
@@ -68,6 +72,7 @@ type SignIn struct {
 	params    []oauth2.AuthCodeOption
 	reauth    []oauth2.AuthCodeOption
 	grantAD   []byte
+	key       *clientKey // private_key_jwt; nil otherwise
 	accessVer atomic.Pointer[builtVerifier]
 }
 
@@ -85,12 +90,24 @@ func (rp *RP) SignIn(policy string, cfg Config) (*SignIn, error) {
 		errs = append(errs, errors.New("client_id: required"))
 	}
 	switch cfg.ClientAuth {
-	case "", "none", "basic", "post":
+	case "", "none", "basic", "post", "private_key_jwt":
 	default:
-		errs = append(errs, fmt.Errorf("client_auth: %q is not basic, post or none", cfg.ClientAuth))
+		errs = append(errs, fmt.Errorf("client_auth: %q is not basic, post, private_key_jwt or none", cfg.ClientAuth))
 	}
 	if (cfg.ClientAuth == "basic" || cfg.ClientAuth == "post") && cfg.ClientSecret == "" {
 		errs = append(errs, errors.New("client_auth: needs a client secret"))
+	}
+	var key *clientKey
+	switch {
+	case cfg.ClientAuth == "private_key_jwt" && len(cfg.ClientKey) == 0:
+		errs = append(errs, errors.New("client_auth: private_key_jwt needs a client key"))
+	case len(cfg.ClientKey) > 0 && cfg.ClientAuth != "" && cfg.ClientAuth != "private_key_jwt":
+		errs = append(errs, errors.New("client_auth: a client key is for private_key_jwt"))
+	case len(cfg.ClientKey) > 0:
+		var err error
+		if key, err = parseClientKey(cfg.ClientKey); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if !slices.Contains(cfg.Scopes, "openid") {
 		errs = append(errs, errors.New("scopes: must include openid"))
@@ -109,7 +126,7 @@ func (rp *RP) SignIn(policy string, cfg Config) (*SignIn, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &SignIn{rp: rp, policy: policy, cfg: cfg, disc: rp.discovery(cfg.Issuer),
+	s := &SignIn{rp: rp, policy: policy, cfg: cfg, disc: rp.discovery(cfg.Issuer), key: key,
 		grantAD: append(append([]byte(nil), grantAD...), "\x00"+policy...)}
 	for _, k := range sortedKeys(cfg.Params) {
 		s.params = append(s.params, oauth2.SetAuthURLParam(k, cfg.Params[k]))
@@ -156,6 +173,10 @@ func (s *SignIn) oauth2Config(md *metadata, redirectURI string) *oauth2.Config {
 	switch s.clientAuth(md) {
 	case "basic":
 		c.Endpoint.AuthStyle = oauth2.AuthStyleInHeader
+	case "private_key_jwt":
+		// client_id in the form; the assertion is added by tokenCtx's
+		// transport, and no secret exists.
+		c.ClientSecret, c.Endpoint.AuthStyle = "", oauth2.AuthStyleInParams
 	default: // post sends the secret as a form field, none sends client_id alone
 		c.Endpoint.AuthStyle = oauth2.AuthStyleInParams
 	}
@@ -167,6 +188,8 @@ func (s *SignIn) clientAuth(md *metadata) string {
 	switch {
 	case s.cfg.ClientAuth != "":
 		return s.cfg.ClientAuth
+	case s.key != nil:
+		return "private_key_jwt"
 	case s.cfg.ClientSecret == "":
 		return "none"
 	case len(md.authMethods) > 0 && !slices.Contains(md.authMethods, "client_secret_basic") && slices.Contains(md.authMethods, "client_secret_post"):

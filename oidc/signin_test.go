@@ -2,7 +2,15 @@ package oidc
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
@@ -794,5 +802,82 @@ func TestDiscoveredEndpointsMustBeHTTPS(t *testing.T) {
 		if got := endpointOK(c.endpoint, c.issuer); got != c.ok {
 			t.Errorf("endpointOK(%q, %q) = %v, want %v", c.endpoint, c.issuer, got, c.ok)
 		}
+	}
+}
+
+// TestPrivateKeyJWT: with a client key, every token request (code exchange
+// and refresh) carries a fresh client assertion signed by it, and no
+// secret; RSA, EC and Ed25519 keys in PKCS #8, PKCS #1 and SEC 1 PEM.
+func TestPrivateKeyJWT(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	pkcs8 := func(k any) []byte {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	}
+	ecDER, _ := x509.MarshalECPrivateKey(ecKey)
+	for _, c := range []struct {
+		name string
+		pem  []byte
+		pub  crypto.PublicKey
+		auth string
+	}{
+		{"RSA PKCS #8", pkcs8(rsaKey), rsaKey.Public(), "private_key_jwt"},
+		{"RSA PKCS #1, chosen by the key", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rsaKey)}), rsaKey.Public(), ""},
+		{"EC SEC 1", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER}), ecKey.Public(), "private_key_jwt"},
+		{"Ed25519", pkcs8(edKey), edKey.Public(), "private_key_jwt"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.fp.authMethod, e.fp.clientKey = "private_key_jwt", c.pub
+			cfg := e.config()
+			cfg.ClientSecret, cfg.ClientAuth, cfg.ClientKey = "", c.auth, c.pem
+			s := e.signIn(cfg)
+			b := newBrowser()
+			code, state, _ := e.start(s, b, 0)
+			si, err := s.Finish(context.Background(), b.request(callbackPath(code, state)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Refresh(context.Background(), si.Grant); err != nil {
+				t.Fatal(err)
+			}
+			e.fp.mu.Lock()
+			defer e.fp.mu.Unlock()
+			if n := len(e.fp.assertions); n != 2 || e.fp.assertions[0]["jti"] == e.fp.assertions[1]["jti"] {
+				t.Errorf("%d assertions %v, want two with their own jti", n, e.fp.assertions)
+			}
+		})
+	}
+	// Another key than the provider's: refused like a wrong secret.
+	e := newEnv(t)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	e.fp.authMethod, e.fp.clientKey = "private_key_jwt", other.Public()
+	cfg := e.config()
+	cfg.ClientSecret, cfg.ClientKey = "", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER})
+	s := e.signIn(cfg)
+	b := newBrowser()
+	code, state, _ := e.start(s, b, 0)
+	_, err := s.Finish(context.Background(), b.request(callbackPath(code, state)))
+	wantSignInErr(t, err, authz.ReasonSignInFailed, "(invalid_client)")
+
+	// Keys that cannot sign are refused when the policy loads, naming no
+	// key material.
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	for _, k := range [][]byte{[]byte("not a key"), pkcs8(small), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("garbage")})} {
+		cfg := e.config()
+		cfg.ClientSecret, cfg.ClientKey = "", k
+		if _, err := e.rp.SignIn("app", cfg); err == nil || strings.Contains(err.Error(), "garbage") || strings.Contains(err.Error(), "MII") {
+			t.Errorf("client key %.20q: err %v", k, err)
+		}
+	}
+	cfg = e.config()
+	cfg.ClientAuth = "private_key_jwt"
+	if _, err := e.rp.SignIn("app", cfg); err == nil {
+		t.Error("private_key_jwt without a key accepted")
 	}
 }

@@ -213,10 +213,15 @@ type oidcSpec struct {
 	// trimmed), relative to the policy file's directory. Absent: a public
 	// client, PKCE alone.
 	ClientSecretFile string `yaml:"client_secret_file"`
+	// ClientKeyFile holds the client's PEM private key for private_key_jwt
+	// (RSA of 2048 bits or more, EC P-256/384/521, Ed25519), relative to
+	// the policy file's directory. Exclusive with client_secret_file.
+	ClientKeyFile string `yaml:"client_key_file"`
 	// ClientAuth is how the client authenticates at the token endpoint:
-	// basic (client_secret_basic), post (client_secret_post) or none.
-	// Default: none without a secret, else basic unless the provider
-	// advertises only client_secret_post.
+	// basic (client_secret_basic), post (client_secret_post),
+	// private_key_jwt or none. Default: private_key_jwt with a key, none
+	// without a secret, else basic unless the provider advertises only
+	// client_secret_post.
 	ClientAuth string `yaml:"client_auth"`
 	// Scopes requested. Default [openid, profile, email]; must include
 	// openid; refresh tokens often need offline_access.

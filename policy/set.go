@@ -14,7 +14,7 @@ type Set struct {
 	exact    map[string]*authz.Policy // by host
 	wildcard map[string]*authz.Policy // by ".suffix" of "*.suffix"
 	fallback *authz.Policy            // hosts: ["*"]; nil if none
-	// refs are files the policies read (jwks_file, client_secret_file), which the Watcher
+	// refs are files the policies read (jwks_file, client_secret_file, client_key_file), which the Watcher
 	// fingerprints besides the policy files themselves.
 	refs []string
 	// warnings are the policies' choices worth a second look, by file.
@@ -42,8 +42,10 @@ func newSet(all []*compiled) *Set {
 		if c.token.JWKSFile != "" {
 			s.refs = append(s.refs, c.token.JWKSFile)
 		}
-		if c.secretFile != "" {
-			s.refs = append(s.refs, c.secretFile)
+		for _, f := range []string{c.secretFile, c.keyFile} {
+			if f != "" {
+				s.refs = append(s.refs, f)
+			}
 		}
 	}
 	slices.SortFunc(s.policies, func(a, b *authz.Policy) int { return strings.Compare(a.Name, b.Name) })

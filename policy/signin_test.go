@@ -2,8 +2,10 @@ package policy
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,4 +97,21 @@ func TestSignInFactoryError(t *testing.T) {
 		return fakeSignIn{}, fakeVerifier{}, nil
 	}})
 	assertErrors(t, err, []string{filepath.Join("testdata/valid", "public.yaml") + ":7: login.oidc: a shared store needs --session-key-file"})
+}
+
+func TestOIDCClientKey(t *testing.T) {
+	var got OIDCConfig
+	if _, err := LoadDir("testdata/signin-key", Options{NewSignIn: func(_ string, cfg OIDCConfig) (authz.SignIn, authz.Verifier, error) {
+		got = cfg
+		return fakeSignIn{}, fakeVerifier{}, nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("testdata/signin-key/keys/app.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.ClientKey) != strings.TrimSpace(string(want)) || got.ClientSecret != "" || got.ClientAuth != "" {
+		t.Errorf("client key %d bytes, secret %q, auth %q", len(got.ClientKey), got.ClientSecret, got.ClientAuth)
+	}
 }

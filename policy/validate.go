@@ -51,8 +51,11 @@ type OIDCConfig struct {
 	// ClientSecret is the content of client_secret_file, trimmed; "" for a
 	// public client. Never log it.
 	ClientSecret string
-	// ClientAuth is "basic", "post", "none", or "" to choose from the
-	// secret and the provider's discovery document.
+	// ClientKey is the PEM content of client_key_file (private_key_jwt);
+	// nil otherwise. Never log it.
+	ClientKey []byte
+	// ClientAuth is "basic", "post", "private_key_jwt", "none", or "" to
+	// choose from the secret or key and the provider's discovery document.
 	ClientAuth   string
 	Scopes       []string
 	CallbackPath string
@@ -90,11 +93,11 @@ type compiled struct {
 	// Options.NewSignIn rather than NewVerifier.
 	oidc     *OIDCConfig
 	oidcLine int
-	// secretFile is login.oidc.client_secret_file, absolute, for the
-	// Watcher to reload on a secret rotation.
-	secretFile string
-	hosts      []hostRef
-	warnings   Errors
+	// secretFile and keyFile are login.oidc.client_secret_file and
+	// client_key_file, absolute, for the Watcher to reload on a rotation.
+	secretFile, keyFile string
+	hosts               []hostRef
+	warnings            Errors
 }
 
 // hostRef remembers where a host was written, to place cross-file errors.
@@ -204,7 +207,7 @@ func (d *decoder) compile(name string, sp *spec) *compiled {
 	d.login(&p.Login, &sp.Login)
 	d.logout(p, &sp.Logout)
 	if oidc != nil {
-		c.oidc, c.secretFile = d.oidc(p, sp, c.token)
+		c.oidc, c.secretFile, c.keyFile = d.oidc(p, sp, c.token)
 		c.oidcLine = d.line("login.oidc")
 		if c.oidc != nil {
 			p.Issuer = c.oidc.Issuer // sessions are signed in with it
@@ -595,7 +598,7 @@ var flowParams = []string{"response_type", "client_id", "redirect_uri", "scope",
 
 // oidc validates login.oidc (after token, login and logout) and returns the
 // sign-in's configuration.
-func (d *decoder) oidc(p *authz.Policy, sp *spec, token TokenConfig) (*OIDCConfig, string) {
+func (d *decoder) oidc(p *authz.Policy, sp *spec, token TokenConfig) (*OIDCConfig, string, string) {
 	s := &sp.Login.OIDC
 	cfg := &OIDCConfig{
 		Issuer: s.Issuer, ClientID: s.ClientID, ClientAuth: s.ClientAuth, Scopes: s.Scopes,
@@ -616,17 +619,28 @@ func (d *decoder) oidc(p *authz.Policy, sp *spec, token TokenConfig) (*OIDCConfi
 		}
 	}
 	d.nonEmpty("login.oidc.client_id", s.ClientID)
-	var secretPath string
-	if d.has("login.oidc.client_secret_file") {
+	var secretPath, keyPath string
+	secret, key := d.has("login.oidc.client_secret_file"), d.has("login.oidc.client_key_file")
+	if secret {
 		cfg.ClientSecret, secretPath = d.secretFile("login.oidc.client_secret_file", s.ClientSecretFile)
+	}
+	if key {
+		var pem string
+		pem, keyPath = d.readBeside("login.oidc.client_key_file", s.ClientKeyFile)
+		cfg.ClientKey = []byte(pem)
+		if secret {
+			d.fail("login.oidc.client_key_file", "set only one of login.oidc.client_secret_file and login.oidc.client_key_file")
+		}
 	}
 	switch a := s.ClientAuth; {
 	case !d.has("login.oidc.client_auth"):
-	case a != "basic" && a != "post" && a != "none":
-		d.fail("login.oidc.client_auth", "must be basic, post or none, not %q", a)
-	case a == "none" && d.has("login.oidc.client_secret_file"):
-		d.fail("login.oidc.client_auth", "none (a public client) contradicts login.oidc.client_secret_file")
-	case a != "none" && !d.has("login.oidc.client_secret_file"):
+	case a != "basic" && a != "post" && a != "none" && a != "private_key_jwt":
+		d.fail("login.oidc.client_auth", "must be basic, post, private_key_jwt or none, not %q", a)
+	case a == "none" && (secret || key):
+		d.fail("login.oidc.client_auth", "none (a public client) contradicts a client secret or key")
+	case a == "private_key_jwt" && !key:
+		d.fail("login.oidc.client_auth", "private_key_jwt needs login.oidc.client_key_file")
+	case (a == "basic" || a == "post") && !secret:
 		d.fail("login.oidc.client_auth", "%s needs login.oidc.client_secret_file", a)
 	}
 	for i, sc := range s.Scopes {
@@ -666,13 +680,13 @@ func (d *decoder) oidc(p *authz.Policy, sp *spec, token TokenConfig) (*OIDCConfi
 			d.fail("login.oidc.params."+k, "is set by the sign-in itself")
 		}
 	}
-	return cfg, secretPath
+	return cfg, secretPath, keyPath
 }
 
-// secretFile reads a secret beside the policy file, trimmed of surrounding
-// white space, and returns it with the file's absolute path. Errors name the
-// file, never its content.
-func (d *decoder) secretFile(field, name string) (string, string) {
+// readBeside reads a file named relative to the policy file, trimmed of
+// surrounding white space, and returns it with its absolute path. Errors
+// name the file, never its content.
+func (d *decoder) readBeside(field, name string) (string, string) {
 	if name == "" {
 		d.fail(field, "must not be empty")
 		return "", ""
@@ -687,12 +701,19 @@ func (d *decoder) secretFile(field, name string) (string, string) {
 		d.fail(field, "cannot read %s: %s", path, ioMsg(err))
 		return "", abs
 	}
-	secret := strings.TrimSpace(string(data))
-	switch {
-	case secret == "":
+	content := strings.TrimSpace(string(data))
+	if content == "" {
 		d.fail(field, "%s is empty", path)
-	case !printableASCII(secret):
-		d.fail(field, "%s holds more than one line or non-printable characters", path)
+	}
+	return content, abs
+}
+
+// secretFile reads a client secret beside the policy file: one line of
+// printable characters.
+func (d *decoder) secretFile(field, name string) (string, string) {
+	secret, abs := d.readBeside(field, name)
+	if secret != "" && !printableASCII(secret) {
+		d.fail(field, "%s holds more than one line or non-printable characters", abs)
 	}
 	return secret, abs
 }
