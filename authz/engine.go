@@ -82,7 +82,9 @@ func (e *Engine) decide(ctx context.Context, r *Request, now time.Time) Decision
 	c := check{e: e, p: p, r: r, now: now, nowMs: now.UnixMilli(), store: e.store, ctx: ctx}
 	d := c.run(ctx)
 	d.Policy = p.Name
-	if p.DryRun && !d.Allow {
+	// A completed sign-in is not a denial: dry-run or not, the browser goes
+	// where it was going, with its session.
+	if p.DryRun && !d.Allow && d.Reason != ReasonSignedIn {
 		e.log.Debug("dry-run: would deny; allowed", "policy", p.Name, "reason", d.Reason.String(),
 			"status", d.Status, "source", r.SourceAddr, "request_id", r.RequestID)
 		// S9 dry-run: decided, recorded, allowed. The cookie changes still go

@@ -482,3 +482,16 @@ func BenchmarkEngineCheckSignInSession(b *testing.B) {
 		}
 	}
 }
+
+// TestSignInDryRun: a dry-run policy lets browsers through, and a sign-in
+// that a browser completes anyway still opens its session.
+func TestSignInDryRun(t *testing.T) {
+	h := newSignInHarness(t, func(p *Policy) { p.DryRun = true })
+	if d := h.check(req{browser: true}); !d.Allow || !d.DryRun || d.Reason != ReasonNoToken {
+		t.Errorf("browser without a session: %s", describe(d))
+	}
+	d := h.check(req{browser: true, path: h.provider("alice", h.now(), time.Hour, 0)})
+	if d.Allow || d.Status != 302 || d.Reason != ReasonSignedIn || cookieOf(t, d) == "" {
+		t.Fatalf("callback of a dry-run policy: %s", describe(d))
+	}
+}
