@@ -264,14 +264,22 @@ func TestEnvoyAdminLoopback(t *testing.T) {
 }
 
 // TestComposeEnvoyMatchesExample keeps the two Envoy files from drifting:
-// they may differ only in the addresses of the cluster endpoints.
+// they may differ only in the addresses of the cluster endpoints and of the
+// listener (loopback in the example; every interface of the container in
+// Compose, which publishes the port on the host's loopback).
 func TestComposeEnvoyMatchesExample(t *testing.T) {
 	example, compose := loadBootstrap(t, envoyExample), loadBootstrap(t, composeEnvoy)
+	if a := example.GetStaticResources().GetListeners()[0].GetAddress().GetSocketAddress().GetAddress(); a != "127.0.0.1" && a != "::1" {
+		t.Errorf("%s: the example listens on %q, want loopback", envoyExample, a)
+	}
 	for _, b := range []*bootstrapv3.Bootstrap{example, compose} {
 		for _, c := range b.GetStaticResources().GetClusters() {
 			for _, sa := range endpoints(c) {
 				sa.Address = "ADDRESS"
 			}
+		}
+		for _, l := range b.GetStaticResources().GetListeners() {
+			l.GetAddress().GetSocketAddress().Address = "ADDRESS"
 		}
 	}
 	if !proto.Equal(example, compose) {
