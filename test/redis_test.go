@@ -20,8 +20,15 @@ import (
 func startReplicas(t *testing.T, storeA, storeB string, policies map[string]string) (a, b *server) {
 	t.Helper()
 	a = startServerOpts(t, policies, serverOpts{extraArgs: []string{"--store", storeA}})
-	b = startServerOpts(t, policies, serverOpts{
-		extraArgs: []string{"--store", storeB},
+	return a, startReplicaOf(t, a, storeB, policies)
+}
+
+// startReplicaOf starts another replica beside a, on store, trusting a's
+// identity provider.
+func startReplicaOf(t *testing.T, a *server, store string, policies map[string]string) *server {
+	t.Helper()
+	b := startServerOpts(t, policies, serverOpts{
+		extraArgs: []string{"--store", store},
 		setup: func(dir string) {
 			if err := a.idp.WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
 				t.Fatal(err)
@@ -29,7 +36,7 @@ func startReplicas(t *testing.T, storeA, storeB string, policies map[string]stri
 		},
 	})
 	b.idp = a.idp
-	return a, b
+	return b
 }
 
 // on returns a client of s that shares c's cookie jar: one browser whose
@@ -341,15 +348,7 @@ func TestRedisOutageEndsSurviveTheReplica(t *testing.T) {
 			t.Fatalf("not ready after Redis returned: %v", err)
 		}
 	}
-	b := startServerOpts(t, policies, serverOpts{
-		extraArgs: []string{"--store", srv.URL()},
-		setup: func(dir string) {
-			if err := a.idp.WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
-				t.Fatal(err)
-			}
-		},
-	})
-	b.idp = a.idp
+	b := startReplicaOf(t, a, srv.URL(), policies)
 	for _, s := range []*server{a, b} {
 		for _, v := range stolen {
 			wantAPIDenied(t, s.apiClient(t).Check("open.test", "/", v.tok, false, v.cookie), "reauth_required", true)
@@ -435,15 +434,7 @@ func TestRedisDataLoss(t *testing.T) {
 	if !a.waitLog("Redis lost data") {
 		t.Error("no log line about the loss")
 	}
-	c := startServerOpts(t, policies, serverOpts{
-		extraArgs: []string{"--store", srv.URL()},
-		setup: func(dir string) {
-			if err := a.idp.WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
-				t.Fatal(err)
-			}
-		},
-	})
-	c.idp = a.idp
+	c := startReplicaOf(t, a, srv.URL(), policies)
 	for _, s := range []*server{a, c} {
 		for _, g := range gone {
 			wantAPIDenied(t, s.apiClient(t).Check("app.test", "/", g.tok, false, g.cookie), "reauth_required", true)

@@ -716,16 +716,9 @@ func (st *state) startJournal(prev journalEnding) error {
 		err = f.Truncate(length) // sparse: zeros, no blocks
 	}
 	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(name))
+		err = filelock.Commit(f, tmp, name)
+	} else {
+		f.Close()
 	}
 	if err == nil {
 		f, err = st.open(name, os.O_WRONLY, 0o600)
@@ -969,7 +962,7 @@ func (st *state) compactNow() error {
 			}
 		}
 	}
-	if err := syncDir(filepath.Dir(st.path)); err != nil {
+	if err := filelock.SyncDir(filepath.Dir(st.path)); err != nil {
 		return st.errorf("%v", err)
 	}
 	return nil
@@ -1032,7 +1025,7 @@ func (st *state) writeSnapshot(next uint64) (err error) {
 	if err := os.Rename(tmp, st.path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(st.path))
+	return filelock.SyncDir(filepath.Dir(st.path))
 }
 
 // close writes a final snapshot and stops both goroutines. Ends that race
@@ -1045,13 +1038,4 @@ func (st *state) close() error {
 	<-st.wEnd
 	st.unlock()
 	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -8,7 +8,6 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/sessiongate/sessiongate/authz"
@@ -101,32 +100,12 @@ func createQueue(path string) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.WriteString(f, queueMagic)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
+	if _, err := io.WriteString(f, queueMagic); err != nil {
+		f.Close()
 		os.Remove(tmp)
-	}
-	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	return filelock.Commit(f, tmp, path)
 }
 
 // readQueue returns the ends in the file and the length of its whole
