@@ -242,17 +242,20 @@ func (f *Facts) scopeEnd() int64 {
 //   - Without one (a sign-out by cookie alone, a session ended because
 //     another identity presented it), a session signed in with auth_time
 //     knows its sign-in's stamp: the end covers it, and so every token of
-//     that sign-in. A session without one (its sign-in is its start) does
-//     not know how far ahead its tokens' iat runs: the end is recorded the
-//     whole allowed skew ahead, and a new sign-in without auth_time within
-//     that skew after it is asked again.
+//     that sign-in; so does a session of the gate's own sign-in. A token
+//     session without auth_time (its sign-in is its start) does not know
+//     how far ahead its tokens' iat runs: the end is recorded the whole
+//     allowed skew ahead, and a new sign-in without auth_time within that
+//     skew after it is asked again.
 func endAt(p *Policy, cl *Claims, s *Session, now int64) int64 {
 	switch {
 	case now <= 0: // refused by the store, as before
 		return now
 	case cl != nil && cl.Scope == s.Scope:
 		return max(now, cl.SignIn())
-	case s.SignIn != s.Created:
+	case s.SignIn != s.Created || s.Method == MethodOIDC:
+		// A session of the gate's own sign-in took its sign-in from the ID
+		// token's auth_time, or from the gate's clock at the callback.
 		return max(now, s.SignIn)
 	}
 	return now + p.ClockSkew.Milliseconds()

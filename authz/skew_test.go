@@ -204,3 +204,19 @@ func TestS3TokenlessEndCoversSignInsAhead(t *testing.T) {
 		})
 	}
 }
+
+// TestS3TokenlessEndOfASignInSession: a session of the gate's own sign-in
+// (login.oidc) without auth_time took its sign-in from the gate's clock;
+// its tokenless end (the browser's sign-out) is recorded at now, not the
+// skew ahead, so that signing in again at once is not refused.
+func TestS3TokenlessEndOfASignInSession(t *testing.T) {
+	p := &Policy{ClockSkew: 30 * time.Second}
+	s := &Session{Method: MethodOIDC, SignIn: 1000, Created: 1000}
+	if at := endAt(p, nil, s, 2000); at != 2000 {
+		t.Errorf("sign-in session: end at %d, want 2000", at)
+	}
+	s.Method = MethodToken
+	if at := endAt(p, nil, s, 2000); at != 32000 {
+		t.Errorf("token session without auth_time: end at %d, want 32000", at)
+	}
+}
