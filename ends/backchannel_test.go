@@ -71,7 +71,7 @@ func newFixture(t testing.TB, st authz.Store) *fixture {
 		t.Fatal(err)
 	}
 	for _, pc := range []struct{ name, aud string }{{policyA, client}, {policyB, client}, {policyC, "another"}} {
-		f.policies = append(f.policies, &authz.Policy{Name: pc.name, AbsoluteTimeout: 8 * time.Hour, Issuer: issuer,
+		f.policies = append(f.policies, &authz.Policy{Name: pc.name, AbsoluteTimeout: 8 * time.Hour, IdleTimeout: 30 * time.Minute, Issuer: issuer,
 			BackChannel: &authz.BackChannel{Issuer: issuer, Audience: pc.aud, Verifier: v.(authz.LogoutCapable).LogoutVerifier(pc.aud)}})
 	}
 	f.h = ends.NewBackChannel(ends.Deps{Policies: func() []*authz.Policy { return f.policies }, Store: st, Auditor: f.audit})
