@@ -71,6 +71,9 @@ func (m *Metrics) SignInPolicies(names []string) {
 	}
 }
 
+// The engine counts sign-ins and refreshes through these.
+var _ authz.SignInCounter = (*Metrics)(nil)
+
 // SignInFinished counts one callback and observes its latency.
 func (m *Metrics) SignInFinished(policy, result string, elapsed time.Duration) {
 	m.signIn.signIns.WithLabelValues(policy, result).Inc()
