@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -270,25 +271,30 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Every goroutine of the server is one of these units, joined before
+	// runServer returns: the store (and the audit file) close after the
+	// last request, reload or refresh that could use them.
+	var units sync.WaitGroup
+	defer units.Wait()
 	errc := make(chan error, 3)
-	go func() { errc <- grpcSrv.Serve(grpcLis) }()
+	units.Go(func() { errc <- grpcSrv.Serve(grpcLis) })
 	if adminSrv != nil {
-		go func() {
+		units.Go(func() {
 			if err := adminSrv.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
-		}()
+		})
 	}
-	go func() {
+	units.Go(func() {
 		if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
-	}()
-	go watcher.Run(ctx)
-	go tokens.Run(ctx)
-	go rp.Run(ctx)
-	go watchReadiness(ctx, ready, grpcSrv)
-	go reloadOnHUP(ctx, watcher, auditFile, log)
+	})
+	units.Go(func() { watcher.Run(ctx) })
+	units.Go(func() { tokens.Run(ctx) })
+	units.Go(func() { rp.Run(ctx) })
+	units.Go(func() { watchReadiness(ctx, ready, grpcSrv) })
+	units.Go(func() { reloadOnHUP(ctx, watcher, auditFile, log) })
 
 	bi := readBuildInfo()
 	log.Info("sessiongate serving", "version", bi.version, "revision", bi.revision, "grpc_addr", grpcLis.Addr().String(),
