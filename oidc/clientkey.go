@@ -39,10 +39,10 @@ type clientKey struct {
 
 // parseClientKey reads a PEM private key (PKCS #8, PKCS #1 RSA or SEC 1 EC)
 // and picks its algorithm: RS256 for RSA (2048 bits at least), ES256/384/512
-// for P-256/384/521, EdDSA for Ed25519. The key id is the RFC 7638
-// thumbprint of the public key, as providers that take a client's JWKS
-// match it. Errors name no key material.
-func parseClientKey(pemData []byte) (*clientKey, error) {
+// for P-256/384/521, EdDSA for Ed25519. The key id is keyID, else the
+// RFC 7638 thumbprint (SHA-256) of the public key: providers pick the
+// client's registered key by it. Errors name no key material.
+func parseClientKey(pemData []byte, keyID string) (*clientKey, error) {
 	block, _ := pem.Decode(pemData)
 	if block == nil {
 		return nil, errors.New("client key: not a PEM private key")
@@ -81,12 +81,15 @@ func parseClientKey(pemData []byte) (*clientKey, error) {
 	default:
 		return nil, errors.New("client key: unsupported key type")
 	}
-	thumb, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
-	if err != nil {
-		return nil, errors.New("client key: no thumbprint")
+	if keyID == "" {
+		thumb, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
+		if err != nil {
+			return nil, errors.New("client key: no thumbprint")
+		}
+		keyID = base64.RawURLEncoding.EncodeToString(thumb)
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", base64.RawURLEncoding.EncodeToString(thumb)))
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", keyID))
 	if err != nil {
 		return nil, errors.New("client key: cannot sign with it")
 	}

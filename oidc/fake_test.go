@@ -207,6 +207,7 @@ func (f *fakeProvider) assertionOK(form url.Values) bool {
 	if json.Unmarshal(payload, &c) != nil {
 		return false
 	}
+	c["_kid"] = jws.Signatures[0].Header.KeyID
 	f.mu.Lock()
 	f.assertions = append(f.assertions, c)
 	f.mu.Unlock()

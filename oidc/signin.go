@@ -31,7 +31,10 @@ type Config struct {
 	// client_secret_post.
 	ClientAuth string
 	// ClientKey is the PEM private key of private_key_jwt; nil otherwise.
+	// ClientKeyID is the kid of its assertions ("": the key's RFC 7638
+	// thumbprint).
 	ClientKey    []byte
+	ClientKeyID  string
 	Scopes       []string
 	CallbackPath string
 	// Params are added to every authorization request; ReauthParams too
@@ -105,7 +108,7 @@ func (rp *RP) SignIn(policy string, cfg Config) (*SignIn, error) {
 		errs = append(errs, errors.New("client_auth: a client key is for private_key_jwt"))
 	case len(cfg.ClientKey) > 0:
 		var err error
-		if key, err = parseClientKey(cfg.ClientKey); err != nil {
+		if key, err = parseClientKey(cfg.ClientKey, cfg.ClientKeyID); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -23,6 +24,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/sessiongate/sessiongate/authz"
 )
@@ -852,6 +855,27 @@ func TestPrivateKeyJWT(t *testing.T) {
 				t.Errorf("%d assertions %v, want two with their own jti", n, e.fp.assertions)
 			}
 		})
+	}
+	// The kid is the key's thumbprint, or the one configured.
+	for _, kid := range []string{"", "registered-key-1"} {
+		e := newEnv(t)
+		e.fp.authMethod, e.fp.clientKey = "private_key_jwt", ecKey.Public()
+		cfg := e.config()
+		cfg.ClientSecret, cfg.ClientKey, cfg.ClientKeyID = "", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER}), kid
+		s := e.signIn(cfg)
+		b := newBrowser()
+		code, state, _ := e.start(s, b, 0)
+		if _, err := s.Finish(context.Background(), b.request(callbackPath(code, state))); err != nil {
+			t.Fatal(err)
+		}
+		want := kid
+		if want == "" {
+			thumb, _ := (&jose.JSONWebKey{Key: ecKey.Public()}).Thumbprint(crypto.SHA256)
+			want = base64.RawURLEncoding.EncodeToString(thumb)
+		}
+		if got := e.fp.assertions[0]["_kid"]; got != want {
+			t.Errorf("kid %v, want %q", got, want)
+		}
 	}
 	// Another key than the provider's: refused like a wrong secret.
 	e := newEnv(t)

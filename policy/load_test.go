@@ -197,6 +197,7 @@ func TestLoadDirBad(t *testing.T) {
 		"oidc_missing_client_id":           {"p.yaml:6: login.oidc.client_id: required"},
 		"oidc_secret_missing":              {"p.yaml:9: login.oidc.client_secret_file: cannot read testdata/bad/oidc_secret_missing/secrets/missing: no such file or directory"},
 		"oidc_client_auth":                 {"p.yaml:9: login.oidc.client_auth: must be basic, post, private_key_jwt or none, not \"tls_client_auth\""},
+		"oidc_key_id_without_key":          {"p.yaml:9: login.oidc.client_key_id: has no effect without login.oidc.client_key_file"},
 		"oidc_key_and_secret":              {"p.yaml:10: login.oidc.client_key_file: set only one of login.oidc.client_secret_file and login.oidc.client_key_file"},
 		"oidc_private_key_jwt_without_key": {"p.yaml:9: login.oidc.client_auth: private_key_jwt needs login.oidc.client_key_file"},
 		"oidc_client_auth_without_secret":  {"p.yaml:9: login.oidc.client_auth: basic needs login.oidc.client_secret_file"},

@@ -217,6 +217,10 @@ type oidcSpec struct {
 	// (RSA of 2048 bits or more, EC P-256/384/521, Ed25519), relative to
 	// the policy file's directory. Exclusive with client_secret_file.
 	ClientKeyFile string `yaml:"client_key_file"`
+	// ClientKeyID is the kid of the client's assertions, as registered at
+	// the provider. Default the key's RFC 7638 thumbprint (SHA-256,
+	// base64url). Only with client_key_file.
+	ClientKeyID string `yaml:"client_key_id"`
 	// ClientAuth is how the client authenticates at the token endpoint:
 	// basic (client_secret_basic), post (client_secret_post),
 	// private_key_jwt or none. Default: private_key_jwt with a key, none

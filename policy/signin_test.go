@@ -111,7 +111,7 @@ func TestOIDCClientKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(got.ClientKey) != strings.TrimSpace(string(want)) || got.ClientSecret != "" || got.ClientAuth != "" {
+	if string(got.ClientKey) != strings.TrimSpace(string(want)) || got.ClientKeyID != "keyed-2026" || got.ClientSecret != "" || got.ClientAuth != "" {
 		t.Errorf("client key %d bytes, secret %q, auth %q", len(got.ClientKey), got.ClientSecret, got.ClientAuth)
 	}
 }

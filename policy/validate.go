@@ -52,8 +52,9 @@ type OIDCConfig struct {
 	// public client. Never log it.
 	ClientSecret string
 	// ClientKey is the PEM content of client_key_file (private_key_jwt);
-	// nil otherwise. Never log it.
-	ClientKey []byte
+	// nil otherwise. Never log it. ClientKeyID is client_key_id.
+	ClientKey   []byte
+	ClientKeyID string
 	// ClientAuth is "basic", "post", "private_key_jwt", "none", or "" to
 	// choose from the secret or key and the provider's discovery document.
 	ClientAuth   string
@@ -631,6 +632,15 @@ func (d *decoder) oidc(p *authz.Policy, sp *spec, token TokenConfig) (*OIDCConfi
 		if secret {
 			d.fail("login.oidc.client_key_file", "set only one of login.oidc.client_secret_file and login.oidc.client_key_file")
 		}
+	}
+	switch id := s.ClientKeyID; {
+	case !d.has("login.oidc.client_key_id"):
+	case !key:
+		d.fail("login.oidc.client_key_id", "has no effect without login.oidc.client_key_file")
+	case id == "" || !printableASCII(id):
+		d.fail("login.oidc.client_key_id", "must be a non-empty key id of printable characters")
+	default:
+		cfg.ClientKeyID = id
 	}
 	switch a := s.ClientAuth; {
 	case !d.has("login.oidc.client_auth"):

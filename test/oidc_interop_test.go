@@ -21,7 +21,8 @@ import (
 
 // TestOIDCAgainstProvider holds package oidc to the real provider, without
 // the engine: in Chromium, for a confidential client with
-// client_secret_basic, one with client_secret_post and a public client,
+// client_secret_basic, one with client_secret_post, one with
+// private_key_jwt and a public client,
 // Start's redirect is accepted and its callback finishes (RFC 9207 iss,
 // PKCE, nonce, ID-token signature); a re-authentication shows the form
 // again and proves a sign-in after the end (auth_time); the refresh token
@@ -96,13 +97,17 @@ func TestOIDCAgainstProvider(t *testing.T) {
 		t.Logf("callbacks (code exchange and ID-token validation against oidc-provider on loopback): %v", took)
 	})
 
-	for _, c := range []struct{ client, secret, auth string }{
-		{opClientID, opClientSecret, "basic"},
-		{opClientPost, opClientSecret, "post"},
-		{opPublicClient, "", "none"},
+	for _, c := range []struct {
+		client, secret, auth string
+		key                  []byte
+	}{
+		{opClientID, opClientSecret, "basic", nil},
+		{opClientPost, opClientSecret, "post", nil},
+		{opPublicClient, "", "none", nil},
+		{opClientJWT, "", "private_key_jwt", opClientKey},
 	} {
 		t.Run(c.auth, func(t *testing.T) {
-			si, err := rp.SignIn(c.client, oidc.Config{Issuer: op.issuer, ClientID: c.client, ClientSecret: c.secret,
+			si, err := rp.SignIn(c.client, oidc.Config{Issuer: op.issuer, ClientID: c.client, ClientSecret: c.secret, ClientKey: c.key,
 				ClientAuth: c.auth, Scopes: []string{"openid", "profile", "email"}, CallbackPath: opCallbackPath,
 				ReauthParams:          map[string]string{"prompt": "login", "max_age": "0"},
 				PostLogoutRedirectURL: base + opSignedOut, ClockSkew: 30 * time.Second,
@@ -123,7 +128,9 @@ func TestOIDCAgainstProvider(t *testing.T) {
 			mu.Unlock()
 			finished := func(tb *tab) *authz.SignedIn {
 				t.Helper()
-				waitText(t, tb, "signed in")
+				if !waitFor(browserTimeout, func() bool { return strings.Contains(tb.text(t), "signed in") || strings.Contains(tb.text(t), "refused") }) {
+					t.Fatalf("no answer from the callback at %s", tb.location())
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				if last.err != nil {

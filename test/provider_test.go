@@ -2,7 +2,14 @@ package test
 
 import (
 	"bufio"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +25,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // A real OpenID provider for the sign-in tests: oidc-provider from npm
@@ -31,6 +39,7 @@ const (
 	opClientSecret = "app-secret-0123456789abcdef0123456789" // confidential, client_secret_basic
 	opClientPost   = "app-post"                              // confidential, client_secret_post
 	opPublicClient = "spa"                                   // public, PKCE alone
+	opClientJWT    = "app-jwt"                               // confidential, private_key_jwt with opClientKey
 	opCallbackPath = "/_sessiongate/callback"
 	opSignedOut    = "/public/signed-out"
 )
@@ -51,7 +60,32 @@ type opClient struct {
 	RedirectURIs            []string `json:"redirect_uris"`
 	PostLogoutRedirectURIs  []string `json:"post_logout_redirect_uris,omitempty"`
 	BackchannelLogoutURI    string   `json:"backchannel_logout_uri,omitempty"`
+	JWKS                    any      `json:"jwks,omitempty"` // the public keys of private_key_jwt
 }
+
+// opClientKey is the private key of the private_key_jwt client, one per
+// test binary (PKCS #8 PEM), and opClientJWKS its public JWKS.
+var opClientKey, opClientJWKS = func() ([]byte, any) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		panic(err)
+	}
+	// The key id sessiongate puts in its assertions: the RFC 7638 thumbprint.
+	thumb, err := (&jose.JSONWebKey{Key: k.Public()}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		panic(err)
+	}
+	jwk, err := (&jose.JSONWebKey{Key: k.Public(), Use: "sig", Algorithm: "ES256",
+		KeyID: base64.RawURLEncoding.EncodeToString(thumb)}).MarshalJSON()
+	if err != nil {
+		panic(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), map[string]any{"keys": []json.RawMessage{jwk}}
+}()
 
 // providerOpts configure startProvider.
 type providerOpts struct {
@@ -121,6 +155,8 @@ func startProvider(t *testing.T, o providerOpts) *oidcProvider {
 		{ClientID: opClientPost, ClientSecret: opClientSecret, TokenEndpointAuthMethod: "client_secret_post",
 			RedirectURIs: redirects, PostLogoutRedirectURIs: postLogout, BackchannelLogoutURI: o.BackchannelLogoutURI},
 		{ClientID: opPublicClient, RedirectURIs: redirects, PostLogoutRedirectURIs: postLogout},
+		{ClientID: opClientJWT, TokenEndpointAuthMethod: "private_key_jwt", JWKS: opClientJWKS,
+			RedirectURIs: redirects, PostLogoutRedirectURIs: postLogout},
 	}
 	for attempt := 0; ; attempt++ {
 		addr := freeAddr(t)

@@ -75,7 +75,7 @@ func signInFactory(rp *oidc.RP, tokens *token.Provider, shared, keyFile bool) fu
 // oidcConfig converts the policy's sign-in settings.
 func oidcConfig(oc policy.OIDCConfig) oidc.Config {
 	c := oidc.Config{
-		Issuer: oc.Issuer, ClientID: oc.ClientID, ClientSecret: oc.ClientSecret, ClientKey: oc.ClientKey, ClientAuth: oc.ClientAuth,
+		Issuer: oc.Issuer, ClientID: oc.ClientID, ClientSecret: oc.ClientSecret, ClientKey: oc.ClientKey, ClientKeyID: oc.ClientKeyID, ClientAuth: oc.ClientAuth,
 		Scopes: oc.Scopes, CallbackPath: oc.CallbackPath, Params: oc.Params, ReauthParams: oc.ReauthParams,
 		PostLogoutRedirectURL: oc.PostLogoutRedirectURL, Algorithms: oc.Token.Algorithms,
 		ClockSkew: oc.Token.ClockSkew, BindClaims: oc.Token.BindClaims, RequireAuthTime: oc.Token.RequireAuthTime,
