@@ -391,10 +391,14 @@ func (s *Store) unavailable(ctx context.Context, op string, err error) error {
 	cause := error(nil)
 	if ctx.Err() != nil {
 		cause = context.Cause(ctx)
-	} else if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
-		// Past the deadline, and the timer that marks it has not run
-		// yet (a busy machine): the cause bound chose.
-		cause, _ = ctx.Value(boundKey{}).(error)
+	}
+	if cause != errTimedOut && cause != errCallerDeadline {
+		// Past the deadline bound set, whose timer has not run yet, or
+		// ran after the caller's own (a busy machine): the cause bound
+		// chose for it.
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			cause, _ = ctx.Value(boundKey{}).(error)
+		}
 	}
 	switch {
 	case cause == errTimedOut:
