@@ -158,9 +158,11 @@ func TestOIDCAgainstProvider(t *testing.T) {
 			}
 
 			// After an end, the form again, and a sign-in after the end.
-			time.Sleep(1100 * time.Millisecond) // auth_time has whole seconds
 			endedAt := time.Now().UnixMilli()
 			tb.navigate(t, base+"/start?ended=1&client="+c.client)
+			// auth_time has whole seconds: a person takes more than the rest
+			// of this second to type a password.
+			time.Sleep(time.Until(time.UnixMilli(endedAt).Truncate(time.Second).Add(time.Second + 50*time.Millisecond)))
 			tb.signIn(t, "alice", opPassword)
 			again := finished(tb)
 			if again.EndedAt < endedAt || again.Claims.AuthTime <= again.EndedAt {

@@ -350,6 +350,9 @@ func TestProviderHarness(t *testing.T) {
 	tb.waitVisible(t, "#error")
 	tb.signIn(t, "alice", opPassword)
 	tb.waitURL(t, "the callback with a code", atCallback)
+	// The tab's URL changes when the navigation starts, before the
+	// callback server has recorded the request.
+	waitFor(5*time.Second, func() bool { return last() != nil })
 	q := last()
 	if q.Get("code") == "" || q.Get("iss") != op.issuer {
 		t.Fatalf("callback query %v: want a code and iss", q)
@@ -395,6 +398,7 @@ func TestProviderHarness(t *testing.T) {
 	tb.waitVisible(t, "#cancel")
 	tb.run(t, "cancel", chromedp.Click(chromedp.CSS("#cancel")))
 	tb.waitURL(t, "the callback with an error", func(u *url.URL) bool { return atCallback(u) && u.Query().Get("error") != "" })
+	waitFor(5*time.Second, func() bool { return last().Get("error") != "" })
 	if q := last(); q.Get("error") != "access_denied" {
 		t.Errorf("cancelled sign-in: callback query %v, want error=access_denied", q)
 	}
