@@ -58,7 +58,10 @@ func newFuzzGate(f *testing.F) *fuzzGate {
 	if err := os.WriteFile(jwks, d.JWKS(), 0o644); err != nil {
 		f.Fatal(err)
 	}
-	v, err := token.NewProvider(token.Options{}).Verifier(token.Config{Issuer: fuzzIssuer, Audiences: []string{"app"}, JWKSFile: jwks})
+	// The seed tokens stay valid until 2100 on the wall clock: a lifetime
+	// far over the default max_lifetime, allowed here.
+	v, err := token.NewProvider(token.Options{}).Verifier(token.Config{Issuer: fuzzIssuer, Audiences: []string{"app"}, JWKSFile: jwks,
+		MaxLifetime: 100 * 365 * 24 * time.Hour})
 	if err != nil {
 		f.Fatal(err)
 	}
