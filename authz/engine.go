@@ -553,7 +553,7 @@ func (c *check) deny(reason Reason, reauth bool) Decision {
 	d := Decision{Reason: reason}
 	if c.r.IsBrowser() {
 		if si := c.p.Login.SignIn; si != nil {
-			return c.startSignIn(c.ctx, si, reason, reauth)
+			return c.startSignIn(c.ctx, si, ReturnURL(c.r), reason, reauth)
 		}
 		d.Status = 302
 		d.Location = LoginURL(c.p, c.r, reauth)

@@ -110,7 +110,8 @@ func (c *check) finish(ctx context.Context, si SignIn) Decision {
 			return c.page(ReasonStoreUnavailable, "")
 		}
 		c.endedAt = o.EndAt
-		return c.startSignIn(ctx, si, o.Reason, true)
+		// Back to the page the user was on, not to the callback.
+		return c.startSignIn(ctx, si, sameHostURL(signed.ReturnURL, c.r), o.Reason, true)
 	}
 	s := *o.New
 	sealed, err := si.Seal(signed.Grant)
@@ -166,14 +167,14 @@ func (c *check) page(reason Reason, detail string) Decision {
 // startSignIn answers a browser that needs a session (S12): a new login
 // attempt at the provider, re-authenticating when a session ended (reauth;
 // c.endedAt says when, or now).
-func (c *check) startSignIn(ctx context.Context, si SignIn, reason Reason, reauth bool) Decision {
+func (c *check) startSignIn(ctx context.Context, si SignIn, returnURL string, reason Reason, reauth bool) Decision {
 	var endedAt int64
 	if reauth {
 		if endedAt = c.endedAt; endedAt == 0 {
 			endedAt = c.nowMs
 		}
 	}
-	loc, cookie, err := si.Start(ctx, c.r, ReturnURL(c.r), endedAt)
+	loc, cookie, err := si.Start(ctx, c.r, returnURL, endedAt)
 	if err != nil {
 		c.e.log.Warn("sign-in could not start", "policy", c.p.Name, "err", err)
 		return c.page(ReasonProviderUnavailable, "")

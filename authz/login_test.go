@@ -495,3 +495,21 @@ func TestSignInDryRun(t *testing.T) {
 		t.Fatalf("callback of a dry-run policy: %s", describe(d))
 	}
 }
+
+// A callback whose sign-in is already older than the policy's lifetime (S1
+// on first sight, the usual path after an 8-hour session) starts a new
+// sign-in that asks for credentials, and returns the user to the page the
+// transaction was started for, not to the callback.
+func TestSignInTooOldRestartsToThePage(t *testing.T) {
+	h := newSignInHarness(t)
+	d := h.check(req{browser: true, path: h.provider("alice", h.now().Add(-9*time.Hour), time.Hour, 0)})
+	if d.Status != 302 || d.Reason != ReasonAbsoluteTimeout || !strings.HasPrefix(d.Location, idpAuthorize) {
+		t.Fatalf("callback with an old sign-in: %s", describe(d))
+	}
+	if want := "state=s" + url.QueryEscape("https://"+appHost+"/app/page?x=1"); !strings.Contains(d.Location, want) {
+		t.Errorf("restarted sign-in %q does not return to the page (%s)", d.Location, want)
+	}
+	if n := len(h.si.starts); n != 1 || h.si.starts[0] == 0 {
+		t.Errorf("starts %v: want one that asks for re-authentication", h.si.starts)
+	}
+}
