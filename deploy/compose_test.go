@@ -69,6 +69,19 @@ func loadCompose(t *testing.T) map[string]composeService {
 func TestCompose(t *testing.T) {
 	svcs := loadCompose(t)
 
+	// A local trial: ports are published on the host's loopback only, and
+	// Redis, which holds the sessions and has no password here, not at all.
+	for name, svc := range svcs {
+		for _, p := range svc.Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("%s: port %q is published beyond loopback", name, p)
+			}
+		}
+	}
+	if p := svcs["redis"].Ports; len(p) > 0 {
+		t.Errorf("redis: ports %v published: it holds the sessions without a password", p)
+	}
+
 	// Envoy runs compose/envoy.yaml (TestEnvoyExample validates it).
 	ev := svcs["envoy"]
 	i := slices.Index(ev.Command, "-c")

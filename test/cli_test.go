@@ -2,8 +2,6 @@ package test
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -348,22 +346,4 @@ func TestVersion(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`^sessiongate \S+ \(revision (unknown|[0-9a-f]+( \(modified\))?( of \S+)?), go1\.\S+\)\n$`).MatchString(out) {
 		t.Errorf("version: exit %d, %q", code, out)
 	}
-}
-
-// jwtClaims decodes the payload of a compact JWS without verifying it.
-func jwtClaims(t *testing.T, tok string) map[string]any {
-	t.Helper()
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a compact JWS: %q", tok)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
 }

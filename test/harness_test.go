@@ -691,9 +691,19 @@ func (s *server) token(t *testing.T, sub string, opts ...claimOpt) string {
 // mustClaimInt reads an integer claim from a token's payload (unverified).
 func mustClaimInt(t *testing.T, tok, name string) int64 {
 	t.Helper()
+	f, ok := jwtClaims(t, tok)[name].(float64)
+	if !ok {
+		t.Fatalf("claim %s missing or not a number", name)
+	}
+	return int64(f)
+}
+
+// jwtClaims decodes the payload of a compact JWS without verifying it.
+func jwtClaims(t *testing.T, tok string) map[string]any {
+	t.Helper()
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
-		t.Fatalf("not a JWS: %.20s…", tok)
+		t.Fatalf("not a compact JWS: %.20s…", tok)
 	}
 	b, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
@@ -703,9 +713,5 @@ func mustClaimInt(t *testing.T, tok, name string) int64 {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	f, ok := m[name].(float64)
-	if !ok {
-		t.Fatalf("claim %s missing or not a number", name)
-	}
-	return int64(f)
+	return m
 }
