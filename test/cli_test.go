@@ -97,6 +97,10 @@ func TestServeRefusesBadPolicies(t *testing.T) {
 	if !strings.Contains(errOut, filepath.Join(dir, "app.yaml")+":5: session.idle_timeout: ") {
 		t.Errorf("serve's error does not name file, line and field:\n%s", errOut)
 	}
+	// It says what happens: nothing to keep, no start.
+	if strings.Contains(errOut, "keeping the last good policies") || !strings.Contains(errOut, "no valid policies to start with") {
+		t.Errorf("serve's log does not say that it does not start:\n%s", errOut)
+	}
 	if _, _, code := runBin(t, "serve"); code != 2 {
 		t.Errorf("serve without --policies: exit %d, want 2", code)
 	}
