@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,13 @@ type Config struct {
 	// when a session ended (S7, S14).
 	Params       map[string]string
 	ReauthParams map[string]string
+	// MaxAge, when positive, is sent as max_age (whole seconds, rounded
+	// up) on every authorization request, before Params and ReauthParams,
+	// which may replace it: a provider must then re-authenticate when its
+	// own sign-in is older, and put auth_time in the ID token (OpenID
+	// Connect Core §3.1.2.1), so that a sign-in older than the policy's
+	// lifetime is seen even when the browser has dropped its cookie.
+	MaxAge time.Duration
 	// PostLogoutRedirectURL is where the provider sends the browser after
 	// RP-initiated logout, and where the gate sends it when the provider
 	// has no end_session_endpoint (S17).
@@ -131,6 +139,10 @@ func (rp *RP) SignIn(policy string, cfg Config) (*SignIn, error) {
 	}
 	s := &SignIn{rp: rp, policy: policy, cfg: cfg, disc: rp.discovery(cfg.Issuer), key: key,
 		grantAD: append(append([]byte(nil), grantAD...), "\x00"+policy...)}
+	if cfg.MaxAge > 0 {
+		secs := int64((cfg.MaxAge + time.Second - 1) / time.Second)
+		s.params = append(s.params, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(secs, 10)))
+	}
 	for _, k := range sortedKeys(cfg.Params) {
 		s.params = append(s.params, oauth2.SetAuthURLParam(k, cfg.Params[k]))
 	}

@@ -905,3 +905,26 @@ func TestPrivateKeyJWT(t *testing.T) {
 		t.Error("private_key_jwt without a key accepted")
 	}
 }
+
+// The policy's lifetime goes to the provider as max_age on every sign-in,
+// so that its ID tokens say when the user signed in (auth_time) and a
+// provider sign-in older than a session may live asks for credentials; a
+// re-authentication's max_age=0 replaces it.
+func TestS12MaxAgeIsThePolicyLifetime(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.MaxAge = 8*time.Hour + time.Millisecond // rounded up to whole seconds
+	s := e.signIn(cfg)
+	loc, _, err := s.Start(context.Background(), newBrowser().request("/"), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(loc)
+	if got := u.Query()["max_age"]; len(got) != 1 || got[0] != "28801" {
+		t.Errorf("max_age %v, want [28801]", got)
+	}
+	_, _, q := e.start(s, newBrowser(), e.clock.Now().Add(-time.Minute).UnixMilli())
+	if got := q["max_age"]; len(got) != 1 || got[0] != "0" || q.Get("prompt") != "login" {
+		t.Errorf("after an end: max_age %v prompt %q, want [0] login", got, q.Get("prompt"))
+	}
+}

@@ -40,6 +40,7 @@ func TestOIDCConfig(t *testing.T) {
 			Params:                map[string]string{"acr_values": "mfa", "domain_hint": "example.com"},
 			ReauthParams:          map[string]string{"prompt": "login"},
 			PostLogoutRedirectURL: "https://signin.example.com/bye",
+			MaxAge:                8 * time.Hour, // session.absolute_timeout
 			Headers:               []HeaderClaim{{Header: "x-user-email", Claim: "email"}, {Header: "x-user-groups", Claim: "groups"}},
 			Token: TokenConfig{Issuer: "https://idp.example.com/realms/app", Audiences: []string{"app-api"},
 				Algorithms: defaultAlgorithms(), ClockSkew: 30 * time.Second, MaxBytes: 16384, BindClaims: []string{"tid"},
@@ -48,6 +49,7 @@ func TestOIDCConfig(t *testing.T) {
 		"public": {
 			Issuer: "http://127.0.0.1:9000", ClientID: "public-app", Scopes: []string{"openid", "profile", "email"},
 			CallbackPath: "/_sessiongate/callback", ReauthParams: map[string]string{"prompt": "login", "max_age": "0"},
+			MaxAge: time.Hour,
 			Headers: []HeaderClaim{{Header: "x-sessiongate-email", Claim: "email"}, {Header: "x-sessiongate-groups", Claim: "groups"},
 				{Header: "x-sessiongate-name", Claim: "name"}},
 			Token: TokenConfig{Issuer: "http://127.0.0.1:9000", Audiences: []string{"public-app"},

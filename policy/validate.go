@@ -66,6 +66,11 @@ type OIDCConfig struct {
 	ReauthParams map[string]string
 	// PostLogoutRedirectURL is logout.redirect_url ("" without logout).
 	PostLogoutRedirectURL string
+	// MaxAge is session.absolute_timeout, sent as max_age on every
+	// authorization request (unless params or reauth_params set max_age):
+	// the provider asks for credentials when its own sign-in is older than
+	// a session may live, and must say when that sign-in was (auth_time).
+	MaxAge time.Duration
 	// Headers are the identity headers, sorted by name.
 	Headers []HeaderClaim
 	// Token verifies API clients' bearer tokens (and sets the ID token's
@@ -604,7 +609,7 @@ func (d *decoder) oidc(p *authz.Policy, sp *spec, token TokenConfig) (*OIDCConfi
 	cfg := &OIDCConfig{
 		Issuer: s.Issuer, ClientID: s.ClientID, ClientAuth: s.ClientAuth, Scopes: s.Scopes,
 		CallbackPath: s.CallbackPath, Params: s.Params, ReauthParams: sp.Login.ReauthParams,
-		PostLogoutRedirectURL: p.Logout.RedirectURL, Token: token,
+		PostLogoutRedirectURL: p.Logout.RedirectURL, Token: token, MaxAge: p.AbsoluteTimeout,
 	}
 	if !d.has("login.reauth_params") {
 		cfg.ReauthParams = map[string]string{"prompt": "login", "max_age": "0"}

@@ -77,7 +77,7 @@ func oidcConfig(oc policy.OIDCConfig) oidc.Config {
 	c := oidc.Config{
 		Issuer: oc.Issuer, ClientID: oc.ClientID, ClientSecret: oc.ClientSecret, ClientKey: oc.ClientKey, ClientKeyID: oc.ClientKeyID, ClientAuth: oc.ClientAuth,
 		Scopes: oc.Scopes, CallbackPath: oc.CallbackPath, Params: oc.Params, ReauthParams: oc.ReauthParams,
-		PostLogoutRedirectURL: oc.PostLogoutRedirectURL, Algorithms: oc.Token.Algorithms,
+		PostLogoutRedirectURL: oc.PostLogoutRedirectURL, MaxAge: oc.MaxAge, Algorithms: oc.Token.Algorithms,
 		ClockSkew: oc.Token.ClockSkew, BindClaims: oc.Token.BindClaims, RequireAuthTime: oc.Token.RequireAuthTime,
 	}
 	for _, h := range oc.Headers {
