@@ -114,10 +114,8 @@ type check struct {
 	// endedAt is the latest end the decision learned of (Unix ms): a
 	// sign-in it starts must prove a sign-in after it (S14).
 	endedAt int64
-	// grantSession: the credential is a sign-in session (withSession),
-	// whose record (seed) was loaded already.
+	// grantSession: the credential is a sign-in session (withSession).
 	grantSession bool
-	seed         Session
 }
 
 func (c *check) run(ctx context.Context) Decision {
@@ -270,22 +268,25 @@ func (c *check) cookieSessionEnded(ctx context.Context) bool {
 // withToken decides a request whose token was verified, on the engine's
 // store.
 func (c *check) withToken(ctx context.Context) Decision {
-	return c.decideOn(ctx, c.e.store, false)
+	return c.decideOn(ctx, c.e.store, false, nil)
 }
 
 // decideOn is the driver of one decision (see decide.go): it loads the
 // facts from st, asks Decide, confirms against the store of record when
 // Decide says so, and applies the outcome. degraded says st is the store's
 // local fallback, used during an outage by a fail-open policy.
-func (c *check) decideOn(ctx context.Context, st Store, degraded bool) Decision {
+//
+// seed is the session record already loaded from st (a sign-in session's),
+// or nil.
+func (c *check) decideOn(ctx context.Context, st Store, degraded bool, seed *Session) Decision {
 	c.store, c.degraded = st, degraded
 	var f Facts
-	if err := c.facts(ctx, st, false, &f); err != nil {
+	if err := c.facts(ctx, st, false, seed, &f); err != nil {
 		return c.storeFailure(ctx, err)
 	}
 	o := Decide(c.p, c.claims, &f, c.nowMs, c.passive())
 	if o.Verdict == VerdictConfirm {
-		if err := c.facts(ctx, st, true, &f); err != nil {
+		if err := c.facts(ctx, st, true, nil, &f); err != nil {
 			return c.storeFailure(ctx, err)
 		}
 		o = Decide(c.p, c.claims, &f, c.nowMs, c.passive())
@@ -297,7 +298,7 @@ func (c *check) decideOn(ctx context.Context, st Store, degraded bool) Decision 
 // scope, and the scope's current session when Decide wants it. confirm
 // reads the store of record, past any replica-local copy.
 // (Into f, not returned: the facts are large and read on every request.)
-func (c *check) facts(ctx context.Context, st Store, confirm bool, f *Facts) error {
+func (c *check) facts(ctx context.Context, st Store, confirm bool, seed *Session, f *Facts) error {
 	if confirm {
 		if fs, ok := st.(FallbackStore); ok {
 			st = fs.Confirmed()
@@ -307,12 +308,12 @@ func (c *check) facts(ctx context.Context, st Store, confirm bool, f *Facts) err
 	// clearing the records costs every request.
 	f.Confirmed, f.CurrentFound = confirm, false
 	var err error
-	if c.grantSession && !confirm && st == c.e.store {
+	if seed != nil {
 		// The session record is loaded already: only its scope.
 		if f.Lookup, err = st.Load(ctx, c.p.Name, "", c.claims.Scope); err != nil {
 			return err
 		}
-		f.Session, f.SessionFound = c.seed, true
+		f.Session, f.SessionFound = *seed, true
 	} else if f.Lookup, err = st.Load(ctx, c.p.Name, c.cookie, c.claims.Scope); err != nil {
 		return err
 	}
@@ -522,7 +523,7 @@ func (c *check) storeFailure(ctx context.Context, err error) Decision {
 		// Opt-in fail-open (S9), for outages only. A store with a local copy
 		// (the near cache of a shared store) decides again on that copy.
 		if fb, ok := c.e.store.(FallbackStore); ok && !c.degraded && c.claims != nil {
-			return c.decideOn(ctx, fb.Fallback(), true)
+			return c.decideOn(ctx, fb.Fallback(), true, nil)
 		}
 		if c.claims != nil {
 			// Without one: the token was verified, the session could not be

@@ -205,8 +205,8 @@ func (c *check) withSession(ctx context.Context) Decision {
 		return c.deny(ReasonReauthRequired, true)
 	}
 	c.claims = &Claims{Subject: s.Subject, Identity: s.Identity, Scope: s.Scope, AuthTime: s.SignIn, IssuedAt: s.SignIn}
-	c.grantSession, c.seed = true, *s
-	return c.decideOn(ctx, c.e.store, false)
+	c.grantSession = true
+	return c.decideOn(ctx, c.e.store, false, s)
 }
 
 // withGrant completes an allowed request of a sign-in session: the access
