@@ -90,6 +90,16 @@ func (c *check) finish(ctx context.Context, si SignIn) Decision {
 	if signInAt == 0 {
 		signInAt = c.nowMs
 	}
+	if bound := f.scopeEnd(); signed.EndedAt == 0 && bound != 0 && signInAt <= bound {
+		// The attempt did not ask for credentials (the browser no longer
+		// showed the ended session: its cookie expired or was dropped), and
+		// the provider answered with a sign-in from before the end: ask
+		// again, for credentials this time. The new attempt carries the
+		// end, so a provider that ignores it meets the page below: one
+		// more round trip, never a loop.
+		c.endedAt = bound
+		return c.startSignIn(ctx, si, sameHostURL(signed.ReturnURL, c.r), ReasonReauthRequired, true)
+	}
 	if bound := max(f.scopeEnd(), signed.EndedAt); bound != 0 && signInAt <= bound {
 		ev := SessionEvent{At: c.now, Policy: c.p.Name, Subject: cl.Subject, Scope: cl.Scope,
 			Method: MethodOIDC, Reason: ReasonReauthNotPerformed, SourceAddr: c.r.SourceAddr, RequestID: c.r.RequestID}

@@ -513,3 +513,45 @@ func TestSignInTooOldRestartsToThePage(t *testing.T) {
 		t.Errorf("starts %v: want one that asks for re-authentication", h.si.starts)
 	}
 }
+
+// A browser that no longer shows its ended session (its cookie expired or
+// was dropped) starts a plain sign-in; when the provider answers with a
+// sign-in from before the end, the gate asks again, for credentials, once:
+// a provider that ignores that too gets the page, not a loop.
+func TestS14EndedSessionWithoutItsCookie(t *testing.T) {
+	h := newSignInHarness(t)
+	signedIn := h.now()
+	id := h.signInNow("alice", time.Hour)
+	h.advance(31 * time.Minute)
+	h.check(req{browser: true, cookie: id}) // idle: ended
+	s, _ := h.store.get("app", id)
+	h.si.starts = nil
+	// Without the cookie: a plain sign-in; the provider's SSO answers with
+	// the old sign-in.
+	d := h.check(req{browser: true, path: h.provider("alice", signedIn, time.Hour, 0)})
+	if d.Status != 302 || !strings.HasPrefix(d.Location, idpAuthorize) || d.Reason != ReasonReauthRequired {
+		t.Fatalf("old sign-in on a plain attempt: %s", describe(d))
+	}
+	if len(h.si.starts) != 1 || h.si.starts[0] < s.EndedAt {
+		t.Fatalf("Start's endedAt %v, want the end %d", h.si.starts, s.EndedAt)
+	}
+	if !strings.Contains(d.Location, url.QueryEscape("https://"+appHost+"/app/page?x=1")) {
+		t.Errorf("the new attempt does not return to the page: %s", d.Location)
+	}
+	// The provider ignores the request for credentials: the page.
+	d = h.check(req{browser: true, path: h.provider("alice", signedIn, time.Hour, h.si.starts[0])})
+	if d.Reason != ReasonReauthNotPerformed || d.Status != 403 || d.Location != "" {
+		t.Fatalf("ignored re-authentication: %s", describe(d))
+	}
+}
+
+// Paths that need no session do not carry the gate's cookies to the
+// application either (S15).
+func TestSignInBypassStripsGateCookies(t *testing.T) {
+	h := newSignInHarness(t, func(p *Policy) { p.Bypass = []string{"/public/"} })
+	d := h.check(req{browser: true, path: "/public/x", cookies: "theme=dark; " + LoginCookiePrefix + "0=txn; " + cookieName + "=abc"})
+	mustAllow(t, d, "bypassed path")
+	if !d.StripCookies || d.UpstreamCookie != "theme=dark" {
+		t.Errorf("cookies upstream on a bypassed path: %v %q", d.StripCookies, d.UpstreamCookie)
+	}
+}
