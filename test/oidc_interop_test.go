@@ -128,7 +128,9 @@ func TestOIDCAgainstProvider(t *testing.T) {
 			mu.Unlock()
 			finished := func(tb *tab) *authz.SignedIn {
 				t.Helper()
-				if !waitFor(browserTimeout, func() bool { return strings.Contains(tb.text(t), "signed in") || strings.Contains(tb.text(t), "refused") }) {
+				if !waitFor(browserTimeout, func() bool {
+					return strings.Contains(tb.text(t), "signed in") || strings.Contains(tb.text(t), "refused")
+				}) {
 					t.Fatalf("no answer from the callback at %s", tb.location())
 				}
 				mu.Lock()
