@@ -28,7 +28,7 @@ import (
 // HTTP, as it would on https (TestBrowserKeepsHostCookiesOnLocalhost).
 
 // browserTimeout bounds each browser step (a navigation, a wait).
-const browserTimeout = 20 * time.Second
+const browserTimeout = 45 * time.Second
 
 // chromiumPath finds the browser, or skips (fails when CI requires it).
 func chromiumPath(t *testing.T) string {

@@ -46,7 +46,9 @@ func startEnvoyProxy(t *testing.T, grpcAddr, upstreamAddr string, at ...string) 
 	}
 	t.Cleanup(func() { conn.Close() })
 	target, _ := url.Parse("http://" + upstreamAddr)
-	p := &envoyProxy{auth: authv3.NewAuthorizationClient(conn), timeout: 2 * time.Second,
+	// The check's timeout: generous, since a callback's check includes the
+	// code exchange at the provider and the test machine may be loaded.
+	p := &envoyProxy{auth: authv3.NewAuthorizationClient(conn), timeout: 10 * time.Second,
 		upstream: &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
 			r.Out.Host = r.In.Host // Envoy keeps the original :authority

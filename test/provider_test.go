@@ -219,8 +219,8 @@ func (p *oidcProvider) start(node, dir, cfgFile string) error {
 	case <-ready:
 	case <-p.done:
 		return fmt.Errorf("exited: %v", p.waitErr)
-	case <-time.After(20 * time.Second):
-		return fmt.Errorf("no ready line after 20s")
+	case <-time.After(90 * time.Second): // node starts slowly on a loaded machine
+		return fmt.Errorf("no ready line after 90s")
 	}
 	// Discovery answers: what the gate waits for too.
 	var last error
