@@ -15,7 +15,10 @@ type Decision struct {
 	// Policy is the name of the matched policy ("" for an unknown host).
 	Policy string
 
-	// Status is the HTTP status of a denial: 302, 401, 403 or 503.
+	// Status is the HTTP status of a denial: 302, 401, 403 or 503; 400 for
+	// a refused sign-in callback; 200 for the page that a completed
+	// sign-in navigates on with (reason signed_in, SameSite=Strict cookies),
+	// which forward-auth proxies, where 2xx means allow, show as 403.
 	Status int
 	// Location is the redirect target of a 302 denial.
 	Location string
