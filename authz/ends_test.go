@@ -1,0 +1,52 @@
+package authz
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestS18CallbackInFlightAfterBackChannelLogout: the provider signs a
+// person out (a back-channel logout of their provider session) while the
+// callback of a sign-in made before it is still on its way; the callback
+// opens no session (the raised scope end refuses it, S3/S14), and a
+// session of that provider session already open is over.
+func TestS18CallbackInFlightAfterBackChannelLogout(t *testing.T) {
+	h := newSignInHarness(t)
+	open := h.signInNow("alice", time.Hour)
+	// Bob's sign-in has no session yet: its callback has not come back.
+	inFlight := h.provider("bob", h.now().Add(-2*time.Second), time.Hour, 0)
+
+	h.advance(time.Second)
+	at := h.now().UnixMilli()
+	for _, sid := range []string{"idp-session-alice", "idp-session-bob"} {
+		ended, err := EndSessions(context.Background(), h.store, h.ev, h.app,
+			Selector{Issuer: issuer, SID: sid, SignedInBy: at}, CauseIdPLogout, at)
+		if want := strings.HasSuffix(sid, "alice"); err != nil || (len(ended) == 1) != want || want && ended[0].ID != open {
+			t.Fatalf("EndSessions(%s) = %+v, %v", sid, ended, err)
+		}
+	}
+	begins := h.store.counts().begins
+	d := h.check(req{browser: true, path: inFlight})
+	if d.Reason != ReasonReauthNotPerformed || d.Status != 403 || len(d.SetCookie) != 0 {
+		t.Fatalf("the callback in flight: %s", describe(d))
+	}
+	if h.store.counts().begins != begins {
+		t.Error("the callback in flight opened a session")
+	}
+	// The open session's cookie now leads to the provider, asking for
+	// credentials again.
+	d = h.check(req{browser: true, cookie: open})
+	if d.Allow || d.Status != 302 || !strings.HasPrefix(d.Location, idpAuthorize) {
+		t.Fatalf("the ended session: %s", describe(d))
+	}
+	if n := len(h.si.starts); n == 0 || h.si.starts[n-1] == 0 {
+		t.Errorf("the sign-in after a back-channel logout does not ask for re-authentication: %v", h.si.starts)
+	}
+	// A sign-in after the logout opens a new session.
+	h.advance(time.Second)
+	if d := h.check(req{browser: true, path: h.provider("bob", h.now(), time.Hour, 0)}); d.Reason != ReasonSignedIn {
+		t.Fatalf("a sign-in after the logout: %s", describe(d))
+	}
+}
