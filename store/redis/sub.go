@@ -112,13 +112,16 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && time.Since(heard) < silenceLimit*s.o.MaxStale {
-			// A hung Redis (stopped, swapping, a frozen host) or a stall
-			// (CPU, GC, a busy Redis): commands fail at once until Redis
-			// answers again, rather than each waiting out its timeout;
-			// trust lapses by itself (trusted). The connection is kept:
-			// the next answer clears this.
-			s.setErr(fmt.Sprintf("Redis has not answered the change channel's heartbeat for %v", time.Since(heard).Round(time.Millisecond)))
-			s.down.Store(true)
+			// A hung Redis (stopped, swapping, a frozen host), or a stall
+			// here (CPU, GC): trust lapses by itself (trusted), and a PING
+			// tells the two apart. Unanswered within Timeout, Redis is
+			// marked down: commands fail at once until it answers again,
+			// rather than each waiting out its timeout. The connection is
+			// kept: the next answer clears this.
+			if perr := s.probe(ctx); perr != nil {
+				s.setErr(fmt.Sprintf("Redis has not answered the change channel's heartbeat for %v, nor a PING: %v", time.Since(heard).Round(time.Millisecond), perr))
+				s.down.Store(true)
+			}
 			continue
 		}
 		if err != nil {
@@ -142,6 +145,13 @@ func (s *Store) subscribeOnce(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// probe sends a PING on a pooled connection, bounded like any operation.
+func (s *Store) probe(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return s.c.Ping(ctx).Err()
 }
 
 // silenceLimit is how many MaxStale periods without a word from Redis make
