@@ -28,9 +28,16 @@ func TestS18CallbackInFlightAfterBackChannelLogout(t *testing.T) {
 		}
 	}
 	begins := h.store.counts().begins
+	// The callback is answered by a new sign-in that asks for credentials
+	// (the provider's session ended), not by a session.
+	starts := len(h.si.starts)
 	d := h.check(req{browser: true, path: inFlight})
-	if d.Reason != ReasonReauthNotPerformed || d.Status != 403 || len(d.SetCookie) != 0 {
+	if d.Allow || d.Reason == ReasonSignedIn || d.Status != 302 || !strings.HasPrefix(d.Location, idpAuthorize) ||
+		len(d.SetCookie) != 1 || d.SetCookie[0] != txnCookie {
 		t.Fatalf("the callback in flight: %s", describe(d))
+	}
+	if len(h.si.starts) != starts+1 || h.si.starts[starts] < at {
+		t.Errorf("the new sign-in does not ask for re-authentication after the logout (endedAt %v, logout at %d)", h.si.starts[starts:], at)
 	}
 	if h.store.counts().begins != begins {
 		t.Error("the callback in flight opened a session")
