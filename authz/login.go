@@ -201,10 +201,19 @@ func (c *check) startSignIn(ctx context.Context, si SignIn, returnURL string, re
 // grant it holds, is the credential. Its claims are the session's own
 // (identity, scope, the original sign-in, S1).
 func (c *check) withSession(ctx context.Context) Decision {
-	lk, err := c.e.store.Load(ctx, c.p.Name, c.cookie, Digest{})
+	st, degraded := c.e.store, false
+	lk, err := st.Load(ctx, c.p.Name, c.cookie, Digest{})
 	if err != nil {
 		c.e.log.Error("session store failure", "policy", c.p.Name, "err", err)
-		return Decision{Reason: ReasonStoreUnavailable, Status: 503}
+		fb, ok := c.e.store.(FallbackStore)
+		if !ok || !c.p.StoreFailOpen || !errors.Is(err, ErrStoreUnavailable) {
+			return Decision{Reason: ReasonStoreUnavailable, Status: 503}
+		}
+		// Opt-in fail-open (S9): the session as this replica knows it.
+		st, degraded = fb.Fallback(), true
+		if lk, err = st.Load(ctx, c.p.Name, c.cookie, Digest{}); err != nil {
+			return Decision{Reason: ReasonStoreUnavailable, Status: 503}
+		}
 	}
 	s := &lk.Session
 	if !lk.SessionFound || s.Method != MethodOIDC {
@@ -216,7 +225,7 @@ func (c *check) withSession(ctx context.Context) Decision {
 	}
 	c.claims = &Claims{Subject: s.Subject, Identity: s.Identity, Scope: s.Scope, AuthTime: s.SignIn, IssuedAt: s.SignIn}
 	c.grantSession = true
-	return c.decideOn(ctx, c.e.store, false, s)
+	return c.decideOn(ctx, st, degraded, s)
 }
 
 // withGrant completes an allowed request of a sign-in session: the access

@@ -555,3 +555,37 @@ func TestSignInBypassStripsGateCookies(t *testing.T) {
 		t.Errorf("cookies upstream on a bypassed path: %v %q", d.StripCookies, d.UpstreamCookie)
 	}
 }
+
+// TestS9SignInSessionFailOpen: with the store of record down, a fail-open
+// policy serves a sign-in session from the store's local copy, with its
+// access token upstream; a policy that did not opt in denies.
+func TestS9SignInSessionFailOpen(t *testing.T) {
+	for _, failOpen := range []bool{false, true} {
+		h := newSignInHarness(t, func(p *Policy) { p.StoreFailOpen = failOpen })
+		fallback := newMemStore(h.clock)
+		ns := &nearStore{memStore: h.store, stale: map[string]Session{}, fallback: fallback}
+		eng, err := NewEngine(Options{Policies: fakePolicies{appHost: h.app}, Store: ns, Clock: h.clock, Events: h.ev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.eng = eng
+		id := h.signInNow("alice", time.Hour)
+		s, _ := h.store.get("app", id)
+		if err := fallback.Begin(context.Background(), &s); err != nil { // what this replica knows
+			t.Fatal(err)
+		}
+		h.store.setFail("load", true)
+		h.advance(time.Minute)
+		d := h.check(req{browser: true, cookie: id})
+		if !failOpen {
+			if d.Allow || d.Reason != ReasonStoreUnavailable || d.Status != 503 {
+				t.Errorf("not fail-open: %s", describe(d))
+			}
+			continue
+		}
+		mustAllow(t, d, "fail-open on the local copy")
+		if upstream(d, "authorization") != "Bearer AT-stb" {
+			t.Errorf("upstream on the fallback: %+v", d.Upstream)
+		}
+	}
+}
