@@ -178,7 +178,9 @@ func (m *memStore) Load(_ context.Context, policy, id string, scope Digest) (Loo
 	if id != "" {
 		l.Session, l.SessionFound = m.session(policy, id)
 	}
-	l.Scope, l.ScopeFound = m.scope(policy, scope)
+	if scope != (Digest{}) {
+		l.Scope, l.ScopeFound = m.scope(policy, scope)
+	}
 	return l, nil
 }
 

@@ -24,7 +24,10 @@ type Lookup struct {
 // ended session (S3). Times are Unix milliseconds.
 type Store interface {
 	// Load returns the session id of policy (skipped when id is "") and the
-	// state of scope, in one round trip where the backend allows it.
+	// state of scope (skipped when scope is the zero Digest), in one round
+	// trip where the backend allows it. A skipped part is reported not
+	// found and costs nothing: a store with a near cache answers a Load of
+	// a cached session alone without asking the store of record.
 	Load(ctx context.Context, policy, id string, scope Digest) (Lookup, error)
 	// Begin stores a new live session and makes it its scope's current one.
 	Begin(ctx context.Context, s *Session) error

@@ -168,6 +168,17 @@ func testBeginLoad(t *testing.T, s authz.Store, _ *config) {
 	if lk := load(t, s, r2); lk.Scope.Current != r2.ID {
 		t.Errorf("current after a second Begin: %q, want %q", lk.Scope.Current, r2.ID)
 	}
+	// A Load with the zero scope reads the session alone (the engine's load
+	// of a scope's current session): the zero Digest names no scope, even
+	// one a session was begun with.
+	r0 := newSession()
+	r0.Scope = authz.Digest{}
+	begin(t, s, r0)
+	for _, r := range []*authz.Session{r, r0} {
+		if lk, err := s.Load(ctx, policy, r.ID, authz.Digest{}); err != nil || !lk.SessionFound || lk.Session.ID != r.ID || lk.ScopeFound {
+			t.Errorf("Load of a session with the zero scope: %+v, %v", lk, err)
+		}
+	}
 	// Sessions of one id in two policies are two sessions.
 	other := *r
 	other.Policy = policy + "-other"

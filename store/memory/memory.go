@@ -224,6 +224,9 @@ func (s *Store) Load(_ context.Context, policy, id string, scope authz.Digest) (
 			return authz.Lookup{}, err
 		}
 	}
+	if scope == (authz.Digest{}) {
+		return l, nil
+	}
 	if l.Scope, l.ScopeFound, err = s.scope(ck, now); err != nil {
 		return authz.Lookup{}, err
 	}

@@ -81,14 +81,7 @@ type steadyResult struct {
 // every client for window and returns what it saw after measure.
 func steadyTraffic(b *testing.B, store authz.Store, idle time.Duration, clients int, every, window time.Duration, measure func()) steadyResult {
 	v := fakeVerifier{}
-	p := &authz.Policy{
-		Name: "app", Hosts: []string{"app.test"}, AbsoluteTimeout: 8 * time.Hour, IdleTimeout: idle,
-		ActivityGranularity: idle / 100, // the policy default
-		TokenSources:        []authz.TokenSource{{Kind: authz.FromHeader, Name: "authorization"}},
-		MaxTokenBytes:       16 << 10, Verifier: v,
-		Login:  authz.Login{URL: "https://login.test/", ReturnParam: "rd"},
-		Cookie: authz.Cookie{Name: "__Host-sessiongate", SameSite: "Lax"},
-	}
+	p := benchPolicy(v, idle)
 	e, err := authz.NewEngine(authz.Options{Policies: onePolicy{p}, Store: store})
 	if err != nil {
 		b.Fatal(err)
@@ -139,6 +132,18 @@ func steadyTraffic(b *testing.B, store authz.Store, idle time.Duration, clients 
 	}
 	slices.Sort(lat)
 	return steadyResult{allowed: len(lat), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}
+}
+
+// benchPolicy is a token-mode policy "app" on the verifier v.
+func benchPolicy(v fakeVerifier, idle time.Duration) *authz.Policy {
+	return &authz.Policy{
+		Name: "app", Hosts: []string{"app.test"}, AbsoluteTimeout: 8 * time.Hour, IdleTimeout: idle,
+		ActivityGranularity: idle / 100, // the policy default
+		TokenSources:        []authz.TokenSource{{Kind: authz.FromHeader, Name: "authorization"}},
+		MaxTokenBytes:       16 << 10, Verifier: v,
+		Login:  authz.Login{URL: "https://login.test/", ReturnParam: "rd"},
+		Cookie: authz.Cookie{Name: "__Host-sessiongate", SameSite: "Lax"},
+	}
 }
 
 // counter counts what the client sends to Redis: round trips (a pipeline

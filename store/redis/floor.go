@@ -23,7 +23,8 @@ import (
 // lost data even where no read shows it: gone or changed, it is counted
 // (DataLosses), logged, and every end the replica knows is written again.
 
-// floor raises what a Load read from Redis to what this replica knows.
+// floor raises what a Load read from Redis to what this replica knows (sk
+// or ck "": not read).
 func (s *Store) floor(ctx context.Context, sk, ck string, lk *authz.Lookup, now int64) {
 	if sk != "" {
 		if known, ok := get(s.near.ends, sk, now); ok && !known.isScope && known.session.Ended() &&
@@ -35,6 +36,9 @@ func (s *Store) floor(ctx context.Context, sk, ck string, lk *authz.Lookup, now 
 				lk.Session, lk.SessionFound = known.session, true
 			}
 		}
+	}
+	if ck == "" {
+		return
 	}
 	if known, ok := get(s.near.ends, ck, now); ok && known.isScope && known.scope.EndedAt > lk.Scope.EndedAt {
 		s.reassert(ctx, ck, known, lk.ScopeFound)

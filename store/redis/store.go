@@ -495,7 +495,8 @@ func (s *Store) runSession(ctx context.Context, script *redis.Script, k string, 
 }
 
 // Load implements authz.Store: from the near cache when it is trusted and
-// holds both records, else with one pipelined round trip to Redis.
+// holds every record asked (a Load of a session alone, with the zero scope,
+// needs only the session's), else with one pipelined round trip to Redis.
 func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
 	return s.load(ctx, policy, id, scope, false)
 }
@@ -515,7 +516,10 @@ func (s *Store) load(ctx context.Context, policy, id string, scope authz.Digest,
 	if id != "" {
 		sk = s.sessionKey(policy, id)
 	}
-	ck := s.scopeKey(policy, scope)
+	var ck string
+	if scope != (authz.Digest{}) {
+		ck = s.scopeKey(policy, scope)
+	}
 	now := s.now()
 	if !confirm && s.trusted() {
 		if lk, ok := s.cached(sk, ck, now); ok {
@@ -528,19 +532,27 @@ func (s *Store) load(ctx context.Context, policy, id string, scope authz.Digest,
 	if err := s.isDown("load"); err != nil {
 		return authz.Lookup{}, err
 	}
+	if sk == "" && ck == "" {
+		return authz.Lookup{}, nil // nothing asked
+	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var sgen uint64
 	if sk != "" {
 		sgen = s.near.gen(sk)
 	}
-	cgen := s.near.gen(ck)
+	var cgen uint64
+	if ck != "" {
+		cgen = s.near.gen(ck)
+	}
 	var sc, cc *redis.StringCmd
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if sk != "" {
 			sc = p.Get(ctx, sk)
 		}
-		cc = p.Get(ctx, ck)
+		if ck != "" {
+			cc = p.Get(ctx, ck)
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -558,13 +570,15 @@ func (s *Store) load(ctx context.Context, policy, id string, scope authz.Digest,
 			lk.Session, lk.SessionFound = e.session, true
 		}
 	}
-	e, found, err := s.decodeReply(ctx, cc, true)
-	if err != nil {
-		return authz.Lookup{}, err
-	}
-	if found {
-		s.near.fill(cgen, ck, e, now)
-		lk.Scope, lk.ScopeFound = e.scope, true
+	if cc != nil {
+		e, found, err := s.decodeReply(ctx, cc, true)
+		if err != nil {
+			return authz.Lookup{}, err
+		}
+		if found {
+			s.near.fill(cgen, ck, e, now)
+			lk.Scope, lk.ScopeFound = e.scope, true
+		}
 	}
 	s.floor(ctx, sk, ck, &lk, now)
 	return lk, nil
@@ -603,6 +617,9 @@ func (s *Store) cached(sk, ck string, now int64) (authz.Lookup, bool) {
 			return lk, false
 		}
 		lk.Session, lk.SessionFound = e.session, true
+	}
+	if ck == "" {
+		return lk, true
 	}
 	e, ok := s.near.lookup(ck, now)
 	if !ok || !e.isScope {
