@@ -389,7 +389,7 @@ func TestSignInJourney(t *testing.T) {
 			if got := e.op.stats(t).Logins; got != logins+1 {
 				t.Errorf("the sign-in after sign-out did not ask for credentials (%d logins, want %d)", got, logins+1)
 			}
-			if ended := e.gate.findEvents(t, map[string]string{"event": "session_ended", "cause": "signed_out"}); len(ended) != 1 {
+			if ended := e.gate.waitEvents(t, 1, map[string]string{"event": "session_ended", "cause": "signed_out"}); len(ended) != 1 {
 				t.Errorf("%d session_ended events with cause signed_out, want 1", len(ended))
 			}
 		})
