@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/store/redis/redistest"
 )
 
 // TestHarness runs every scenario once with small counts against the real
@@ -24,10 +26,30 @@ func TestHarness(t *testing.T) {
 	if code := run(ctx, args, &out, &errs); code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errs.String())
 	}
-	for _, name := range []string{"live-session", "new-session", "deny-302", "mix"} {
+	for _, name := range []string{"live-session", "api-client", "new-session", "deny-302", "mix"} {
 		if !strings.Contains(out.String(), "=> "+name+": sessiongate/floor throughput") {
 			t.Errorf("no summary for %s:\n%s", name, out.String())
 		}
+	}
+}
+
+// TestHarnessRedis runs the allowed scenarios with sessiongate on a Redis
+// the harness starts, which reports what reached Redis per request.
+func TestHarnessRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts sessiongate, floor and redis-server")
+	}
+	redistest.Require(t)
+	var out, errs bytes.Buffer
+	args := []string{"-store", "redis", "-scenario", "live,api", "-pairs", "1", "-requests", "300",
+		"-warmup", "20", "-streams", "8", "-run-timeout", "30s"}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if code := run(ctx, args, &out, &errs); code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errs.String())
+	}
+	if n := strings.Count(out.String(), "Redis (INFO commandstats, measured runs): "); n != 2 {
+		t.Errorf("%d Redis summaries, want 2:\n%s", n, out.String())
 	}
 }
 
@@ -37,7 +59,7 @@ func TestParse(t *testing.T) {
 	if err != nil || strings.Join(c.scenarios, ",") != "live,mix" || c.pairs != 3 || c.streams != 50 {
 		t.Errorf("parse: %+v, %v", c, err)
 	}
-	if c, err := parse([]string{"-scenario", "all"}, &errs); err != nil || len(c.scenarios) != 4 {
+	if c, err := parse([]string{"-scenario", "all"}, &errs); err != nil || len(c.scenarios) != 5 {
 		t.Errorf("all: %v %v", c.scenarios, err)
 	}
 	for _, bad := range [][]string{{"-pairs", "0"}, {"-scenario", ""}, {"-scenario", "live,bogus"}, {"extra"}, {"-run-timeout", "0s"}} {

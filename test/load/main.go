@@ -51,6 +51,7 @@ type config struct {
 	sgBin       string
 	floorBin    string
 	sgArgs      string
+	store       string // "": embedded; "redis": a redis-server the harness starts; else a Redis URL
 	quiet       bool
 }
 
@@ -58,7 +59,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c config
-	scen := fs.String("scenario", "live", "comma-separated: live, new, deny, mix, or all")
+	scen := fs.String("scenario", "live", "comma-separated: live, api, new, deny, mix, or all")
 	fs.IntVar(&c.pairs, "pairs", 5, "alternating floor/sessiongate run pairs per scenario")
 	fs.IntVar(&c.streams, "streams", 50, "concurrent streams over the one connection")
 	fs.IntVar(&c.requests, "requests", 20000, "measured requests per run (live, deny, mix)")
@@ -69,6 +70,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.sgBin, "sessiongate-bin", "", "sessiongate binary to measure (default: build ./cmd/sessiongate)")
 	fs.StringVar(&c.floorBin, "floor-bin", "", "floor binary (default: build ./test/load/floor)")
 	fs.StringVar(&c.sgArgs, "sessiongate-args", "", "extra arguments for sessiongate serve, space-separated")
+	fs.StringVar(&c.store, "store", "", `sessiongate's store: "" embedded, "redis" (a redis-server started on loopback, no persistence) or a redis:// URL; Redis' INFO commandstats is reported per request`)
 	fs.BoolVar(&c.quiet, "q", false, "print only the results")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -79,12 +81,12 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	for _, s := range strings.Split(*scen, ",") {
 		switch s = strings.TrimSpace(s); s {
 		case "all":
-			c.scenarios = append(c.scenarios, "live", "new", "deny", "mix")
-		case "live", "new", "deny", "mix":
+			c.scenarios = append(c.scenarios, "live", "api", "new", "deny", "mix")
+		case "live", "api", "new", "deny", "mix":
 			c.scenarios = append(c.scenarios, s)
 		case "":
 		default:
-			return c, fmt.Errorf("-scenario %q: want live, new, deny, mix or all", s)
+			return c, fmt.Errorf("-scenario %q: want live, api, new, deny, mix or all", s)
 		}
 	}
 	switch {
@@ -151,13 +153,22 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer floor.stop()
-	sgArgs := append([]string{"serve", "--policies", policies, "--http-addr", "127.0.0.1:0", "--drain-delay", "0s",
-		"--audit-log", filepath.Join(tmp, "audit.log")}, strings.Fields(cfg.sgArgs)...)
-	sg, err := start("sessiongate", cfg.sgBin, sgArgs)
+	sgArgs := []string{"serve", "--policies", policies, "--http-addr", "127.0.0.1:0", "--drain-delay", "0s",
+		"--audit-log", filepath.Join(tmp, "audit.log")}
+	var rs *redisStore
+	if cfg.store != "" {
+		if rs, err = openRedis(cfg.store, tmp); err != nil {
+			return err
+		}
+		defer rs.close()
+		sgArgs = append(sgArgs, "--store", rs.url)
+	}
+	sg, err := start("sessiongate", cfg.sgBin, append(sgArgs, strings.Fields(cfg.sgArgs)...))
 	if err != nil {
 		return err
 	}
 	defer sg.stop()
+	sg.redis = rs
 
 	// Both processes start cold (heap size, goroutine stacks, HTTP/2 flow
 	// control windows): warm them before the first measured run.
@@ -215,9 +226,10 @@ type result struct {
 	pair        int
 	server      string
 	out         outcome
-	serverTicks int64   // CPU ticks the server used during the run
-	clientTicks int64   // and the harness itself
-	other       float64 // cores used by other processes during the run
+	redisCmds   map[string]int64 // commands Redis ran during the run (sessiongate with -store)
+	serverTicks int64            // CPU ticks the server used during the run
+	clientTicks int64            // and the harness itself
+	other       float64          // cores used by other processes during the run
 }
 
 func (r result) rps() float64 { return float64(r.out.done) / r.out.elapsed.Seconds() }
@@ -277,6 +289,13 @@ func measureRun(cfg config, s *server, n int, req func(i int) *authv3.CheckReque
 	if want != nil {
 		l.check = func(_ int, resp *authv3.CheckResponse) error { return want(resp) }
 	}
+	var cmdsBefore map[string]int64
+	var err error
+	if s.redis != nil {
+		if cmdsBefore, err = s.redis.commands(); err != nil {
+			return result{}, err
+		}
+	}
 	before, err := takeSample(s.pid())
 	if err != nil {
 		return result{}, err
@@ -289,7 +308,16 @@ func measureRun(cfg config, s *server, n int, req func(i int) *authv3.CheckReque
 	if err := s.alive(); err != nil {
 		return result{}, err
 	}
-	return newResult(s.name, o, before, after), nil
+	r := newResult(s.name, o, before, after)
+	if s.redis != nil {
+		cmdsAfter, err := s.redis.commands()
+		if err != nil {
+			return result{}, err
+		}
+		r.redisCmds = map[string]int64{}
+		commandDiff(r.redisCmds, cmdsBefore, cmdsAfter)
+	}
+	return r, nil
 }
 
 func newResult(name string, o outcome, before, after sample) result {
@@ -328,6 +356,7 @@ func report(w io.Writer, sc *scenario, res []result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "pair\tserver\tanswered\trps\tp50\tp99\tserver CPU/req\tclient CPU/req\tother load (cores)\tfailures\t")
 	var ratios, quiet []float64
+	var redisCmds map[string]int64
 	var per [2]struct { // floor, sessiongate
 		rps, p50, p99 []float64
 		ticks         int64
@@ -345,6 +374,12 @@ func report(w io.Writer, sc *scenario, res []result) {
 		s.rps = append(s.rps, r.rps())
 		s.p50, s.p99 = append(s.p50, float64(p50)), append(s.p99, float64(p99))
 		s.ticks, s.done = s.ticks+r.serverTicks, s.done+r.out.done
+		if r.redisCmds != nil {
+			if redisCmds == nil {
+				redisCmds = map[string]int64{}
+			}
+			commandDiff(redisCmds, nil, r.redisCmds)
+		}
 		if i%2 == 1 {
 			f := res[i-1]
 			ratios = append(ratios, r.rps()/f.rps())
@@ -366,6 +401,12 @@ func report(w io.Writer, sc *scenario, res []result) {
 		d := func(xs []float64) time.Duration { return round(time.Duration(median(xs))) }
 		fmt.Fprintf(w, "   %-11s median %6.0f rps, p50 %s, p99 %s; server CPU %s/req over all runs\n",
 			name, median(per[i].rps), d(per[i].p50), d(per[i].p99), round(cpu[i]))
+	}
+	if redisCmds != nil {
+		// Every command counts, the change channel's heartbeat included;
+		// a pipeline of n commands is one round trip and n here.
+		fmt.Fprintf(w, "   Redis (INFO commandstats, measured runs): %.4f commands per sessiongate request (%d over %d: %s)\n",
+			float64(total(redisCmds))/float64(max(per[1].done, 1)), total(redisCmds), per[1].done, describe(redisCmds))
 	}
 	fmt.Fprintln(w)
 }

@@ -36,6 +36,8 @@ func (s *setup) build(name string) (*scenario, error) {
 	switch name {
 	case "live":
 		return s.live()
+	case "api":
+		return s.api()
 	case "new":
 		return s.fresh()
 	case "deny":
@@ -49,7 +51,7 @@ func (s *setup) build(name string) (*scenario, error) {
 // live: one user, one token (verified once, then cached), one live session
 // presented by its cookie: the hot path of steady traffic.
 func (s *setup) live() (*scenario, error) {
-	reqs, err := s.establish("live-user-", 1)
+	reqs, _, err := s.establish("live-user-", 1)
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +59,22 @@ func (s *setup) live() (*scenario, error) {
 		name: "live-session", about: "allow: one user, cached token, live session (cookie)",
 		requests: s.cfg.requests,
 		req:      func(int, int) *authv3.CheckRequest { return reqs[0] },
+		want:     allowed(false),
+	}, nil
+}
+
+// api: one API client, one token (verified once, then cached), no cookie:
+// its session is its scope's current one, found by the token alone.
+func (s *setup) api() (*scenario, error) {
+	_, toks, err := s.establish("api-user-", 1)
+	if err != nil {
+		return nil, err
+	}
+	req := fixture.Request(appPath, toks[0], "", false)
+	return &scenario{
+		name: "api-client", about: "allow: one API client, cached token, live session, no cookie",
+		requests: s.cfg.requests,
+		req:      func(int, int) *authv3.CheckRequest { return req },
 		want:     allowed(false),
 	}, nil
 }
@@ -106,7 +124,7 @@ func (s *setup) deny() *scenario {
 // mix: many users, each with a cached token and a live session, requests
 // cycling through them: the token cache and the store at realistic size.
 func (s *setup) mix() (*scenario, error) {
-	reqs, err := s.establish("mix-user-", s.cfg.users)
+	reqs, _, err := s.establish("mix-user-", s.cfg.users)
 	if err != nil {
 		return nil, err
 	}
@@ -121,12 +139,13 @@ func (s *setup) mix() (*scenario, error) {
 }
 
 // establish mints n users' tokens, opens their sessions on sessiongate and
-// returns each user's request carrying token and session cookie.
-func (s *setup) establish(prefix string, n int) ([]*authv3.CheckRequest, error) {
+// returns each user's request carrying token and session cookie, and the
+// tokens.
+func (s *setup) establish(prefix string, n int) ([]*authv3.CheckRequest, []string, error) {
 	s.verbose("minting %d tokens and opening their sessions", n)
 	toks, err := s.fx.Tokens(prefix, n, s.signIn)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	reqs := make([]*authv3.CheckRequest, n)
 	o := drive(s.sg.api, s.cfg.streams, s.cfg.limit, load{
@@ -142,9 +161,9 @@ func (s *setup) establish(prefix string, n int) ([]*authv3.CheckRequest, error) 
 		},
 	})
 	if o.failures > 0 || o.done < n {
-		return nil, fmt.Errorf("opening %d sessions: %d answered, %d failed: %v", n, o.done, o.failures, o.firstErr)
+		return nil, nil, fmt.Errorf("opening %d sessions: %d answered, %d failed: %v", n, o.done, o.failures, o.firstErr)
 	}
-	return reqs, nil
+	return reqs, toks, nil
 }
 
 // allowed checks an allow with the upstream identity, and a new session's

@@ -29,6 +29,7 @@ type server struct {
 	done   chan struct{}
 	conn   *grpc.ClientConn
 	api    authv3.AuthorizationClient
+	redis  *redisStore // sessiongate's store when it is Redis, else nil
 }
 
 type lockedBuffer struct {
