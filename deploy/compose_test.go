@@ -1,7 +1,10 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -44,6 +47,64 @@ func (s composeService) binds() []mount {
 		}
 	}
 	return out
+}
+
+// named returns the target of the named volume name, "" if not mounted.
+func (s composeService) named(name string) string {
+	for _, v := range s.Volumes {
+		if f := strings.Split(v, ":"); len(f) >= 2 && f[0] == name {
+			return f[1]
+		}
+	}
+	return ""
+}
+
+// sessionKeys returns the service that makes the session key file, the
+// named volume holding it, and where sessiongate reads it: the sign-in
+// wiring that login.oidc policies on Redis cannot start without.
+func sessionKeys(t *testing.T, svcs map[string]composeService) (maker composeService, volume, file string) {
+	t.Helper()
+	sg := svcs["sessiongate"]
+	file = sg.Environment["SESSIONGATE_SESSION_KEY_FILE"]
+	if file == "" {
+		t.Fatalf("sessiongate: no SESSIONGATE_SESSION_KEY_FILE: with Redis, login.oidc policies need --session-key-file")
+	}
+	for name, svc := range svcs {
+		if name == "sessiongate" {
+			continue
+		}
+		for _, v := range sg.Volumes {
+			vol, target, _ := strings.Cut(v, ":")
+			target, _, _ = strings.Cut(target, ":")
+			if strings.HasPrefix(vol, ".") || strings.HasPrefix(vol, "/") || !strings.HasPrefix(file, target+"/") || svc.named(vol) == "" {
+				continue
+			}
+			if sg.DependsOn[name].Condition != "service_completed_successfully" {
+				t.Errorf("sessiongate: want depends_on %s condition service_completed_successfully, so the key exists before it starts", name)
+			}
+			return svc, vol, strings.TrimPrefix(file, target+"/")
+		}
+	}
+	t.Fatalf("sessiongate: SESSIONGATE_SESSION_KEY_FILE=%q is on no named volume that another service writes", file)
+	return composeService{}, "", ""
+}
+
+// makeSessionKeys runs the key maker's command with its volume's mount
+// point moved to dir and returns the key file's path.
+func makeSessionKeys(t *testing.T, svcs map[string]composeService, dir string) string {
+	t.Helper()
+	maker, vol, name := sessionKeys(t, svcs)
+	target := maker.named(vol)
+	if len(maker.Command) != 3 || maker.Command[0] != "sh" || maker.Command[1] != "-c" {
+		t.Fatalf("session key maker: command %q, want [sh -c SCRIPT]", maker.Command)
+	}
+	script := strings.ReplaceAll(maker.Command[2], target, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("session key maker %q: %v\n%s", script, err, out)
+	}
+	return filepath.Join(dir, name)
 }
 
 func loadCompose(t *testing.T) map[string]composeService {
@@ -123,8 +184,28 @@ func TestCompose(t *testing.T) {
 	if sg.DependsOn["redis"].Condition != "service_healthy" {
 		t.Errorf("sessiongate: want depends_on redis condition service_healthy")
 	}
-	// The policies it mounts validate.
+	// The key file that login.oidc on Redis needs is made once, with a
+	// random key that a second run keeps, mounted read-only.
+	keysDir := t.TempDir()
+	keyFile := makeSessionKeys(t, svcs, keysDir)
+	first, err := os.ReadFile(keyFile)
+	if err != nil || len(bytes.TrimSpace(first)) == 0 {
+		t.Fatalf("the session key maker wrote no key: %v", err)
+	}
+	if k, err := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(first))); err != nil || len(k) != 32 {
+		t.Errorf("session key %d bytes (%v), want 32, base64", len(k), err)
+	}
+	if again := makeSessionKeys(t, svcs, keysDir); again != keyFile {
+		t.Fatalf("key file moved: %s, %s", keyFile, again)
+	} else if second, _ := os.ReadFile(again); !bytes.Equal(first, second) {
+		t.Errorf("the session key maker replaced the key on its second run: every sign-in would end at each `up`")
+	}
+	if _, vol, _ := sessionKeys(t, svcs); !strings.HasSuffix(sg.Volumes[slices.IndexFunc(sg.Volumes, func(v string) bool { return strings.HasPrefix(v, vol+":") })], ":ro") {
+		t.Errorf("sessiongate: mount the session key volume %s read-only", vol)
+	}
+	// The policies it mounts validate, and the application signs users in.
 	dir := composePolicies(t, sg)
+	checkAppPolicy(t, filepath.Join(dir, "app.yaml"))
 	if out, code := runBin(t, "validate", dir); code != 0 {
 		t.Errorf("sessiongate validate %s (mounted by compose): exit %d\n%s", dir, code, out)
 	}
@@ -167,9 +248,12 @@ func TestComposeServerHealthy(t *testing.T) {
 		args = slices.Clone(args)
 		args[i+1] = filepath.Join(t.TempDir(), "state")
 	}
+	// The key file as the session key maker makes it: without it, serve
+	// refuses login.oidc policies on Redis.
 	s := startServeArgs(t, sg.Environment, map[string]string{
-		"SESSIONGATE_POLICIES": composePolicies(t, sg),
-		"SESSIONGATE_STORE":    withHost(t, sg.Environment["SESSIONGATE_STORE"], redis),
+		"SESSIONGATE_POLICIES":         composePolicies(t, sg),
+		"SESSIONGATE_STORE":            withHost(t, sg.Environment["SESSIONGATE_STORE"], redis),
+		"SESSIONGATE_SESSION_KEY_FILE": makeSessionKeys(t, svcs, t.TempDir()),
 	}, args...)
 	c := parts(t, composeEnvoy, loadBootstrap(t, composeEnvoy)).clusters[sessiongateCluster]
 	for _, hc := range c.GetHealthChecks() {

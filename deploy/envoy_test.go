@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,17 +12,19 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/envoy"
 	"github.com/sessiongate/sessiongate/policy"
 	redisstore "github.com/sessiongate/sessiongate/store/redis"
@@ -34,7 +37,6 @@ const (
 	hcmFilter           = "envoy.filters.network.http_connection_manager"
 	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	sessiongateCluster  = "sessiongate"
-	loginCallbackPath   = "/oauth2/callback"
 	minExtAuthzTimeout  = 250 * time.Millisecond
 	maxExtAuthzTimeout  = time.Second
 )
@@ -172,32 +174,34 @@ func checkEnvoy(t *testing.T, path string) {
 		t.Errorf("ext_authz timeout %v, not above the Redis store's default timeout %v", d, redisstore.DefaultTimeout)
 	}
 
-	// The login callback route skips ext_authz and strips every header that
-	// sessiongate would otherwise overwrite (S10); no other route skips it.
-	var disabled []*routev3.Route
+	// Every request is checked: no virtual host or route turns ext_authz
+	// off, the built-in sign-in's callback least of all (sessiongate
+	// finishes the sign-in there), and the filter runs for all requests.
 	for _, vh := range p.hcm.GetRouteConfig().GetVirtualHosts() {
+		if extAuthzDisabled(t, vh.GetTypedPerFilterConfig()) {
+			t.Errorf("virtual host %s turns ext_authz off: its requests, %s included, would never reach sessiongate", vh.GetName(), policy.DefaultCallbackPath)
+		}
 		for _, r := range vh.GetRoutes() {
-			if a, ok := r.GetTypedPerFilterConfig()[extAuthzFilter]; ok {
-				if unpack(t, a, &extauthzv3.ExtAuthzPerRoute{}).GetDisabled() {
-					disabled = append(disabled, r)
-				}
+			if extAuthzDisabled(t, r.GetTypedPerFilterConfig()) {
+				t.Errorf("route %v turns ext_authz off: a request there reaches the application with the identity headers its client wrote (S10), and sign-in's callback %s must be checked", r.GetMatch(), policy.DefaultCallbackPath)
 			}
 		}
 	}
-	for _, r := range disabled {
-		if m := r.GetMatch(); m.GetPath() == policy.DefaultCallbackPath || (m.GetPrefix() != "" && strings.HasPrefix(policy.DefaultCallbackPath, m.GetPrefix())) {
-			t.Errorf("route %v skips ext_authz for %s, the built-in sign-in's callback, which sessiongate must see", m, policy.DefaultCallbackPath)
+	if fe := ea.GetFilterEnabled().GetDefaultValue(); fe != nil {
+		denom := map[typev3.FractionalPercent_DenominatorType]uint32{typev3.FractionalPercent_HUNDRED: 100,
+			typev3.FractionalPercent_TEN_THOUSAND: 10_000, typev3.FractionalPercent_MILLION: 1_000_000}[fe.GetDenominator()]
+		if fe.GetNumerator() < denom {
+			t.Errorf("ext_authz filter_enabled %v: some requests would skip sessiongate", fe)
 		}
 	}
-	if len(disabled) != 1 || disabled[0].GetMatch().GetPath() != loginCallbackPath {
-		t.Errorf("routes with ext_authz disabled: %v, want exactly the login callback (path %s)", disabled, loginCallbackPath)
-	} else {
-		for _, h := range []string{envoy.HeaderUser, envoy.HeaderSessionExpiry, envoy.HeaderIdleExpiry, envoy.HeaderExpiresIn, envoy.HeaderReason} {
-			if !slices.Contains(disabled[0].GetRequestHeadersToRemove(), h) {
-				t.Errorf("route %s skips ext_authz but does not remove %s: a client could spoof it", loginCallbackPath, h)
-			}
-		}
+	checkSignInHeaders(t, p)
+	// The sign-in's redirect_uri is the request's scheme and host plus the
+	// callback path: a port Envoy strips would send the browser back to
+	// another port.
+	if p.hcm.GetStripAnyHostPort() || p.hcm.GetStripMatchingHostPort() {
+		t.Error("http_connection_manager strips the host's port: sign-in's redirect_uri and return URLs would lose it")
 	}
+
 	// bypass and logout paths are prefixes: sessiongate and the upstream must
 	// see one normalised path.
 	if !p.hcm.GetNormalizePath().GetValue() || !p.hcm.GetMergeSlashes() {
@@ -240,6 +244,127 @@ func checkEnvoy(t *testing.T, path string) {
 	if ep := endpoints(c); len(ep) != 1 || strconv.Itoa(int(ep[0].GetPortValue())) != grpcPort {
 		t.Errorf("cluster %s: endpoints %v, want one on sessiongate's gRPC port %s", sessiongateCluster, ep, grpcPort)
 	}
+}
+
+// extAuthzDisabled reports whether a typed_per_filter_config turns the
+// ext_authz filter off.
+func extAuthzDisabled(t *testing.T, cfg map[string]*anypb.Any) bool {
+	t.Helper()
+	a, ok := cfg[extAuthzFilter]
+	return ok && unpack(t, a, &extauthzv3.ExtAuthzPerRoute{}).GetDisabled()
+}
+
+// What built-in sign-in (login.oidc) needs to pass through Envoy.
+var (
+	// signInRequestHeaders are what sessiongate reads of a request: the
+	// session and login-attempt cookies, bearer tokens, whether a browser
+	// asks (accept, sec-fetch-mode), and the scheme of the callback's
+	// redirect_uri.
+	signInRequestHeaders = []string{"cookie", "authorization", "accept", "sec-fetch-mode", "x-forwarded-proto"}
+	// signInUpstreamHeaders are what an allowed answer sets on the request
+	// to the application: identity and deadlines, the access token
+	// (upstream.access_token: authorization), the identity headers of
+	// upstream.headers' default, and the cookies without the gate's own.
+	signInUpstreamHeaders = []string{envoy.HeaderUser, envoy.HeaderSessionExpiry, envoy.HeaderIdleExpiry,
+		"authorization", authz.HeaderName, authz.HeaderEmail, authz.HeaderGroups, "cookie"}
+)
+
+// checkSignInHeaders fails an Envoy configuration that would filter what
+// sign-in needs. Over gRPC Envoy applies sessiongate's answer as it is
+// (allowed: headers upstream, response_headers_to_add to the client;
+// denied: status, headers and body to the client), so what can go wrong is
+// a restriction added around it: the HTTP flavour's allow-lists, request
+// headers withheld from the check, header mutation rules that refuse the
+// upstream headers, or a route that strips them after the check.
+func checkSignInHeaders(t *testing.T, p envoyParts) {
+	t.Helper()
+	ea := p.extAuthz
+	if ea.GetHttpService() != nil {
+		t.Errorf("ext_authz http_service: the example uses gRPC, where no allowed_upstream_headers / allowed_client_headers list can drop the access token, identity headers, set-cookie, location or error pages")
+	}
+	for _, h := range signInRequestHeaders {
+		if al := ea.GetAllowedHeaders(); al != nil && !anyMatch(t, al.GetPatterns(), h) {
+			t.Errorf("ext_authz allowed_headers does not send %q to sessiongate, which sign-in needs", h)
+		}
+		if dl := ea.GetDisallowedHeaders(); dl != nil && anyMatch(t, dl.GetPatterns(), h) {
+			t.Errorf("ext_authz disallowed_headers withholds %q from sessiongate, which sign-in needs", h)
+		}
+	}
+	if r := ea.GetDecoderHeaderMutationRules(); r != nil {
+		for _, h := range signInUpstreamHeaders {
+			if !mutationAllowed(t, r.GetAllowExpression().GetRegex(), r.GetDisallowExpression().GetRegex(), r.GetDisallowAll().GetValue(), h) {
+				t.Errorf("ext_authz decoder_header_mutation_rules refuse %q, which an allowed sign-in answer sets for the application", h)
+			}
+		}
+	}
+	// Route-level removals run in the router, after the check: they would
+	// drop what sessiongate set.
+	rc := p.hcm.GetRouteConfig()
+	removed := slices.Clone(rc.GetRequestHeadersToRemove())
+	for _, vh := range rc.GetVirtualHosts() {
+		removed = append(removed, vh.GetRequestHeadersToRemove()...)
+		for _, r := range vh.GetRoutes() {
+			removed = append(removed, r.GetRequestHeadersToRemove()...)
+		}
+	}
+	for _, h := range removed {
+		if slices.Contains(signInUpstreamHeaders, strings.ToLower(h)) {
+			t.Errorf("the route configuration removes %q after ext_authz set it for the application", h)
+		}
+	}
+}
+
+// anyMatch applies Envoy string matchers to a lower-case header name.
+func anyMatch(t *testing.T, ms []*matcherv3.StringMatcher, h string) bool {
+	t.Helper()
+	for _, m := range ms {
+		v := h
+		fold := func(s string) string { return s }
+		if m.GetIgnoreCase() {
+			fold = strings.ToLower
+		}
+		var ok bool
+		switch {
+		case m.GetExact() != "" || m.MatchPattern == nil:
+			ok = fold(m.GetExact()) == fold(v)
+		case m.GetPrefix() != "":
+			ok = strings.HasPrefix(fold(v), fold(m.GetPrefix()))
+		case m.GetSuffix() != "":
+			ok = strings.HasSuffix(fold(v), fold(m.GetSuffix()))
+		case m.GetContains() != "":
+			ok = strings.Contains(fold(v), fold(m.GetContains()))
+		case m.GetSafeRegex() != nil:
+			ok = fullMatch(t, m.GetSafeRegex().GetRegex(), v)
+		default:
+			t.Fatalf("string matcher %v: not understood here", m)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// mutationAllowed applies HeaderMutationRules' precedence to header h:
+// disallow_expression wins, then allow_expression, then disallow_all.
+func mutationAllowed(t *testing.T, allow, disallow string, disallowAll bool, h string) bool {
+	t.Helper()
+	switch {
+	case disallow != "" && fullMatch(t, disallow, h):
+		return false
+	case allow != "" && fullMatch(t, allow, h):
+		return true
+	}
+	return !disallowAll
+}
+
+func fullMatch(t *testing.T, expr, s string) bool {
+	t.Helper()
+	re, err := regexp.Compile(`^(?:` + expr + `)$`)
+	if err != nil {
+		t.Fatalf("regex %q: %v", expr, err)
+	}
+	return re.MatchString(s)
 }
 
 // endpoints returns the socket addresses of a static cluster.
