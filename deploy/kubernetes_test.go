@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"maps"
 	"net"
@@ -18,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sessiongate/sessiongate/idp"
@@ -261,6 +264,28 @@ func TestKubernetesDeployment(t *testing.T) {
 	if !mounted {
 		t.Errorf("Deployment %s: ConfigMap %s is not mounted read-only at SESSIONGATE_POLICIES=%q", k8sName, k8sPolicies, env["SESSIONGATE_POLICIES"])
 	}
+	// Sign-in: the session keys (required with Redis and login.oidc) and
+	// every login.oidc client secret are files of Secrets mounted
+	// read-only, never of the ConfigMap or the image.
+	if f := env["SESSIONGATE_SESSION_KEY_FILE"]; f == "" {
+		t.Errorf("Deployment %s: no SESSIONGATE_SESSION_KEY_FILE: replicas sharing Redis refuse login.oidc policies without it", k8sName)
+	} else if !inSecretMount(ps, ct, f) {
+		t.Errorf("Deployment %s: SESSIONGATE_SESSION_KEY_FILE=%q is not in a Secret volume mounted read-only", k8sName, f)
+	}
+	var oidcPolicies int
+	for k, v := range policiesConfigMap(t, c) {
+		f, ok := clientSecretFile(t, k, v)
+		if !ok {
+			continue
+		}
+		oidcPolicies++
+		if !filepath.IsAbs(f) || !inSecretMount(ps, ct, f) {
+			t.Errorf("policy %s: login.oidc.client_secret_file %q is not in a Secret volume mounted read-only", k, f)
+		}
+	}
+	if oidcPolicies == 0 {
+		t.Errorf("ConfigMap %s: no login.oidc policy with a client_secret_file: the example application must sign users in", k8sPolicies)
+	}
 	// Scale-out: the store is the Redis Service of these manifests.
 	checkRedisURL(t, c, env["SESSIONGATE_STORE"])
 	// GOMEMLIMIT below the memory limit, or the GC would not act before the
@@ -286,6 +311,102 @@ func TestKubernetesDeployment(t *testing.T) {
 	if mu := pdb.Spec.MaxUnavailable; mu == nil || w.Spec.Replicas == nil || atoi(string(*mu)) < 1 || atoi(string(*mu)) >= *w.Spec.Replicas {
 		t.Errorf("PodDisruptionBudget %s: want maxUnavailable between 1 and replicas-1", k8sName)
 	}
+}
+
+// inSecretMount reports whether file lies in a Secret volume that the
+// container mounts read-only.
+func inSecretMount(ps podSpec, ct container, file string) bool {
+	for _, v := range ps.Volumes {
+		if v.Secret == nil || v.Secret.SecretName == "" {
+			continue
+		}
+		for _, vm := range ct.VolumeMounts {
+			if vm.Name == v.Name && vm.ReadOnly && strings.HasPrefix(file, strings.TrimSuffix(vm.MountPath, "/")+"/") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// clientSecretFile returns a policy's login.oidc.client_secret_file, and
+// whether it has one.
+func clientSecretFile(t *testing.T, name, content string) (string, bool) {
+	t.Helper()
+	n := policyNode(t, name, content)
+	f := mappingValue(n, "login", "oidc", "client_secret_file")
+	if f == nil {
+		return "", false
+	}
+	return f.Value, true
+}
+
+func policyNode(t *testing.T, name, content string) *yaml.Node {
+	t.Helper()
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(content), &doc); err != nil || len(doc.Content) != 1 {
+		t.Fatalf("policy %s: %v", name, err)
+	}
+	return doc.Content[0]
+}
+
+// mappingValue follows keys down nested mappings; nil where one is absent.
+func mappingValue(n *yaml.Node, keys ...string) *yaml.Node {
+	for _, k := range keys {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == k {
+				next = n.Content[i+1]
+			}
+		}
+		n = next
+	}
+	return n
+}
+
+// withLocalSignIn lays out what the pod gets from its Secrets, here: every
+// login.oidc client secret in a file of its own (a made-up secret), and
+// the issuer moved to a loopback port where nothing listens, so that no
+// test reaches the network. Discovery then fails, which must keep the
+// replica ready (only that policy cannot sign in).
+func withLocalSignIn(t *testing.T, data map[string]string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	out := map[string]string{}
+	for k, v := range data {
+		n := policyNode(t, k, v)
+		if f := mappingValue(n, "login", "oidc", "client_secret_file"); f != nil {
+			f.Value = filepath.Join(dir, k+".client-secret")
+			if err := os.WriteFile(f.Value, []byte("made-up-client-secret\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			mappingValue(n, "login", "oidc", "issuer").Value = "http://127.0.0.1:" + freePort(t)
+			b, err := yaml.Marshal(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v = string(b)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// sessionKeyFile writes a key file as the Secret's command makes one.
+func sessionKeyFile(t *testing.T) string {
+	t.Helper()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(f, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // checkRedisURL: SESSIONGATE_STORE is redis://SERVICE:PORT of the Redis
@@ -374,7 +495,7 @@ func TestKubernetesPolicies(t *testing.T) {
 			t.Errorf("ConfigMap %s: key %q is not a .yaml policy file", k8sPolicies, k)
 		}
 	}
-	dir := writeConfigMapMount(t, data)
+	dir := writeConfigMapMount(t, withLocalSignIn(t, data))
 	out, code := runBin(t, "validate", dir)
 	if code != 0 {
 		t.Fatalf("sessiongate validate on ConfigMap %s: exit %d\n%s", k8sPolicies, code, out)
@@ -398,9 +519,12 @@ func TestKubernetesProbesAgainstServer(t *testing.T) {
 	c.get(t, "StatefulSet", k8sRedis).decode(t, &rw)
 	redis := startRedis(t, redisBin, rw.Spec.Template.Spec.Containers[0].Args)
 	env := ct.env()
+	// With the Secrets' files laid out here: on Redis, serve refuses
+	// login.oidc policies without the session key file.
 	s := startServe(t, env, map[string]string{
-		"SESSIONGATE_POLICIES": writeConfigMapMount(t, withLocalJWKS(t, policiesConfigMap(t, c))),
-		"SESSIONGATE_STORE":    withHost(t, env["SESSIONGATE_STORE"], redis),
+		"SESSIONGATE_POLICIES":         writeConfigMapMount(t, withLocalSignIn(t, withLocalJWKS(t, policiesConfigMap(t, c)))),
+		"SESSIONGATE_STORE":            withHost(t, env["SESSIONGATE_STORE"], redis),
+		"SESSIONGATE_SESSION_KEY_FILE": sessionKeyFile(t),
 	})
 
 	// Where each declared container port listens in this test.

@@ -99,6 +99,8 @@ func TestExampleApplicationPolicies(t *testing.T) {
 	if f := p.Login.OIDC.ClientSecretFile; strings.HasPrefix(f, "/") {
 		t.Errorf("%s/app.yaml: client_secret_file %q: keep it beside the policy in this directory", examplePolicies, f)
 	}
+	// Kubernetes: its secret file is a mounted Secret (TestKubernetesDeployment).
+	checkAppPolicy(t, k8sAppPolicy)
 
 }
 
