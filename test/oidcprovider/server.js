@@ -45,6 +45,7 @@ const clients = config.clients.map((c) => ({
 }));
 
 // A fresh signing key per run.
+process.stderr.write('generating the signing key\n');
 const signingKey = {
   ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }),
   kid: randomBytes(8).toString('hex'), alg: 'RS256', use: 'sig',
@@ -244,6 +245,7 @@ provider.use(async (ctx, next) => {
   ctx.body = `unexpected prompt ${details.prompt.name}`;
 });
 
+process.stderr.write(`listening on 127.0.0.1:${config.port}\n`);
 const server = provider.listen(config.port, '127.0.0.1', () => {
   process.stdout.write(`ready ${server.address().port}\n`);
 });
