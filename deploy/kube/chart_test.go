@@ -64,6 +64,22 @@ extraEnv: [{name: GOMEMLIMIT, value: 450MiB}]
 `,
 	"redis URL in a chart Secret": `
 store: {type: redis, redis: {url: "redis://:secret@redis.sessiongate:6379/0"}}
+sessionKey: {existingSecret: sessiongate-session-keys}
+`,
+	"token mode only, no sign-in secrets": `
+oidcSecrets: []
+policies:
+  files:
+    app.yaml: null # Helm merges maps: drop the chart's example
+    api.yaml: |
+      hosts: [api.example.com]
+      session: {absolute_timeout: 8h, idle_timeout: 30m}
+      token:
+        issuer: https://idp.example.com
+        audiences: [api]
+        jwks_uri: https://idp.example.com/jwks
+      login: {url: https://login.example.com/start}
+      logout: {}
 `,
 	"embedded on an existing claim and policies": `
 persistence: {existingClaim: sessiongate-state, storageClass: fast}
@@ -79,12 +95,13 @@ store: {allowEphemeral: true}
 // badValueSets must fail to render, with these words: each would break a
 // promise (sign-outs forgotten at a restart) or not start.
 var badValueSets = map[string]struct{ values, want string }{
-	"embedded without persistence": {`persistence: {enabled: false}`, "forgets every sign-out"},
-	"redis without a URL":          {`store: {type: redis}`, "store.type redis: set store.redis.existingSecret"},
-	"no policies":                  {`policies: {files: null}`, "no policies"},
-	"unknown store":                {`store: {type: etcd}`, `store.type "etcd"`},
-	"grace period too short":       {`shutdown: {terminationGracePeriodSeconds: 20}`, "terminationGracePeriodSeconds"},
-	"admin API without a token":    {`admin: {enabled: true}`, "admin.existingSecret"},
+	"embedded without persistence":           {`persistence: {enabled: false}`, "forgets every sign-out"},
+	"redis without a URL":                    {`store: {type: redis}`, "store.type redis: set store.redis.existingSecret"},
+	"no policies":                            {`policies: {files: null}`, "no policies"},
+	"unknown store":                          {`store: {type: etcd}`, `store.type "etcd"`},
+	"grace period too short":                 {`shutdown: {terminationGracePeriodSeconds: 20}`, "terminationGracePeriodSeconds"},
+	"admin API without a token":              {`admin: {enabled: true}`, "admin.existingSecret"},
+	"redis and sign-in without session keys": {`store: {type: redis, redis: {existingSecret: sessiongate-redis-url}}`, "set sessionKey.existingSecret"},
 }
 
 func loadChart(t *testing.T) *chartv2.Chart {
@@ -242,7 +259,7 @@ func TestChartRenders(t *testing.T) {
 			o := decode(t, out)
 			vals := parseValues(t, values)
 			checkDeployment(t, o, vals)
-			checkPolicies(t, o)
+			checkPolicies(t, o, name == "defaults")
 		})
 	}
 }
@@ -503,7 +520,12 @@ func checkDeployment(t *testing.T, o *objects, vals map[string]any) {
 
 // checkPolicies lays the policies' ConfigMap out as the kubelet mounts it
 // and loads it as `sessiongate validate` does.
-func checkPolicies(t *testing.T, o *objects) {
+// Every login.oidc client_secret_file must be a file of a Secret the pod
+// mounts read-only; here it is replaced by a local file. wantSignIn asks
+// for at least one login.oidc policy with the sign-in wiring of the
+// examples (a refresh token, the default callback, the access token for
+// the application).
+func checkPolicies(t *testing.T, o *objects, wantSignIn bool) {
 	t.Helper()
 	var cm *corev1.ConfigMap
 	for _, v := range o.deployment.Spec.Template.Spec.Volumes {
@@ -517,8 +539,37 @@ func checkPolicies(t *testing.T, o *objects) {
 	if cm == nil || len(cm.Data) == 0 {
 		t.Fatal("no policies ConfigMap mounted")
 	}
-	dir := t.TempDir()
+	dir, secrets := t.TempDir(), t.TempDir()
+	var signIn int
 	for k, v := range cm.Data {
+		var p struct {
+			Login struct {
+				OIDC *struct {
+					ClientSecretFile string   `json:"client_secret_file"`
+					Scopes           []string `json:"scopes"`
+					CallbackPath     string   `json:"callback_path"`
+				} `json:"oidc"`
+			} `json:"login"`
+			Upstream struct {
+				AccessToken string `json:"access_token"`
+			} `json:"upstream"`
+		}
+		if err := yaml.Unmarshal([]byte(v), &p); err != nil {
+			t.Fatalf("policy %s: %v", k, err)
+		}
+		if oc := p.Login.OIDC; oc != nil && oc.ClientSecretFile != "" {
+			if !inReadOnlySecret(o.deployment.Spec.Template.Spec, oc.ClientSecretFile) {
+				t.Errorf("policy %s: login.oidc.client_secret_file %q is not in a Secret the pod mounts read-only", k, oc.ClientSecretFile)
+			}
+			local := filepath.Join(secrets, k)
+			if err := os.WriteFile(local, []byte("made-up-client-secret\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			v = strings.ReplaceAll(v, oc.ClientSecretFile, local)
+			if slices.Contains(oc.Scopes, "offline_access") && oc.CallbackPath == "" && p.Upstream.AccessToken != "" && p.Upstream.AccessToken != "none" {
+				signIn++
+			}
+		}
 		if err := os.WriteFile(filepath.Join(dir, k), []byte(v), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -533,6 +584,25 @@ func checkPolicies(t *testing.T, o *objects) {
 	if w := set.Warnings(); len(w) > 0 {
 		t.Errorf("the chart's policies have warnings:\n%v", w)
 	}
+	if wantSignIn && signIn == 0 {
+		t.Errorf("no login.oidc policy with a client secret from a Secret, offline_access, the default callback and upstream.access_token: the example application must sign users in")
+	}
+}
+
+// inReadOnlySecret reports whether path lies in a Secret volume that the
+// pod's container mounts read-only.
+func inReadOnlySecret(pod corev1.PodSpec, path string) bool {
+	for _, m := range pod.Containers[0].VolumeMounts {
+		if !m.ReadOnly || !strings.HasPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/") {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName != "" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func selects(selector, labels map[string]string) bool {

@@ -95,8 +95,21 @@ func TestChartServes(t *testing.T) {
 				switch {
 				case v.ConfigMap != nil:
 					for k, body := range o.configMaps[v.ConfigMap.Name].Data {
-						writeFile(t, filepath.Join(mountDir[m.MountPath], k), jwksURILine.ReplaceAllString(body, "${1}"+jwks))
+						body = jwksURILine.ReplaceAllString(body, "${1}"+jwks)
+						// Sign-in: the client secret from its Secret's
+						// directory here, the issuer on a loopback port where
+						// nothing listens (no test reaches the network; a
+						// provider that cannot be reached keeps the replica
+						// ready).
+						body = secretFileLine.ReplaceAllStringFunc(body, func(l string) string {
+							m := secretFileLine.FindStringSubmatch(l)
+							return m[1] + local(m[2])
+						})
+						body = oidcIssuerLine.ReplaceAllString(body, "${1}"+"http://"+freeAddr(t))
+						writeFile(t, filepath.Join(mountDir[m.MountPath], k), body)
 					}
+				case v.Secret != nil && strings.HasPrefix(m.MountPath, "/etc/sessiongate/oidc/"):
+					writeFile(t, filepath.Join(mountDir[m.MountPath], "client-secret"), "made-up-client-secret\n")
 				case v.Secret != nil && v.Secret.SecretName == nested(parseValues(t, valueSets[name]), "sessionKey", "existingSecret"):
 					writeFile(t, filepath.Join(mountDir[m.MountPath], "keys"), "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n")
 				case v.Secret != nil:
@@ -180,6 +193,11 @@ func TestChartServes(t *testing.T) {
 }
 
 var jwksURILine = regexp.MustCompile(`(?m)^(\s*jwks_uri:\s*)\S+$`)
+
+var (
+	secretFileLine = regexp.MustCompile(`(?m)^(\s*client_secret_file:\s*)(\S+)$`)
+	oidcIssuerLine = regexp.MustCompile(`(?m)^(\s*oidc:\s*\n\s*issuer:\s*)\S+$`)
+)
 
 func envValue(c corev1.Container, name string) (string, bool) {
 	for _, e := range c.Env {

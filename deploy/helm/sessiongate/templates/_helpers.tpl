@@ -54,6 +54,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and (not .Values.policies.existingConfigMap) (not .Values.policies.files) -}}
 {{- fail "no policies: set policies.files or policies.existingConfigMap" -}}
 {{- end -}}
+{{- if and (eq $s.type "redis") (not .Values.sessionKey.existingSecret) -}}
+{{- range $name, $content := .Values.policies.files -}}
+{{- if regexMatch "(?m)^\\s+oidc:" $content -}}
+{{- fail (printf "store.type redis with the login.oidc policy %s: set sessionKey.existingSecret (replicas sharing Redis need the same --session-key-file; sessiongate refuses to start without it)" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $sh := .Values.shutdown -}}
 {{- if le (int $sh.terminationGracePeriodSeconds) (add (int $sh.preStopSleepSeconds) (int $sh.drainDelaySeconds) (int $sh.shutdownTimeoutSeconds)) -}}
 {{- fail "shutdown.terminationGracePeriodSeconds must exceed shutdown.preStopSleepSeconds, the drain delay and the shutdown timeout together" -}}
