@@ -19,8 +19,9 @@ import (
 )
 
 // BenchmarkSteadyTraffic drives the real engine with steady traffic (every
-// session sends a request every 500 ms, with its cookie) and reports, after
-// a warm-up in which every session has begun:
+// session sends a request every 500 ms, with its cookie, or as an API client
+// without cookies) and reports, after a warm-up in which every session has
+// begun:
 //
 //   - rt/allowed: round trips to Redis per allowed request, counted by a
 //     go-redis hook (a pipeline is one), plus the subscription's heartbeats;
@@ -35,10 +36,14 @@ import (
 func BenchmarkSteadyTraffic(b *testing.B) {
 	const sessions, every, window = 400, 500 * time.Millisecond, 20 * time.Second
 	for _, tc := range []struct {
-		store string
-		idle  time.Duration
-	}{{"memory", 30 * time.Minute}, {"redis", 30 * time.Minute}, {"redis", 5 * time.Minute}} {
-		b.Run(fmt.Sprintf("%s/idle=%v", tc.store, tc.idle), func(b *testing.B) {
+		store  string
+		idle   time.Duration
+		cookie bool
+	}{
+		{"memory", 30 * time.Minute, true}, {"redis", 30 * time.Minute, true}, {"redis", 5 * time.Minute, true},
+		{"redis", 30 * time.Minute, false},
+	} {
+		b.Run(fmt.Sprintf("%s/idle=%v/cookie=%v", tc.store, tc.idle, tc.cookie), func(b *testing.B) {
 			var store authz.Store
 			var rs *Store
 			var hook counter
@@ -55,7 +60,7 @@ func BenchmarkSteadyTraffic(b *testing.B) {
 				store = rs
 			}
 			for b.Loop() {
-				res := steadyTraffic(b, store, tc.idle, sessions, every, window, func() {
+				res := steadyTraffic(b, store, tc.idle, tc.cookie, sessions, every, window, func() {
 					hook.trips.Store(0)
 					hook.cmds.Store(0)
 				})
@@ -78,8 +83,9 @@ type steadyResult struct {
 }
 
 // steadyTraffic begins one session per client, calls measure, then runs
-// every client for window and returns what it saw after measure.
-func steadyTraffic(b *testing.B, store authz.Store, idle time.Duration, clients int, every, window time.Duration, measure func()) steadyResult {
+// every client for window, with its session's cookie or without, and
+// returns what it saw after measure.
+func steadyTraffic(b *testing.B, store authz.Store, idle time.Duration, cookie bool, clients int, every, window time.Duration, measure func()) steadyResult {
 	v := fakeVerifier{}
 	p := benchPolicy(v, idle)
 	e, err := authz.NewEngine(authz.Options{Policies: onePolicy{p}, Store: store})
@@ -97,7 +103,9 @@ func steadyTraffic(b *testing.B, store authz.Store, idle time.Duration, clients 
 		if !d.Allow || len(d.SetCookie) != 1 {
 			b.Fatalf("begin: %+v", d)
 		}
-		headers[i]["cookie"] = strings.SplitN(d.SetCookie[0], ";", 2)[0]
+		if cookie {
+			headers[i]["cookie"] = strings.SplitN(d.SetCookie[0], ";", 2)[0]
+		}
 	}
 	measure()
 	var mu sync.Mutex
