@@ -40,6 +40,21 @@ type envoyProxy struct {
 // address.
 func startEnvoyProxy(t *testing.T, grpcAddr, upstreamAddr string, at ...string) string {
 	t.Helper()
+	listen := "127.0.0.1:0"
+	if len(at) > 0 {
+		listen = at[0]
+	}
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveEnvoyProxy(t, grpcAddr, upstreamAddr, l)
+	return l.Addr().String()
+}
+
+// serveEnvoyProxy serves the proxy on l until the test ends.
+func serveEnvoyProxy(t *testing.T, grpcAddr, upstreamAddr string, l net.Listener) {
+	t.Helper()
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -53,14 +68,6 @@ func startEnvoyProxy(t *testing.T, grpcAddr, upstreamAddr string, at ...string) 
 			r.SetURL(target)
 			r.Out.Host = r.In.Host // Envoy keeps the original :authority
 		}}}
-	listen := "127.0.0.1:0"
-	if len(at) > 0 {
-		listen = at[0]
-	}
-	l, err := net.Listen("tcp", listen)
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() {
@@ -68,7 +75,6 @@ func startEnvoyProxy(t *testing.T, grpcAddr, upstreamAddr string, at ...string) 
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return l.Addr().String()
 }
 
 func (p *envoyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {

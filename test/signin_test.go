@@ -37,13 +37,39 @@ type signInPath struct {
 	// client is the provider client the path's policy uses, so that every
 	// kind of client authentication is exercised.
 	client, clientAuth string
-	start              func(t *testing.T, gate *server, app, listen string)
+	// start runs the proxy at listen. l, when set, is already listening
+	// there (the gRPC proxy serves on it, so no other process can take the
+	// port in between); the external proxies get it closed.
+	start func(t *testing.T, gate *server, app, listen string, l net.Listener)
+	// inProcess: the proxy can serve on a listener opened in advance.
+	inProcess bool
 }
 
 var signInPaths = []signInPath{
-	{"caddy", opClientID, "basic", func(t *testing.T, g *server, app, listen string) { startCaddy(t, g.httpAddr, app, listen) }},
-	{"nginx", opPublicClient, "", func(t *testing.T, g *server, app, listen string) { startNginx(t, g.httpAddr, app, listen) }},
-	{"envoy", opClientPost, "post", func(t *testing.T, g *server, app, listen string) { startEnvoyProxy(t, g.grpcAddr, app, listen) }},
+	{"caddy", opClientID, "basic", func(t *testing.T, g *server, app, listen string, _ net.Listener) {
+		startCaddy(t, g.httpAddr, app, listen)
+	}, false},
+	{"nginx", opPublicClient, "", func(t *testing.T, g *server, app, listen string, _ net.Listener) {
+		startNginx(t, g.httpAddr, app, listen)
+	}, false},
+	{"envoy", opClientPost, "post", func(t *testing.T, g *server, app, _ string, l net.Listener) {
+		serveEnvoyProxy(t, g.grpcAddr, app, l)
+	}, true},
+}
+
+// proxyAddr is where the path's proxy will listen: for the gRPC proxy a
+// listener opened now, for the others a free port.
+func (p signInPath) proxyAddr(t *testing.T) (string, net.Listener) {
+	t.Helper()
+	if !p.inProcess {
+		return freeAddr(t), nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l.Addr().String(), l
 }
 
 func pathNamed(name string) signInPath {
@@ -62,7 +88,6 @@ type signInOpts struct {
 	store          string        // --store; default the embedded store
 	keyFile        string        // --session-key-file contents; default none
 	op             *oidcProvider // a provider to share; default a new one
-	listen         string        // the proxy's address; default a free one
 }
 
 // signInEnv is a provider, a gate, a proxy and the application.
@@ -103,16 +128,13 @@ func newSignInEnv(t *testing.T, p signInPath, o signInOpts) *signInEnv {
 	if e.op == nil {
 		e.op = startProvider(t, providerOpts{AccessTokenTTL: o.accessTTL})
 	}
-	listen := o.listen
-	if listen == "" {
-		listen = freeAddr(t)
-	}
+	listen, l := p.proxyAddr(t)
 	_, port, _ := net.SplitHostPort(listen)
 	e.base = "http://" + faHost + ":" + port
 	e.gate = startSignInGate(t, e.op, p, e.base, o)
 	logGateMetricsOnFailure(t, e.gate)
 	e.app = startRecordingUpstream(t)
-	p.start(t, e.gate, e.app.addr(), listen)
+	p.start(t, e.gate, e.app.addr(), listen, l)
 	return e
 }
 
@@ -590,18 +612,19 @@ func TestSignInReplicas(t *testing.T) {
 	srv := redistest.Start(t)
 	p := pathNamed("envoy")
 	op := startProvider(t, providerOpts{})
-	listenA, listenB := freeAddr(t), freeAddr(t)
+	listenA, lA := p.proxyAddr(t)
+	listenB, lB := p.proxyAddr(t)
 	_, portA, _ := net.SplitHostPort(listenA)
 	base := "http://" + faHost + ":" + portA
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	o := signInOpts{idle: time.Minute, absolute: time.Hour, store: srv.URL(), keyFile: base64.StdEncoding.EncodeToString(key) + "\n"}
 	a := &signInEnv{path: p, op: op, base: base, gate: startSignInGate(t, op, p, base, o), app: startRecordingUpstream(t)}
-	p.start(t, a.gate, a.app.addr(), listenA)
+	p.start(t, a.gate, a.app.addr(), listenA, lA)
 	_, portB, _ := net.SplitHostPort(listenB)
 	baseB := "http://" + faHost + ":" + portB
 	b := &signInEnv{path: p, op: op, base: baseB, gate: startSignInGate(t, op, p, base, o), app: startRecordingUpstream(t)}
-	p.start(t, b.gate, b.app.addr(), listenB)
+	p.start(t, b.gate, b.app.addr(), listenB, lB)
 
 	tb := newBrowser(t).firstTab(t)
 	tb.navigate(t, a.url("/dashboard"))
