@@ -34,22 +34,26 @@ func TestHarness(t *testing.T) {
 }
 
 // TestHarnessRedis runs the allowed scenarios with sessiongate on a Redis
-// the harness starts, which reports what reached Redis per request.
+// the harness starts, which reports what reached Redis per request, the
+// live sign-in session of a login.oidc policy included.
 func TestHarnessRedis(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts sessiongate, floor and redis-server")
 	}
 	redistest.Require(t)
 	var out, errs bytes.Buffer
-	args := []string{"-store", "redis", "-scenario", "live,api", "-pairs", "1", "-requests", "300",
+	args := []string{"-store", "redis", "-scenario", "live,api,oidc", "-pairs", "1", "-requests", "300",
 		"-warmup", "20", "-streams", "8", "-run-timeout", "30s"}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if code := run(ctx, args, &out, &errs); code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errs.String())
 	}
-	if n := strings.Count(out.String(), "Redis (INFO commandstats, measured runs): "); n != 2 {
-		t.Errorf("%d Redis summaries, want 2:\n%s", n, out.String())
+	if n := strings.Count(out.String(), "Redis (INFO commandstats, measured runs): "); n != 3 {
+		t.Errorf("%d Redis summaries, want 3:\n%s", n, out.String())
+	}
+	if !strings.Contains(out.String(), "=> oidc-session: sessiongate/floor throughput") {
+		t.Errorf("no summary for oidc-session:\n%s", out.String())
 	}
 }
 
@@ -61,6 +65,9 @@ func TestParse(t *testing.T) {
 	}
 	if c, err := parse([]string{"-scenario", "all"}, &errs); err != nil || len(c.scenarios) != 5 {
 		t.Errorf("all: %v %v", c.scenarios, err)
+	}
+	if c, err := parse([]string{"-scenario", "all", "-store", "redis"}, &errs); err != nil || len(c.scenarios) != 6 {
+		t.Errorf("all with a store: %v %v", c.scenarios, err)
 	}
 	for _, bad := range [][]string{{"-pairs", "0"}, {"-scenario", ""}, {"-scenario", "live,bogus"}, {"extra"}, {"-run-timeout", "0s"}} {
 		if _, err := parse(bad, &errs); err == nil {

@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -59,7 +60,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c config
-	scen := fs.String("scenario", "live", "comma-separated: live, api, new, deny, mix, or all")
+	scen := fs.String("scenario", "live", "comma-separated: live, api, new, deny, mix, oidc (needs -store), or all (oidc too with -store)")
 	fs.IntVar(&c.pairs, "pairs", 5, "alternating floor/sessiongate run pairs per scenario")
 	fs.IntVar(&c.streams, "streams", 50, "concurrent streams over the one connection")
 	fs.IntVar(&c.requests, "requests", 20000, "measured requests per run (live, deny, mix)")
@@ -82,12 +83,15 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		switch s = strings.TrimSpace(s); s {
 		case "all":
 			c.scenarios = append(c.scenarios, "live", "api", "new", "deny", "mix")
-		case "live", "api", "new", "deny", "mix":
+		case "live", "api", "new", "deny", "mix", "oidc":
 			c.scenarios = append(c.scenarios, s)
 		case "":
 		default:
-			return c, fmt.Errorf("-scenario %q: want live, api, new, deny, mix or all", s)
+			return c, fmt.Errorf("-scenario %q: want live, api, new, deny, mix, oidc or all", s)
 		}
+	}
+	if c.store != "" && slices.Contains(strings.Split(*scen, ","), "all") {
+		c.scenarios = append(c.scenarios, "oidc")
 	}
 	switch {
 	case len(c.scenarios) == 0:
@@ -148,13 +152,17 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	keyFile, keys, err := writeSignIn(policies, tmp)
+	if err != nil {
+		return err
+	}
 	floor, err := start("floor", cfg.floorBin, nil)
 	if err != nil {
 		return err
 	}
 	defer floor.stop()
 	sgArgs := []string{"serve", "--policies", policies, "--http-addr", "127.0.0.1:0", "--drain-delay", "0s",
-		"--audit-log", filepath.Join(tmp, "audit.log")}
+		"--audit-log", filepath.Join(tmp, "audit.log"), "--session-key-file", keyFile}
 	var rs *redisStore
 	if cfg.store != "" {
 		if rs, err = openRedis(cfg.store, tmp); err != nil {
@@ -179,7 +187,7 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 
 	header(stdout, cfg)
-	st := &setup{fx: fx, sg: sg, cfg: cfg, signIn: time.Now().Add(-time.Minute), verbose: verbose}
+	st := &setup{fx: fx, sg: sg, redis: rs, keys: keys, cfg: cfg, signIn: time.Now().Add(-time.Minute), verbose: verbose}
 	failed := false
 	for _, name := range cfg.scenarios {
 		if ctx.Err() != nil {

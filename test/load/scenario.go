@@ -8,6 +8,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 
+	"github.com/sessiongate/sessiongate/oidc"
 	"github.com/sessiongate/sessiongate/test/load/fixture"
 )
 
@@ -27,6 +28,8 @@ const appPath = "/app/orders?page=2"
 type setup struct {
 	fx      *fixture.Fixture
 	sg      *server
+	redis   *redisStore   // sessiongate's store with -store, else nil
+	keys    *oidc.KeyRing // of --session-key-file
 	cfg     config
 	signIn  time.Time
 	verbose func(format string, args ...any)
@@ -38,6 +41,8 @@ func (s *setup) build(name string) (*scenario, error) {
 		return s.live()
 	case "api":
 		return s.api()
+	case "oidc":
+		return s.signedIn()
 	case "new":
 		return s.fresh()
 	case "deny":

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/oidc"
+	"github.com/sessiongate/sessiongate/test/load/fixture"
+)
+
+// A login.oidc policy beside the fixture's, whose live session the oidc
+// scenario presents. Its provider is never reached: a live sign-in session
+// is decided on its record and grant alone (no discovery, no token
+// endpoint while the access token is far from expiry), so the session is
+// written into the store as the callback would have left it, its grant
+// sealed with the key of --session-key-file.
+const (
+	signInPolicy = "signin"
+	signInHost   = "signin.load.test"
+	signInIssuer = "http://127.0.0.1:9/realms/app" // discard port: discovery fails, which live sessions never need
+	signInYAML   = `hosts: [` + signInHost + `]
+session:
+  absolute_timeout: 8h
+  idle_timeout: 30m
+  warn_before: 20m
+login:
+  oidc:
+    issuer: ` + signInIssuer + `
+    client_id: app
+upstream:
+  access_token: authorization
+  headers: {x-sessiongate-name: name, x-sessiongate-email: email, x-sessiongate-groups: groups}
+logout:
+  path: /logout
+  redirect_url: https://` + signInHost + `/signed-out
+`
+)
+
+// writeSignIn writes the login.oidc policy into policies and a session key
+// file into dir, and returns the key file's path and its key ring.
+func writeSignIn(policies, dir string) (string, *oidc.KeyRing, error) {
+	if err := os.WriteFile(filepath.Join(policies, signInPolicy+".yaml"), []byte(signInYAML), 0o644); err != nil {
+		return "", nil, err
+	}
+	var key [32]byte
+	_, _ = rand.Read(key[:])
+	line := base64.StdEncoding.EncodeToString(key[:]) + "\n"
+	path := filepath.Join(dir, "session-keys")
+	if err := os.WriteFile(path, []byte(line), 0o600); err != nil {
+		return "", nil, err
+	}
+	ring, err := oidc.ParseKeyFile([]byte(line))
+	return path, ring, err
+}
+
+// signedIn: one browser with a live sign-in session of the login.oidc
+// policy, presented by its cookie; the access token goes upstream.
+func (s *setup) signedIn() (*scenario, error) {
+	if s.redis == nil || s.keys == nil {
+		return nil, errors.New("scenario oidc needs -store (its session is written into Redis)")
+	}
+	id, err := s.seedSignIn()
+	if err != nil {
+		return nil, err
+	}
+	req := fixture.Request(appPath, "", id, true)
+	h := req.GetAttributes().GetRequest().GetHttp()
+	h.Host, h.Headers[":authority"] = signInHost, signInHost
+	return &scenario{
+		name: "oidc-session", about: "allow: one browser, live login.oidc session (cookie), access token and identity headers upstream",
+		requests: s.cfg.requests,
+		req:      func(int, int) *authv3.CheckRequest { return req },
+		want: func(resp *authv3.CheckResponse) error {
+			if err := allowed(false)(resp); err != nil {
+				return err
+			}
+			for _, o := range resp.GetOkResponse().GetHeaders() {
+				if o.GetHeader().GetKey() == "authorization" && strings.HasPrefix(o.GetHeader().GetValue(), "Bearer ") {
+					return nil
+				}
+			}
+			return errors.New("allowed without the access token upstream")
+		},
+	}, nil
+}
+
+// seedSignIn writes a live sign-in session of the login.oidc policy, as a
+// callback leaves it (record, scope), into the Redis store and returns its
+// id. The grant is of realistic size: a 1.2 KB access token, a 1 KB ID
+// token, a 400-byte refresh token, three identity headers.
+func (s *setup) seedSignIn() (string, error) {
+	rp, err := oidc.New(oidc.Options{Keys: s.keys})
+	if err != nil {
+		return "", err
+	}
+	si, err := rp.SignIn(signInPolicy, oidc.Config{Issuer: signInIssuer, ClientID: "app", Scopes: []string{"openid"}, CallbackPath: "/_sessiongate/callback"})
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	g := &authz.Grant{
+		AccessToken: "eyJ" + strings.Repeat("a", 1200), RefreshToken: strings.Repeat("r", 400),
+		IDToken: "eyJ" + strings.Repeat("i", 1000), AccessExpiry: now.Add(2 * time.Hour).UnixMilli(),
+		Headers: []authz.Header{{Name: "x-sessiongate-name", Value: "Alice Example"},
+			{Name: "x-sessiongate-email", Value: "alice@example.com"}, {Name: "x-sessiongate-groups", Value: "admins,staff"}},
+	}
+	sealed, err := si.Seal(g)
+	if err != nil {
+		return "", err
+	}
+	var raw [24]byte
+	_, _ = rand.Read(raw[:])
+	ms := now.UnixMilli()
+	r := authz.Session{
+		ID: base64.RawURLEncoding.EncodeToString(raw[:]), Policy: signInPolicy, Subject: "alice",
+		Identity: authz.IdentityDigest(signInIssuer, "alice", nil), Scope: authz.ScopeDigest(signInIssuer, "alice", "op-sid-1"),
+		SignIn: ms - 60_000, Created: ms - 60_000, LastActivity: ms, KeepUntil: ms + (9 * time.Hour).Milliseconds(),
+		Method: authz.MethodOIDC, Grant: string(sealed), GrantAt: ms,
+	}
+	rec, err := r.AppendBinary(nil)
+	if err != nil {
+		return "", err
+	}
+	scope, err := (&authz.ScopeState{Current: r.ID, KeepUntil: r.KeepUntil}).AppendBinary(nil)
+	if err != nil {
+		return "", err
+	}
+	// The Redis store's keys (store/redis: sessionKey, scopeKey), default prefix.
+	ctx := context.Background()
+	if err := s.redis.c.Set(ctx, "sessiongate:s:"+signInPolicy+"/"+r.ID, rec, 0).Err(); err != nil {
+		return "", err
+	}
+	if err := s.redis.c.Set(ctx, "sessiongate:c:"+signInPolicy+"/"+hex.EncodeToString(r.Scope[:]), scope, 0).Err(); err != nil {
+		return "", err
+	}
+	s.verbose("seeded a sign-in session of policy %s (grant %d bytes sealed)", signInPolicy, len(sealed))
+	return r.ID, nil
+}
