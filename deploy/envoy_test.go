@@ -38,7 +38,7 @@ const (
 	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	sessiongateCluster  = "sessiongate"
 	minExtAuthzTimeout  = 250 * time.Millisecond
-	maxExtAuthzTimeout  = time.Second
+	maxExtAuthzTimeout  = 2 * time.Second
 )
 
 // loadBootstrap reads an Envoy configuration file strictly: unknown fields

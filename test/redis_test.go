@@ -247,11 +247,11 @@ func TestRedisOutage(t *testing.T) {
 }
 
 // TestRedisHung: Redis stops answering with its connections open (SIGSTOP,
-// as a swapping or frozen host does). Every check is answered within the
-// 0.5 s deadline of the shipped Envoy configuration — 503 on a policy with
-// store_failure deny, a near-cache decision on one with continue — never a
-// timeout at Envoy; /readyz and store_up say Redis is not answering; all is
-// well again once it answers.
+// as a swapping or frozen host does). Every check is answered within a
+// 0.5 s deadline, a quarter of the shipped Envoy configuration's 2 s — 503
+// on a policy with store_failure deny, a near-cache decision on one with
+// continue — never a timeout at Envoy; /readyz and store_up say Redis is
+// not answering; all is well again once it answers.
 func TestRedisHung(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)

@@ -337,7 +337,7 @@ func (s *Store) scopeKey(policy string, d authz.Digest) string {
 }
 
 // DefaultTimeout is Options.Timeout's default (the store URL's timeout):
-// well below the 0.5 s ext_authz timeout of the shipped Envoy
+// well below the 2 s ext_authz timeout of the shipped Envoy
 // configurations, so that a hung Redis costs one request 250 ms and a 503
 // (or a fallback decision), not a timeout at Envoy.
 const DefaultTimeout = 250 * time.Millisecond
