@@ -1056,7 +1056,9 @@ func TestNormalizePath(t *testing.T) {
 	for in, want := range map[string]string{
 		"/": "/", "": "/", "/logout": "/logout", "/Logout/": "/logout", "/a//b/./c/../d;x=1/": "/a/b/d",
 		"/../../x": "/x", "/%41%2e%2E/b": "/a../b", "/a/%2e%2e/b": "/b", "/a%2Fb%5c": "/a/b", "/a%3Bb": "/a%3bb", "\\a\\b": "/a/b",
-		"/a%zz": "/a%zz", "/a%4": "/a%4",
+		// A "%" that starts no escape is spelled %25, so that it cannot make
+		// one with what decoding puts after it (found by FuzzNormalizePath).
+		"/a%zz": "/a%25zz", "/a%4": "/a%254", "%%333": "/%2533",
 	} {
 		if got := NormalizePath(in); got != want {
 			t.Errorf("NormalizePath(%q) = %q, want %q", in, got, want)

@@ -173,7 +173,10 @@ func NormalizePath(p string) string {
 
 // decodeUnreserved decodes %XX escapes of unreserved characters (RFC 3986
 // §2.3: letters, digits, "-", ".", "_", "~"), so that "%2E%2E" is "..";
-// other escapes stay as they are.
+// other escapes stay as they are, and a "%" that starts no escape is
+// written "%25": a stray "%" must not make an escape with what decoding
+// puts after it ("%%333" would be "%33", then "3"), so that normalising
+// twice is normalising once.
 func decodeUnreserved(s string) string {
 	if strings.IndexByte(s, '%') < 0 {
 		return s
@@ -188,6 +191,10 @@ func decodeUnreserved(s string) string {
 				b.WriteString(s[i : i+3])
 			}
 			i += 2
+			continue
+		}
+		if s[i] == '%' {
+			b.WriteString("%25")
 			continue
 		}
 		b.WriteByte(s[i])
