@@ -163,10 +163,10 @@ func (ks *keySet) fetch(ctx context.Context, p *Provider, ch chan struct{}) {
 	}
 	ks.inflight = nil
 	ks.mu.Unlock()
-	close(ch)
 	if err != nil {
 		// Say what the policies using it are left with: the keys of an
-		// earlier fetch, or none at all (every token refused).
+		// earlier fetch, or none at all (every token refused). Said before
+		// the waiters go on, so that what they do next follows it.
 		if k := ks.cur.Load(); len(k.list) > 0 {
 			p.log.Warn("token: JWKS refresh failed, keeping the last good keys", "source", ks.name, "keys", len(k.list), "err", err)
 		} else {
@@ -174,6 +174,7 @@ func (ks *keySet) fetch(ctx context.Context, p *Provider, ch chan struct{}) {
 				"source", ks.name, "retry_in", ks.period().String(), "err", err)
 		}
 	}
+	close(ch)
 }
 
 // load reads and installs the keys of ks. On any failure the current keys
