@@ -30,22 +30,10 @@ func (v *verifier) LogoutVerifier(audience string) authz.LogoutVerifier {
 // VerifyLogout implements authz.LogoutVerifier. Nothing is cached: every
 // logout token is checked in full.
 func (l *logoutVerifier) VerifyLogout(ctx context.Context, raw string, now time.Time) (*authz.LogoutToken, error) {
-	bad := func(detail string) error { return &authz.LogoutError{Reason: authz.LogoutInvalidToken, Detail: detail} }
 	v := l.v
-	switch {
-	case len(raw) > v.cfg.MaxBytes:
-		return nil, bad("token too large")
-	case strings.Count(raw, ".") != 2:
-		return nil, bad("not a compact JWS")
-	case !base64urlOnly(raw), !canonicalSegments(raw):
-		return nil, bad("malformed JWS")
-	}
-	jws, err := jose.ParseSignedCompact(raw, v.algs)
+	jws, typ, err := ParseLogoutJWS(raw, v.cfg.MaxBytes, v.algs)
 	if err != nil {
-		if _, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
-			return nil, bad("algorithm not allowed")
-		}
-		return nil, bad("malformed JWS")
+		return nil, err
 	}
 	hdr := jws.Signatures[0].Header
 	payload, _, err := v.checkSignature(ctx, jws, hdr.KeyID, hdr.Algorithm)
@@ -54,11 +42,38 @@ func (l *logoutVerifier) VerifyLogout(ctx context.Context, raw string, now time.
 		if te, ok := errors.AsType[*authz.TokenError](err); ok {
 			detail = te.Detail
 		}
-		return nil, bad(detail)
-	}
-	typ, _ := hdr.ExtraHeaders[jose.HeaderType].(string)
-	if _, has := hdr.ExtraHeaders[jose.HeaderType]; has && typ == "" {
-		return nil, bad("typ is not logout+jwt")
+		return nil, &authz.LogoutError{Reason: authz.LogoutInvalidToken, Detail: detail}
 	}
 	return authz.CheckLogoutToken(typ, payload, v.cfg.Issuer, l.audience, now, v.cfg.ClockSkew)
+}
+
+// ParseLogoutJWS checks the envelope of a back-channel logout token (S18),
+// the one rule for every source of keys (a policy's key set, a provider's
+// discovered JWKS): at most maxBytes, a compact JWS in strict base64url,
+// signed with an algorithm of algs, and a typ header that, where present,
+// is a non-empty string (authz.CheckLogoutToken says which). The signature
+// is the caller's to check. Errors are *authz.LogoutError.
+func ParseLogoutJWS(raw string, maxBytes int, algs []jose.SignatureAlgorithm) (*jose.JSONWebSignature, string, error) {
+	bad := func(detail string) error { return &authz.LogoutError{Reason: authz.LogoutInvalidToken, Detail: detail} }
+	switch {
+	case len(raw) > maxBytes:
+		return nil, "", bad("token too large")
+	case strings.Count(raw, ".") != 2:
+		return nil, "", bad("not a compact JWS")
+	case !base64urlOnly(raw), !canonicalSegments(raw):
+		return nil, "", bad("malformed JWS")
+	}
+	jws, err := jose.ParseSignedCompact(raw, algs)
+	if err != nil {
+		if _, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
+			return nil, "", bad("algorithm not allowed")
+		}
+		return nil, "", bad("malformed JWS")
+	}
+	hdr := jws.Signatures[0].Header
+	typ, isString := hdr.ExtraHeaders[jose.HeaderType].(string)
+	if _, has := hdr.ExtraHeaders[jose.HeaderType]; has && (!isString || typ == "") {
+		return nil, "", bad("typ is not logout+jwt")
+	}
+	return jws, typ, nil
 }
