@@ -97,7 +97,7 @@ func (f *Facts) Of(w Which) *Session {
 // or no session: a made-up or foreign cookie must not open a fresh session
 // per request and dodge S1/S2.
 func CurrentWanted(cl *Claims, lk *Lookup) (string, bool) {
-	if lk.ScopeFound && lk.Scope.EndedAt != 0 && cl.SignIn() <= lk.Scope.EndedAt {
+	if endedBefore(cl, lk) {
 		return "", false // refused by S3 whatever the current session is: no load
 	}
 	foreign := lk.SessionFound && !lk.Session.Ended() && lk.Session.Identity == cl.Identity && lk.Session.Scope != cl.Scope
@@ -113,9 +113,7 @@ func CurrentWanted(cl *Claims, lk *Lookup) (string, bool) {
 func Decide(p *Policy, cl *Claims, f *Facts, now int64, passive bool) Outcome {
 	signIn := cl.SignIn()
 	scopeEnd := f.scopeEnd()
-	// S3: a token whose sign-in is not after the scope's last end is refused,
-	// with or without a cookie.
-	if scopeEnd != 0 && signIn <= scopeEnd {
+	if endedBefore(cl, &f.Lookup) {
 		return Outcome{Verdict: VerdictDeny, Reason: ReasonReauthRequired, Reauth: true}
 	}
 	which, found := CookieSession, f.SessionFound
@@ -224,6 +222,12 @@ func resume(p *Policy, cl *Claims, f *Facts, which Which, now int64, passive boo
 		t.KeepUntil = k
 	}
 	return Outcome{Verdict: VerdictResume, Of: which, Touch: t, Reauthenticated: reauth}
+}
+
+// endedBefore is S3 for a credential: its sign-in is not after its scope's
+// last end, so it is refused, with or without a cookie.
+func endedBefore(cl *Claims, lk *Lookup) bool {
+	return lk.ScopeFound && lk.Scope.EndedAt != 0 && cl.SignIn() <= lk.Scope.EndedAt
 }
 
 func (f *Facts) scopeEnd() int64 {
