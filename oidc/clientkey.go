@@ -151,20 +151,30 @@ func (t *assertingTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 }
 
 // tokenCtx is the context of token endpoint requests: with a client key,
-// a client whose transport signs a client assertion into each request.
-func (s *SignIn) tokenCtx(ctx context.Context, md *metadata) context.Context {
-	if s.key == nil {
+// a client whose transport signs a client assertion into each request. A
+// code exchange (once) is also sent again when the provider closed a
+// kept-alive connection without answering it (resendUnanswered); a
+// refresh is not, as a refresh token the provider did redeem would be
+// refused the second time and end the session.
+func (s *SignIn) tokenCtx(ctx context.Context, md *metadata, once bool) context.Context {
+	if s.key == nil && !once {
 		return s.clientCtx(ctx)
 	}
 	c := *s.rp.client
-	base := c.Transport
-	if base == nil {
-		base = http.DefaultTransport
+	rt := c.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
 	}
-	// The assertion's audience is the token endpoint as discovered; the
-	// transport matches requests to it without their query.
-	tu, _ := url.Parse(md.tokenURL)
-	c.Transport = &assertingTransport{base: base, key: s.key, clientID: s.cfg.ClientID,
-		tokenURL: tu.Scheme + "://" + tu.Host + tu.Path, aud: md.tokenURL, now: s.rp.clock.Now}
+	if s.key != nil {
+		// The assertion's audience is the token endpoint as discovered;
+		// the transport matches requests to it without their query.
+		tu, _ := url.Parse(md.tokenURL)
+		rt = &assertingTransport{base: rt, key: s.key, clientID: s.cfg.ClientID,
+			tokenURL: tu.Scheme + "://" + tu.Host + tu.Path, aud: md.tokenURL, now: s.rp.clock.Now}
+	}
+	if once {
+		rt = resendUnanswered{base: rt} // outermost: each attempt has its own assertion
+	}
+	c.Transport = rt
 	return context.WithValue(ctx, oauth2.HTTPClient, &c)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -44,6 +45,9 @@ type fakeProvider struct {
 	discoveries  atomic.Int32
 	exchanges    atomic.Int32
 	jwksFetches  atomic.Int32
+	// drop: how many token requests to read and then close the
+	// connection on, unanswered; dropped counts them.
+	drop, dropped atomic.Int32
 
 	mu    sync.Mutex
 	codes map[string]codeGrant
@@ -106,6 +110,18 @@ func (f *fakeProvider) serve(w http.ResponseWriter, r *http.Request) {
 		f.jwksFetches.Add(1)
 		w.Write(f.key.JWKS())
 	case "/token":
+		if f.drop.Add(-1) >= 0 {
+			f.dropped.Add(1)
+			io.Copy(io.Discard, r.Body)
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				f.t.Error(err)
+				return
+			}
+			conn.Close()
+			return
+		}
+		f.drop.Store(0)
 		f.token(w, r)
 	default:
 		http.NotFound(w, r)

@@ -3,12 +3,17 @@ package oidc
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -144,7 +149,7 @@ func (s *SignIn) finish(ctx context.Context, r *authz.Request, now time.Time) (*
 	if cb.code == "" {
 		return nil, failed("the callback carries no authorization code")
 	}
-	tok, err := s.oauth2Config(md, t.RedirectURI).Exchange(s.tokenCtx(ctx, md), cb.code, oauth2.VerifierOption(t.Verifier))
+	tok, err := s.oauth2Config(md, t.RedirectURI).Exchange(s.tokenCtx(ctx, md, true), cb.code, oauth2.VerifierOption(t.Verifier))
 	if err != nil {
 		return nil, exchangeError(err)
 	}
@@ -188,7 +193,32 @@ func exchangeError(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return unavailable("the identity provider did not answer in time")
 	}
-	return unavailable("the identity provider's token endpoint could not be reached")
+	return unavailable("the identity provider's token endpoint could not be reached" + cause(err))
+}
+
+// cause names why a request to the provider failed, for the log: a status,
+// or the kind of network failure; never the request, which carries a code
+// or a secret.
+func cause(err error) string {
+	var errno syscall.Errno
+	var dns *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	switch re, _ := errors.AsType[*oauth2.RetrieveError](err); {
+	case re != nil && re.Response != nil:
+		return " (HTTP " + strconv.Itoa(re.Response.StatusCode) + ")"
+	case errors.As(err, &errno) && errno == syscall.ECONNREFUSED:
+		return " (connection refused)"
+	case errors.As(err, &errno) && errno == syscall.ECONNRESET:
+		return " (connection reset)"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(err.Error(), "server closed idle connection"): // net/http's unexported error
+		return " (connection closed without an answer)"
+	case errors.As(err, &dns):
+		return " (host name not resolved)"
+	case errors.As(err, &certErr):
+		return " (TLS certificate not trusted)"
+	}
+	return ""
 }
 
 // verifyIDToken validates an ID token from the token endpoint (S13):
@@ -305,7 +335,7 @@ func (s *SignIn) refresh(ctx context.Context, g *authz.Grant) (*authz.Grant, err
 		return nil, errNotDiscovered
 	}
 	now := s.rp.clock.Now()
-	tok, err := s.oauth2Config(md, "").TokenSource(s.tokenCtx(ctx, md), &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
+	tok, err := s.oauth2Config(md, "").TokenSource(s.tokenCtx(ctx, md, false), &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.ErrorCode == "invalid_grant" {
 			return nil, authz.ErrGrantRevoked

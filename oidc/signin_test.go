@@ -928,3 +928,47 @@ func TestS12MaxAgeIsThePolicyLifetime(t *testing.T) {
 		t.Errorf("after an end: max_age %v prompt %q, want [0] login", got, q.Get("prompt"))
 	}
 }
+
+// TestCodeExchangeResentOnDroppedKeepAlive: a provider that closes a
+// kept-alive connection with the code exchange unanswered (the keep-alive
+// race) gets the exchange once more, on a new connection, and the sign-in
+// completes. A fresh connection closed unanswered is not resent, and the
+// failure says what happened; a refresh is never resent.
+func TestCodeExchangeResentOnDroppedKeepAlive(t *testing.T) {
+	e := newEnv(t)
+	s := e.signIn(e.config()) // discovery leaves a kept-alive connection
+	b := newBrowser()
+	code, state, _ := e.start(s, b, 0)
+	e.fp.drop.Store(1)
+	si, err := s.Finish(context.Background(), b.request(callbackPath(code, state)))
+	if err != nil {
+		t.Fatalf("sign-in after one dropped exchange: %v", err)
+	}
+	if d, x := e.fp.dropped.Load(), e.fp.exchanges.Load(); d != 1 || x != 1 {
+		t.Errorf("%d dropped and %d answered exchanges, want 1 and 1", d, x)
+	}
+
+	// Every attempt dropped: the one on the kept-alive connection, then the
+	// one on a fresh connection, which ends it.
+	b = newBrowser()
+	code, state, _ = e.start(s, b, 0)
+	e.fp.dropped.Store(0)
+	e.fp.drop.Store(10)
+	_, err = s.Finish(context.Background(), b.request(callbackPath(code, state)))
+	wantSignInErr(t, err, authz.ReasonProviderUnavailable, "(connection closed without an answer)")
+	if d := e.fp.dropped.Load(); d != 2 {
+		t.Errorf("%d attempts, want 2 (kept-alive, then fresh)", d)
+	}
+
+	e.fp.dropped.Store(0)
+	e.fp.drop.Store(1)
+	if _, err := s.Refresh(context.Background(), si.Grant); err == nil {
+		t.Fatal("a refresh whose connection was dropped succeeded")
+	}
+	if d := e.fp.dropped.Load(); d != 1 {
+		t.Errorf("a dropped refresh was sent %d times, want once", d)
+	}
+	if _, err := s.Refresh(context.Background(), si.Grant); err != nil {
+		t.Errorf("the refresh token after a dropped refresh: %v", err)
+	}
+}

@@ -133,6 +133,9 @@ provider.on('grant.success', (ctx) => {
   if (gt === 'refresh_token') stats.refreshes += 1;
   if (gt === 'authorization_code') stats.codes += 1;
 });
+provider.on('server_error', (ctx, err) => {
+  process.stderr.write(`server_error ${ctx.method} ${ctx.path}: ${err && err.stack}\n`);
+});
 provider.on('grant.error', (ctx) => {
   if (ctx.oidc?.params?.grant_type === 'refresh_token') stats.refreshErrors += 1;
 });
