@@ -254,7 +254,9 @@ func (p *oidcProvider) stop() {
 	})
 }
 
-var opHTTP = &http.Client{Timeout: 5 * time.Second}
+// Without keep-alive: a POST on a connection the provider just timed out
+// is not resent by net/http (the keep-alive race).
+var opHTTP = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 func (p *oidcProvider) getJSON(path string, v any) error {
 	res, err := opHTTP.Get(p.issuer + path)
