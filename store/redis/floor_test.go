@@ -38,6 +38,16 @@ func TestDataLossFloor(t *testing.T) {
 		t.Errorf("after FLUSHALL, a confirmed read on the replica that knew the end: %+v", lk)
 	}
 	waitFor(t, "the loss found", func() bool { return a.DataLosses() == 1 })
+	// Then every known end is written back (a session and a scope per end)
+	// before another replica looks.
+	waitFor(t, "the ends written back", func() bool {
+		for _, r := range ended {
+			if n, err := srv.Client().Exists(ctx, a.sessionKey("app", r.ID), a.scopeKey("app", r.Scope)).Result(); err != nil || n != 2 {
+				return false
+			}
+		}
+		return true
+	})
 	b := open(t, srv.URL(), o) // knows nothing of these ends
 	for _, r := range ended {
 		if lk := mustLoad(t, b.Confirmed(), ctx, r); !lk.Session.Ended() || lk.Session.Cause != authz.CauseSignedOut || lk.Scope.EndedAt == 0 {
