@@ -23,7 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 )
 
 // TestKustomizeBuild renders the manifests with kustomize itself (kubectl

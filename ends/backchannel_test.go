@@ -15,7 +15,7 @@ import (
 
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/ends"
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 	"github.com/sessiongate/sessiongate/store/memory"
 	"github.com/sessiongate/sessiongate/token"
 )

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sessiongate/sessiongate/authz"
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 	"github.com/sessiongate/sessiongate/store/memory"
 	"github.com/sessiongate/sessiongate/token"
 )

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/authz"
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 )
 
 // TestVerifyLogout: logout tokens of the discovered provider for the

@@ -30,7 +30,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 

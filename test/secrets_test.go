@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 )
 
 // TestNoSecretsInLogsOrMetrics (S7): after a scenario that exercises every

@@ -10,7 +10,7 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 )
 
 // TestBadTokens (S5): every malformed, forged or out-of-date token is denied

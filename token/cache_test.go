@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/authz"
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 )
 
 func TestCacheHitSkipsVerification(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/authz"
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 )
 
 // TestJWKSRetryBackoff: while the IdP fails, Run retries after 1s, 2s, 4s …

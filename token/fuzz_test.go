@@ -18,7 +18,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/sessiongate/sessiongate/authz"
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/authz"
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 )
 
 // redirectingIdP is a transport that answers every URL: with a redirect

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/authz"
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 )
 
 // TestRefusalsLoggedWithValues: a refused token is logged at the default

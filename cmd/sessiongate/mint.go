@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sessiongate/sessiongate/idp"
+	"github.com/sessiongate/sessiongate/internal/idp"
 )
 
 // demoKey is the repository's demo signing key, relative to its root.

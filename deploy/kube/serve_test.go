@@ -3,7 +3,11 @@ package kube
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,8 +21,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/sessiongate/sessiongate/idp"
 )
 
 // binPath is the sessiongate binary, built once from the main module.
@@ -208,14 +210,17 @@ func envValue(c corev1.Container, name string) (string, bool) {
 	return "", false
 }
 
-// localJWKS serves a JWKS on loopback and returns its URL.
+// localJWKS serves a JWKS (one RSA key, exponent 65537) on loopback and
+// returns its URL.
 func localJWKS(t *testing.T) string {
 	t.Helper()
-	d, err := idp.New(idp.RS256)
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(d.JWKS()) }))
+	jwks := fmt.Sprintf(`{"keys":[{"kty":"RSA","kid":"k1","alg":"RS256","use":"sig","n":%q,"e":"AQAB"}]}`,
+		base64.RawURLEncoding.EncodeToString(k.N.Bytes()))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, jwks) }))
 	t.Cleanup(srv.Close)
 	return srv.URL + "/jwks"
 }

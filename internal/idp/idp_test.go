@@ -15,8 +15,8 @@ import (
 // The committed demo key of the README quickstart and its JWKS. Set
 // SESSIONGATE_REGEN_DEMO_KEY=1 to write a fresh pair.
 const (
-	demoKeyPath  = "../envoy/examples/demo-key.pem"
-	demoJWKSPath = "../envoy/examples/policies/keys/jwks.json"
+	demoKeyPath  = "../../envoy/examples/demo-key.pem"
+	demoJWKSPath = "../../envoy/examples/policies/keys/jwks.json"
 )
 
 func TestDemoKeyMatchesJWKS(t *testing.T) {
