@@ -166,7 +166,7 @@ func KindOf(b []byte) RecordKind {
 		return KindUnknown
 	}
 	switch b[0] {
-	case formatSessionV1, formatSessionV2:
+	case formatSessionV1, formatSessionV2, formatSessionKeyed:
 		return KindSession
 	case formatScopeV1:
 		return KindScope
@@ -182,6 +182,11 @@ const (
 	formatSessionV1 = 1 // up to the sign-in fields: no Method, Grant, GrantAt
 	formatScopeV1   = 2
 	formatSessionV2 = 3
+	// formatSessionKeyed is the compact session format of stores whose key
+	// names the policy and the id (AppendKeyed): written by store/memory,
+	// beside formatSessionV2, which stays the format of records patched in
+	// place (store/redis).
+	formatSessionKeyed = 4
 
 	maxRecordString = 1 << 16
 	// maxGrant bounds a sealed grant: three tokens of the policy's largest
@@ -238,7 +243,9 @@ func (s *Session) AppendBinary(b []byte) ([]byte, error) {
 	return append(b, s.Grant...), nil
 }
 
-// UnmarshalBinary decodes a session record of any format this binary reads.
+// UnmarshalBinary decodes a session record of any format this binary reads
+// that holds its own ID and Policy: a format 4 record does not (it is read
+// with UnmarshalKeyed), and is refused here as corrupt.
 func (s *Session) UnmarshalBinary(b []byte) error {
 	if len(b) == 0 {
 		return ErrCorruptRecord
@@ -305,6 +312,118 @@ func (s *Session) unmarshalV2(b []byte) error {
 		*f = all[off : off+lens[i]]
 		off += lens[i]
 	}
+	return nil
+}
+
+// AppendKeyed appends the compact encoding of s (format 4) to b, for a
+// store that keeps it under a key naming s.Policy and s.ID, which it leaves
+// out: format byte; cause (low 4 bits) and method (high 4 bits); a flags
+// byte (bit 0: EndedAt is set, bit 1: GrantAt is set); Created as a varint;
+// SignIn, LastActivity, KeepUntil, then EndedAt and GrantAt when set, each a
+// varint of its difference from Created; Identity and Scope (16 bytes each);
+// Subject (uvarint length and bytes); and the Grant, the rest of the record.
+// A token session at rest takes about 85 bytes instead of format 3's 164.
+// UnmarshalKeyed reads it back.
+func (s *Session) AppendKeyed(b []byte) ([]byte, error) {
+	if len(s.Subject) >= maxRecordString {
+		return b, fmt.Errorf("session record: subject longer than %d bytes", maxRecordString-1)
+	}
+	if len(s.Grant) >= maxGrant {
+		return b, fmt.Errorf("session record: grant longer than %d bytes", maxGrant-1)
+	}
+	var flags byte
+	if s.EndedAt != 0 {
+		flags |= keyedEnded
+	}
+	if s.GrantAt != 0 {
+		flags |= keyedGrantAt
+	}
+	b = append(b, formatSessionKeyed, byte(s.Cause)|byte(s.Method)<<4, flags)
+	// Differences wrap like the sums that undo them: every int64 survives.
+	b = binary.AppendVarint(b, s.Created)
+	b = binary.AppendVarint(b, s.SignIn-s.Created)
+	b = binary.AppendVarint(b, s.LastActivity-s.Created)
+	b = binary.AppendVarint(b, s.KeepUntil-s.Created)
+	if flags&keyedEnded != 0 {
+		b = binary.AppendVarint(b, s.EndedAt-s.Created)
+	}
+	if flags&keyedGrantAt != 0 {
+		b = binary.AppendVarint(b, s.GrantAt-s.Created)
+	}
+	b = append(b, s.Identity[:]...)
+	b = append(b, s.Scope[:]...)
+	b = binary.AppendUvarint(b, uint64(len(s.Subject)))
+	b = append(b, s.Subject...)
+	return append(b, s.Grant...), nil
+}
+
+// The flags of format 4.
+const (
+	keyedEnded   = 1 << iota // EndedAt follows
+	keyedGrantAt             // GrantAt follows
+	keyedFlags   = keyedEnded | keyedGrantAt
+)
+
+// UnmarshalKeyed decodes a session record of any format this binary reads,
+// stored under the key of policy and id: a format 4 record takes its Policy
+// and ID from them (without copying: the record shares their memory), older
+// formats hold their own.
+func (s *Session) UnmarshalKeyed(b []byte, policy, id string) error {
+	if len(b) == 0 || b[0] != formatSessionKeyed {
+		return s.UnmarshalBinary(b)
+	}
+	*s = Session{}
+	if len(b) < 3 || b[2]&^keyedFlags != 0 {
+		return ErrCorruptRecord
+	}
+	s.Cause, s.Method = EndCause(b[1]&15), SignInMethod(b[1]>>4)
+	if s.Cause >= causeCount || s.Method >= methodCount {
+		return ErrCorruptRecord
+	}
+	flags, p := b[2], b[3:]
+	varint := func() (int64, bool) {
+		v, n := binary.Varint(p)
+		if n <= 0 {
+			return 0, false
+		}
+		p = p[n:]
+		return v, true
+	}
+	created, ok := varint()
+	if !ok {
+		return ErrCorruptRecord
+	}
+	s.Created = created
+	for _, f := range [...]struct {
+		v   *int64
+		set bool
+	}{{&s.SignIn, true}, {&s.LastActivity, true}, {&s.KeepUntil, true}, {&s.EndedAt, flags&keyedEnded != 0}, {&s.GrantAt, flags&keyedGrantAt != 0}} {
+		if !f.set {
+			continue
+		}
+		d, ok := varint()
+		if !ok {
+			return ErrCorruptRecord
+		}
+		*f.v = created + d
+	}
+	if len(p) < 2*len(Digest{}) {
+		return ErrCorruptRecord
+	}
+	copy(s.Identity[:], p)
+	copy(s.Scope[:], p[len(Digest{}):])
+	p = p[2*len(Digest{}):]
+	n, w := binary.Uvarint(p)
+	if w <= 0 || n > uint64(len(p)-w) || n >= maxRecordString || uint64(len(p)-w)-n >= maxGrant {
+		return ErrCorruptRecord
+	}
+	if flags&keyedEnded != 0 && s.EndedAt == 0 || flags&keyedGrantAt != 0 && s.GrantAt == 0 {
+		return ErrCorruptRecord // not what AppendKeyed writes
+	}
+	// The subject and the grant are the tail: one allocation for both.
+	tail := string(p[w:])
+	s.Subject, s.Grant = tail[:n], tail[n:]
+	s.Policy, s.ID = policy, id
 	return nil
 }
 

@@ -129,7 +129,7 @@ func recordBytes(b *testing.B, r *authz.Session) int {
 func footprintValue(b *testing.B, r *authz.Session, i int) int {
 	switch i {
 	case 0:
-		v, err := r.AppendBinary(nil)
+		v, err := r.AppendKeyed(nil)
 		if err != nil {
 			b.Fatal(err)
 		}

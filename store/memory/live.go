@@ -41,7 +41,7 @@ func (s *Store) EachLiveSession(fn func(*authz.Session)) error {
 			}
 			// A record that does not decode is reported by Load (S9); a
 			// count has nothing better to do than leave it out.
-			if r.UnmarshalBinary(e.Value()) != nil || r.Ended() || r.KeepUntil < now {
+			if unmarshalSession(&r, k, e.Value()) != nil || r.Ended() || r.KeepUntil < now {
 				continue
 			}
 			if skipIfHot {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -382,7 +383,7 @@ func (s *Store) Claim(_ context.Context, key authz.Digest, keepUntil int64) (boo
 // reviving the session (S3). Now a demotion can only copy the ended record,
 // and a reader finds the record in one tier or the other at every moment.
 func (s *Store) retire(k string, r *authz.Session, inHot bool, buf *[]byte) error {
-	b, err := r.AppendBinary((*buf)[:0])
+	b, err := r.AppendKeyed((*buf)[:0])
 	if err != nil {
 		return fmt.Errorf("memory store: %w", err)
 	}
@@ -467,7 +468,7 @@ func (s *Store) session(k string, now int64) (r authz.Session, found, inHot bool
 	if b == nil {
 		return authz.Session{}, false, false, err
 	}
-	if err := r.UnmarshalBinary(b); err != nil {
+	if err := unmarshalSession(&r, k, b); err != nil {
 		return authz.Session{}, false, false, fmt.Errorf("memory store: session record: %w", err)
 	}
 	if r.KeepUntil < now {
@@ -549,6 +550,23 @@ func keys(policy, id string, scope authz.Digest) (session, scopeKey string) {
 	return k[:n], k[n:]
 }
 
+// splitSessionKey returns the policy and the id that session key k names
+// (policy names hold no NUL; ids may).
+func splitSessionKey(k string) (policy, id string) {
+	if i := strings.IndexByte(k, 0); i > 0 {
+		return k[1:i], k[i+1:]
+	}
+	return "", ""
+}
+
+// unmarshalSession decodes the session record b stored under key k: the
+// store writes the keyed format (authz.Session.AppendKeyed), which leaves
+// the policy and the id to the key; older state files hold older formats.
+func unmarshalSession(r *authz.Session, k string, b []byte) error {
+	policy, id := splitSessionKey(k)
+	return r.UnmarshalKeyed(b, policy, id)
+}
+
 func appendSessionKey(b []byte, policy, id string) []byte {
 	b = append(b, sessionTag)
 	b = append(b, policy...)
@@ -563,7 +581,7 @@ func keepUntil(key string, b []byte) (t int64, ok bool) {
 	switch key[0] {
 	case sessionTag:
 		var r authz.Session
-		if r.UnmarshalBinary(b) == nil {
+		if unmarshalSession(&r, key, b) == nil {
 			return r.KeepUntil, true
 		}
 	case scopeTag:
@@ -610,7 +628,7 @@ func get(c *bigcache.BigCache, k string) ([]byte, error) {
 // putSession encodes r into *buf and stores it under k in c. (Taking an
 // interface instead of two functions would move every record to the heap.)
 func putSession(c *bigcache.BigCache, k string, r *authz.Session, buf *[]byte) error {
-	b, err := r.AppendBinary((*buf)[:0])
+	b, err := r.AppendKeyed((*buf)[:0])
 	if err != nil {
 		return fmt.Errorf("memory store: %w", err)
 	}

@@ -547,7 +547,7 @@ func (s *Store) restore(k string, v []byte) error {
 	switch {
 	case len(k) > 0 && k[0] == sessionTag:
 		var r authz.Session
-		if err := r.UnmarshalBinary(v); err != nil {
+		if err := unmarshalSession(&r, k, v); err != nil {
 			return err
 		}
 		old, found, inHot, err := s.session(k, now)
@@ -613,7 +613,7 @@ func (s *Store) restore(k string, v []byte) error {
 func (st *state) journalEnd(sk string, r *authz.Session, found bool, ck string, sc *authz.ScopeState) error {
 	b, start := reserveFrame(make([]byte, 0, 256))
 	if found {
-		v, err := r.AppendBinary(nil)
+		v, err := r.AppendKeyed(nil)
 		if err != nil {
 			return err
 		}
