@@ -120,10 +120,15 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	if auditFile != nil {
 		defer auditFile.Close()
 	}
-	auditLog := audit.New(auditOut, audit.Options{HashSubject: c.auditHashSub, OnError: func(err error) {
+	auditFailed := func(err error) {
 		m.AuditWriteFailed()
 		log.Error("audit event not written", "err", err)
-	}})
+	}
+	// Events are written by the queue's goroutine, never on the request
+	// path; closed (what is queued written out) after everything else.
+	auditQueue := audit.NewQueue(auditOut, audit.QueueCapacity, auditFailed)
+	defer auditQueue.Close()
+	auditLog := audit.New(auditQueue, audit.Options{HashSubject: c.auditHashSub, OnError: auditFailed})
 
 	keys, err := loadKeys(c.sessionKeyFile)
 	if err != nil {
