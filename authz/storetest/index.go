@@ -231,3 +231,49 @@ func testConcurrentBeginAndEnd(t *testing.T, s authz.Store, _ *config) {
 		}
 	}
 }
+
+// testIndexSharedScope: every session of a scope is found by it, not only
+// the scope's current one: begun one after another, begun at once, ended,
+// and after a restart.
+func testIndexSharedScope(t *testing.T, s authz.Store, c *config) {
+	u := "idx-shared-" + strconv.FormatInt(seq.Add(1), 10)
+	scope := authz.ScopeDigest(issuer, "", "sid-"+u)
+	var rs []*authz.Session
+	for range 3 {
+		r := userSession(u, "sid-"+u)
+		begin(t, s, r)
+		rs = append(rs, r)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for range 8 {
+		wg.Go(func() {
+			r := userSession(u, "sid-"+u)
+			if err := s.Begin(ctx, r); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			rs = append(rs, r)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if got := indexed(t, s, policy, scope); !slices.Equal(got, want(rs...)) {
+		t.Errorf("by scope = %v, want %v", got, want(rs...))
+	}
+	if got := indexed(t, s, policy, authz.SubjectKey(u)); !slices.Equal(got, want(rs...)) {
+		t.Errorf("by user = %v, want %v", got, want(rs...))
+	}
+	end(t, s, rs[1], authz.End{Cause: authz.CauseSignedOut, At: now(), KeepUntil: now() + hour})
+	if got := indexed(t, s, policy, scope); !slices.Equal(got, want(rs...)) {
+		t.Errorf("by scope after an end = %v, want %v", got, want(rs...))
+	}
+	if c.restart == nil {
+		return
+	}
+	s = c.restart(s)
+	if got := indexed(t, s, policy, scope); !slices.Equal(got, want(rs...)) {
+		t.Errorf("by scope after a restart = %v, want %v", got, want(rs...))
+	}
+}

@@ -69,6 +69,7 @@ func Run(t *testing.T, newStore func() authz.Store, opts ...Option) {
 	run("KeepUntil", testKeepUntil)
 	run("Index", testIndex)
 	run("IndexKeepUntil", testIndexKeepUntil)
+	run("IndexSharedScope", testIndexSharedScope)
 	run("EndSessions", testEndSessions)
 	run("ConcurrentBeginAndEnd", testConcurrentBeginAndEnd)
 	if c.corrupt != nil {

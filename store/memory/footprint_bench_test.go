@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/allegro/bigcache/v3"
 
 	"github.com/sessiongate/sessiongate/authz"
 )
@@ -25,8 +28,9 @@ import (
 //   - records/session: bigcache entries per session (session, scope, the
 //     index by user and by scope);
 //
-//   - data-B/session: what those entries hold (bigcache's 18-byte header,
-//     the key, the encoded record);
+//   - data-B/session: what the entries of both tiers hold (bigcache's
+//     18-byte header and queue length prefix, the key, the encoded record),
+//     dead copies that activity left in hot included;
 //
 //   - queue-B/session: the bytes bigcache's queues have allocated for them
 //     (data plus the room of their doubling growth);
@@ -34,7 +38,12 @@ import (
 //   - heap-B/session: the Go heap in use, queues and bigcache's hash
 //     indexes included;
 //
-//   - rss-MB: the process's resident set.
+//   - rss-MB: the process's resident set after a collection;
+//
+//   - rss-min-MB: the resident set once the free memory is returned to the
+//     system (debug.FreeOSMemory): what the sessions need, without the
+//     queue arrays that growth left behind and the runtime still holds
+//     (how long it holds them depends on GOGC and GOMEMLIMIT).
 //
 //     go test -run '^$' -bench Footprint -benchtime 1x ./store/memory/
 func BenchmarkFootprint(b *testing.B) {
@@ -61,7 +70,6 @@ func footprint(b *testing.B, n, grant, touches int) {
 	defer b.StartTimer()
 	base := heapInUse()
 	s := newStore(b, Options{Clock: newClock()})
-	var data int
 	sealed := make([]byte, grant)
 	_, _ = rand.Read(sealed)
 	ids := make([]string, n)
@@ -74,9 +82,6 @@ func footprint(b *testing.B, n, grant, touches int) {
 			b.Fatal(err)
 		}
 		ids[i] = r.ID
-		if i == 0 {
-			data = recordBytes(b, r)
-		}
 	}
 	for k := 1; k <= touches; k++ {
 		for _, id := range ids {
@@ -86,14 +91,17 @@ func footprint(b *testing.B, n, grant, touches int) {
 		}
 	}
 	heap := heapInUse() - base
+	data := entryBytes(s)
 	hot, cold := s.Len()
 	queues := s.hot.Capacity() + s.cold.Capacity()
 	per := func(v uint64) float64 { return float64(v) / float64(n) }
 	b.ReportMetric(float64(hot+cold)/float64(n), "records/session")
-	b.ReportMetric(float64(data), "data-B/session")
+	b.ReportMetric(per(uint64(data)), "data-B/session")
 	b.ReportMetric(per(uint64(queues)), "queue-B/session")
 	b.ReportMetric(per(heap), "heap-B/session")
 	b.ReportMetric(float64(rssBytes())/(1<<20), "rss-MB")
+	debug.FreeOSMemory()
+	b.ReportMetric(float64(rssBytes())/(1<<20), "rss-min-MB")
 	runtime.KeepAlive(s)
 }
 
@@ -108,41 +116,19 @@ func footprintSession(i int) *authz.Session {
 	return r
 }
 
-// recordBytes is what the entries of session r take in bigcache's queues:
+// entryBytes is what the entries of both tiers take in bigcache's queues:
 // per entry its header (timestamp, hash, key length: 18 bytes), key and
 // value, and the queue's length prefix (a varint, 2 bytes at these sizes).
-func recordBytes(b *testing.B, r *authz.Session) int {
-	sk, ck := keys(r.Policy, r.ID, r.Scope)
-	keyed := []string{sk, ck}
-	for _, d := range authz.IndexKeys(r) {
-		keyed = append(keyed, indexKey(r.Policy, d))
-	}
+func entryBytes(s *Store) int {
 	total := 0
-	for i, k := range keyed {
-		total += 18 + 2 + len(k) + footprintValue(b, r, i)
+	for _, c := range []*bigcache.BigCache{s.hot, s.cold} {
+		for it := c.Iterator(); it.SetNext(); {
+			if e, err := it.Value(); err == nil {
+				total += 18 + 2 + len(e.Key()) + len(e.Value())
+			}
+		}
 	}
 	return total
-}
-
-// footprintValue is the encoded size of entry i of r: its session record,
-// scope record, or an index record of one entry.
-func footprintValue(b *testing.B, r *authz.Session, i int) int {
-	switch i {
-	case 0:
-		v, err := r.AppendKeyed(nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return len(v)
-	case 1:
-		st := authz.ScopeState{Current: r.ID, KeepUntil: r.KeepUntil}
-		v, err := st.AppendBinary(nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return len(v)
-	}
-	return len(encodeIndex([]indexEntry{{id: r.ID, keepUntil: r.KeepUntil}}))
 }
 
 func heapInUse() uint64 {

@@ -16,6 +16,14 @@ import (
 // big-endian keep-until, a 2-byte id length and the id. A record keeps
 // until its latest entry does; entries past their keep-until are dropped
 // when it is next written, and at most authz.MaxIndexed are kept.
+//
+// By scope, the scope record (under "c" policy NUL digest) indexes its
+// current session itself, until its own keep-until: Begin writes the index
+// record of a scope only when a session displaces another as the scope's
+// current one, and files the displaced one there. Most scopes hold one
+// session, which costs no index record. The two records of a digest share
+// a stripe (stripeOf), under which Begin changes both and Indexed reads
+// both, so that a session is always in one or the other.
 const indexTag = 'i'
 
 var _ authz.SessionIndex = (*Store)(nil)
@@ -104,10 +112,18 @@ func (s *Store) index(r *authz.Session, keepUntil int64) error {
 	return nil
 }
 
+// indexKeyOfScope is the index key of the digest that scope key ck names.
+func indexKeyOfScope(ck string) string { return string(indexTag) + ck[1:] }
+
 func (s *Store) indexAdd(k string, add []indexEntry) error {
 	st := &s.stripes[s.stripeOf(k)]
 	st.Lock()
 	defer st.Unlock()
+	return s.indexAddLocked(k, add, s.now())
+}
+
+// indexAddLocked is indexAdd with k's stripe held.
+func (s *Store) indexAddLocked(k string, add []indexEntry, now int64) error {
 	b, err := get(s.cold, k)
 	if err != nil {
 		return err
@@ -116,7 +132,7 @@ func (s *Store) indexAdd(k string, add []indexEntry) error {
 	if !ok {
 		return fmt.Errorf("memory store: index record: %w", authz.ErrCorruptRecord)
 	}
-	return set(s.cold, k, encodeIndex(mergeIndex(list, add, s.now())))
+	return set(s.cold, k, encodeIndex(mergeIndex(list, add, now)))
 }
 
 // Indexed implements authz.SessionIndex.
@@ -124,13 +140,9 @@ func (s *Store) Indexed(_ context.Context, policy string, key authz.Digest) ([]a
 	if err := s.usable(); err != nil {
 		return nil, err
 	}
-	b, err := get(s.cold, indexKey(policy, key))
-	if err != nil || b == nil {
+	list, err := s.indexed(policy, key)
+	if err != nil {
 		return nil, err
-	}
-	list, ok := decodeIndex(b)
-	if !ok {
-		return nil, fmt.Errorf("memory store: index record: %w", authz.ErrCorruptRecord)
 	}
 	now := s.now()
 	var out []authz.Session
@@ -152,6 +164,36 @@ func (s *Store) Indexed(_ context.Context, policy string, key authz.Digest) ([]a
 	}
 	return out, nil
 }
+
+// indexed returns the entries indexed under key: its index record's and,
+// when key names a scope, the scope record's current session.
+func (s *Store) indexed(policy string, key authz.Digest) ([]indexEntry, error) {
+	k := indexKey(policy, key)
+	ck := scopeKeyOfIndex(k)
+	st := &s.stripes[s.stripeOf(k)]
+	st.Lock()
+	b, err := get(s.cold, k)
+	var sc authz.ScopeState
+	found := false
+	if err == nil {
+		sc, found, err = s.scope(ck, s.now())
+	}
+	st.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	list, ok := decodeIndex(b)
+	if !ok {
+		return nil, fmt.Errorf("memory store: index record: %w", authz.ErrCorruptRecord)
+	}
+	if found && sc.Current != "" && !slices.ContainsFunc(list, func(e indexEntry) bool { return e.id == sc.Current }) {
+		list = append(list, indexEntry{id: sc.Current, keepUntil: sc.KeepUntil})
+	}
+	return list, nil
+}
+
+// scopeKeyOfIndex is the scope key of the digest that index key k names.
+func scopeKeyOfIndex(k string) string { return string(scopeTag) + k[1:] }
 
 // Sessions implements authz.SessionIndex: it walks hot, then cold, and
 // reads each session found under its stripe (hot holds the newer copy).

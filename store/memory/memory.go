@@ -239,16 +239,28 @@ func (s *Store) Begin(_ context.Context, r *authz.Session) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
-	// The index first (authz.SessionIndex says why).
-	if err := s.index(r, r.KeepUntil); err != nil {
+	// The index first (authz.SessionIndex says why). By scope (the second
+	// of authz.IndexKeys, r.Scope), the scope record's current session is
+	// indexed (see index.go): one record fewer per session in the common
+	// case of one session per scope.
+	ik := authz.IndexKeys(r)
+	if err := s.indexAdd(indexKey(r.Policy, ik[0]), []indexEntry{{id: r.ID, keepUntil: r.KeepUntil}}); err != nil {
 		return err
 	}
 	sk, ck := keys(r.Policy, r.ID, r.Scope)
 	i, j := s.lockPair(sk, ck)
 	defer s.unlockPair(i, j)
-	st, _, err := s.scope(ck, s.now())
+	now := s.now()
+	st, found, err := s.scope(ck, now)
 	if err != nil {
 		return err
+	}
+	if found && st.Current != "" && st.Current != r.ID {
+		// r displaces the scope's current session: the index record of
+		// the scope takes it over (its stripe is ck's, held).
+		if err := s.indexAddLocked(indexKeyOfScope(ck), []indexEntry{{id: st.Current, keepUntil: st.KeepUntil}}, now); err != nil {
+			return err
+		}
 	}
 	st.Begin(r.ID, r.KeepUntil)
 	buf := &s.stripes[i].buf
@@ -502,7 +514,9 @@ func (s *Store) usable() error {
 	return nil
 }
 
-func (s *Store) stripeOf(k string) uint64 { return maphash.String(s.seed, k) % stripeCount }
+// stripeOf leaves the key's tag out, so that the scope record and the
+// index record of one digest share a stripe (scopeIndexed).
+func (s *Store) stripeOf(k string) uint64 { return maphash.String(s.seed, k[1:]) % stripeCount }
 
 // lockPair takes the stripes of a and b in index order, so that operations
 // needing two stripes never wait for each other in a cycle.

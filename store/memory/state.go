@@ -575,10 +575,18 @@ func (s *Store) restore(k string, v []byte) error {
 		if err := sc.UnmarshalBinary(v); err != nil {
 			return err
 		}
-		if old, found, err := s.scope(k, now); err != nil {
+		old, found, err := s.scope(k, now)
+		if err != nil {
 			return err
-		} else if found {
+		}
+		if found {
 			sc = authz.MergeScopes(old, sc)
+			if old.Current != "" && sc.Current != old.Current {
+				// As in Begin: the displaced session stays indexed.
+				if err := s.indexAdd(indexKeyOfScope(k), []indexEntry{{id: old.Current, keepUntil: old.KeepUntil}}); err != nil {
+					return err
+				}
+			}
 		}
 		if sc.KeepUntil < now {
 			return nil
