@@ -296,7 +296,42 @@ func (c *check) decideOn(ctx context.Context, st Store, degraded bool, seed *Ses
 		}
 		o = Decide(c.p, c.claims, &f, c.nowMs, c.passive())
 	}
+	if o.Verdict == VerdictBegin {
+		raised, err := c.foldUserEnd(ctx, st, &f)
+		if err != nil {
+			return c.storeFailure(ctx, err)
+		}
+		if raised {
+			o = Decide(c.p, c.claims, &f, c.nowMs, c.passive())
+		}
+	}
 	return c.apply(ctx, &f, &o)
+}
+
+// foldUserEnd raises the scope end in f to the end of the user's own scope
+// when the credential's scope is a provider session (sid), and reports
+// whether it did. An end that names the user (a logout token without a sid,
+// an administrator's `end --user`, S18/S19) raises the user's scope and
+// ends the sessions it finds; a provider session of that user which no
+// session here has seen yet has no end of its own, and must not open a
+// session with a sign-in from before the user's end (S3). Read only where
+// a session would begin, so resumed sessions pay nothing for it.
+func (c *check) foldUserEnd(ctx context.Context, st Store, f *Facts) (bool, error) {
+	if c.claims.SID == "" {
+		return false, nil // its scope is the user's: in f already
+	}
+	if fs, ok := st.(FallbackStore); ok && f.Confirmed {
+		st = fs.Confirmed()
+	}
+	lk, err := st.Load(ctx, c.p.Name, "", ScopeDigest(c.claims.Issuer, c.claims.Subject, ""))
+	if err != nil || !lk.ScopeFound || lk.Scope.EndedAt <= f.scopeEnd() {
+		return false, err
+	}
+	if !f.ScopeFound {
+		f.Scope, f.ScopeFound = ScopeState{}, true
+	}
+	f.Scope.EndedAt = lk.Scope.EndedAt
+	return true, nil
 }
 
 // facts loads what Decide needs: the cookie's session and the token's

@@ -82,6 +82,10 @@ func (c *check) finish(ctx context.Context, si SignIn) Decision {
 		return c.page(ReasonStoreUnavailable, "")
 	}
 	f := Facts{Lookup: lk, Confirmed: true}
+	if _, err := c.foldUserEnd(ctx, c.store, &f); err != nil {
+		c.e.log.Error("session store failure; sign-in not recorded", "policy", c.p.Name, "err", err)
+		return c.page(ReasonStoreUnavailable, "")
+	}
 	// S14: the new sign-in (auth_time, else now) must be after every end it
 	// could be asked to follow: the scope's last end, and the end that made
 	// this attempt ask for re-authentication. auth_time has whole seconds,
