@@ -110,7 +110,13 @@ func forwardAuthFlow(t *testing.T, s *server, up *recordingUpstream, b *faBrowse
 	if sc := r.header.Values("Set-Cookie"); len(sc) != 0 {
 		t.Errorf("continuing the session set cookies %q", sc)
 	}
-	wantFAIdentity(t, up.wantHits(t, 2), sub)
+	got = up.wantHits(t, 2)
+	wantFAIdentity(t, got, sub)
+	// The request had no Authorization: the application gets none, not an
+	// empty one (which some frameworks refuse as malformed).
+	if v, ok := got.header["Authorization"]; ok {
+		t.Errorf("a request without Authorization reached the application with Authorization %q", v)
+	}
 
 	// A bypassed path needs no session; the spoofed identity is still gone.
 	r = newFABrowser(t, b.proxy).get(t, "/public/logo.png", false, faSpoof...)
