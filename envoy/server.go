@@ -41,15 +41,12 @@ func NewService(c Checker) *Service { return &Service{checker: c} }
 // for a caller that has gone (its context's error: nobody reads the answer,
 // so no work is spent on it). Envoy fails either closed (status_on_error).
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	if n := HeaderFields(req); n > MaxHeaderFields {
-		return nil, grpcstatus.Errorf(codes.ResourceExhausted, "%d header fields, more than %d", n, MaxHeaderFields)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, grpcstatus.FromContextError(err).Err()
+	if err := refused(ctx, req); err != nil {
+		return nil, err
 	}
 	r := ToRequest(req)
 	if err := ctx.Err(); err != nil {
-		return nil, grpcstatus.FromContextError(err).Err()
+		return nil, gone(err)
 	}
 	d := s.checker.Check(ctx, &r)
 	resp := ToResponse(&d)
@@ -58,6 +55,27 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	}
 	return resp, nil
 }
+
+// refused is the error Check answers a request over the limits, or one
+// whose caller has gone, with; nil for a request to decide.
+//
+// The error paths are functions of their own, kept out of line, so that
+// Check's stack frame stays small: a check runs on a fresh goroutine, whose
+// stack is copied each time the deepest call of the decision outgrows it.
+//
+//go:noinline
+func refused(ctx context.Context, req *authv3.CheckRequest) error {
+	if n := HeaderFields(req); n > MaxHeaderFields {
+		return grpcstatus.Errorf(codes.ResourceExhausted, "%d header fields, more than %d", n, MaxHeaderFields)
+	}
+	if err := ctx.Err(); err != nil {
+		return gone(err)
+	}
+	return nil
+}
+
+//go:noinline
+func gone(err error) error { return grpcstatus.FromContextError(err).Err() }
 
 // Server is the gRPC server: ext_authz plus grpc.health.v1.
 type Server struct {

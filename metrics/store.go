@@ -52,10 +52,12 @@ type store struct {
 	load, begin, touch, end, claim opCounters
 }
 
-func (i *store) Load(ctx context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
-	lk, err := i.s.Load(ctx, policy, id, scope)
+// Load has named results, assigned in place: a copy of the lookup in this
+// frame would deepen every check's stack (authz.Engine says why that costs).
+func (i *store) Load(ctx context.Context, policy, id string, scope authz.Digest) (lk authz.Lookup, err error) {
+	lk, err = i.s.Load(ctx, policy, id, scope)
 	i.load.count(err)
-	return lk, err
+	return
 }
 
 func (i *store) Begin(ctx context.Context, s *authz.Session) error {

@@ -212,14 +212,15 @@ func (s *Store) StateFileErr() error {
 }
 
 // Load implements authz.Store with two bigcache reads for a hot session.
-func (s *Store) Load(_ context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
+//
+// Its results are named and assigned in place: a copy of the lookup in this
+// frame would deepen every check's stack (authz.Engine says why that costs).
+func (s *Store) Load(_ context.Context, policy, id string, scope authz.Digest) (l authz.Lookup, err error) {
 	if err := s.usable(); err != nil {
 		return authz.Lookup{}, err
 	}
 	now := s.now()
 	sk, ck := keys(policy, id, scope)
-	var l authz.Lookup
-	var err error
 	if id != "" {
 		if l.Session, l.SessionFound, _, err = s.session(sk, now); err != nil {
 			return authz.Lookup{}, err
@@ -552,7 +553,10 @@ func sessionKey(policy, id string) string {
 	return string(appendSessionKey(a[:0], policy, id))
 }
 
-// keys returns the session and scope keys in one allocation.
+// keys returns the session and scope keys in one allocation. (Out of line:
+// its buffer would otherwise sit in Load's frame below every read.)
+//
+//go:noinline
 func keys(policy, id string, scope authz.Digest) (session, scopeKey string) {
 	var a [160]byte
 	b := appendSessionKey(a[:0], policy, id)

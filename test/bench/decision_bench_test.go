@@ -80,27 +80,41 @@ func BenchmarkDecision(b *testing.B) {
 // BenchmarkService is what the gRPC handler does per request, short of the
 // transport: ToRequest, engine.Check and ToResponse.
 func BenchmarkService(b *testing.B) {
-	ctx := context.Background()
-	cases := []struct {
-		name string
-		req  func(g *gate) *authv3.CheckRequest
-	}{
-		{"live-session", func(g *gate) *authv3.CheckRequest { return g.signIn(b, "alice") }},
-		{"deny-302-browser", func(*gate) *authv3.CheckRequest { return fixture.Request(appPath, "", "", true) }},
-	}
-	for _, c := range cases {
+	for _, c := range serviceCases(b) {
 		b.Run(c.name, func(b *testing.B) {
-			g := newGate(b, nil, 0)
-			s := envoy.NewService(g.engine)
-			req := c.req(g)
+			check := c.service(b)
 			b.ReportAllocs()
 			defer reportCPU(b)()
 			for b.Loop() {
-				if _, err := s.Check(ctx, req); err != nil {
-					b.Fatal(err)
-				}
+				check()
 			}
 		})
+	}
+}
+
+// serviceCase is a request of BenchmarkService and BenchmarkStack.
+type serviceCase struct {
+	name string
+	req  func(g *gate) *authv3.CheckRequest
+}
+
+func serviceCases(b *testing.B) []serviceCase {
+	return []serviceCase{
+		{"live-session", func(g *gate) *authv3.CheckRequest { return g.signIn(b, "alice") }},
+		{"deny-302-browser", func(*gate) *authv3.CheckRequest { return fixture.Request(appPath, "", "", true) }},
+	}
+}
+
+// service returns a function that runs c's request through the gRPC
+// service of a new gate.
+func (c serviceCase) service(b *testing.B) func() {
+	g := newGate(b, nil, 0)
+	s := envoy.NewService(g.engine)
+	req := c.req(g)
+	return func() {
+		if _, err := s.Check(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
