@@ -173,6 +173,7 @@ func Begin(p *Policy, cl *Claims, f *Facts, now int64) Outcome {
 	return Outcome{Verdict: VerdictBegin, New: &Session{
 		Policy: p.Name, Subject: cl.Subject, Identity: cl.Identity, Scope: cl.Scope,
 		SignIn: signIn, Created: created, LastActivity: now, KeepUntil: keep(p, cl, now),
+		UserScope: userScope(cl),
 	}}
 }
 
@@ -291,4 +292,12 @@ func keepEnd(p *Policy, cl *Claims, s *Session, at int64) int64 {
 		k = max(k, at+(p.MaxTokenLifetime+p.ClockSkew+retainMargin).Milliseconds())
 	}
 	return k
+}
+
+// userScope reports whether cl's S3 scope is its user's own (the token had
+// no sid): recomputed, not inferred from an empty SID, so that claims built
+// without their issuer or sid are never taken for it (a session wrongly so
+// marked would be missing from the index by user).
+func userScope(cl *Claims) bool {
+	return cl.SID == "" && cl.Issuer != "" && cl.Scope == ScopeDigest(cl.Issuer, cl.Subject, "")
 }

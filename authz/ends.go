@@ -66,7 +66,9 @@ func Select(ctx context.Context, ix SessionIndex, p *Policy, sel Selector) ([]Se
 		case sel.SID != "":
 			keys = sel.scopes()
 		default:
-			keys = []Digest{SubjectKey(sel.Subject)}
+			// The user's sessions with a sid, and those without, which
+			// are filed under the user's scope alone (IndexKeys).
+			keys = []Digest{SubjectKey(sel.Subject), ScopeDigest(sel.Issuer, sel.Subject, "")}
 		}
 		seen := map[string]bool{}
 		var out []Session

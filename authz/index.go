@@ -11,7 +11,8 @@ import (
 // authz/storetest holds them to it.
 //
 // A session is indexed under the keys IndexKeys returns (its user and its
-// scope) from its Begin until its KeepUntil, which Touch may raise. The
+// scope; its scope alone when that is the user's own, Session.UserScope)
+// from its Begin until its KeepUntil, which Touch may raise. The
 // index is written before the session record, so that an end that lists
 // the index after a Begin wrote it finds the session. A Begin racing an end
 // is covered by the scopes the end raises first (EndSessions): a session
@@ -40,8 +41,15 @@ func SubjectKey(subject string) Digest {
 
 // IndexKeys returns the keys a SessionIndex files s under: its user
 // (SubjectKey) and its S3 scope (the provider session, ScopeDigest with the
-// token's sid, or the user when the token had none).
+// token's sid, or the user when the token had none). A session whose scope
+// is the user's (UserScope) is filed under its scope alone (both keys are
+// its scope: stores file it once), where Select by user looks too: for a
+// store that keeps a scope's sessions beside its scope record, that is no
+// index record at all.
 func IndexKeys(s *Session) [2]Digest {
+	if s.UserScope {
+		return [2]Digest{s.Scope, s.Scope}
+	}
 	return [2]Digest{SubjectKey(s.Subject), s.Scope}
 }
 

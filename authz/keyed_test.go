@@ -14,9 +14,13 @@ func keyedSamples() map[string]Session {
 	oidc := sampleSession()
 	oidc.EndedAt, oidc.Cause = 0, CauseNone
 	oidc.Method, oidc.Grant, oidc.GrantAt = MethodOIDC, "sealed\x00grant\xff", 1_700_000_050_000
+	user := sampleSession()
+	user.EndedAt, user.Cause, user.UserScope = 0, CauseNone, true
+	user.Scope = ScopeDigest(issuer, "alice", "")
 	return map[string]Session{
-		"session-v4-keyed-oidc.bin":  oidc,
-		"session-v4-keyed-ended.bin": sampleSession(),
+		"session-v4-keyed-oidc.bin":       oidc,
+		"session-v4-keyed-ended.bin":      sampleSession(),
+		"session-v4-keyed-user-scope.bin": user,
 	}
 }
 
@@ -60,6 +64,7 @@ func TestKeyedRoundTrip(t *testing.T) {
 		"binary strings":  {Subject: "é\x00", Grant: "\x00"},
 		"largest grant":   {Method: MethodOIDC, Grant: strings.Repeat("g", maxGrant-1), GrantAt: 7},
 		"last cause":      {Cause: causeCount - 1, EndedAt: 5, Method: methodCount - 1},
+		"user scope":      {UserScope: true, Subject: "u"},
 	}
 	for name, s := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -115,7 +120,7 @@ func TestKeyedRejectsBadInput(t *testing.T) {
 	bad := map[string][]byte{
 		"unknown cause":    with(1, byte(causeCount)),
 		"unknown method":   with(1, byte(methodCount)<<4),
-		"unknown flag":     with(2, 4),
+		"unknown flag":     with(2, 8),
 		"overlong varint":  append([]byte{formatSessionKeyed, 0, 0}, bytes.Repeat([]byte{0xff}, 11)...),
 		"flagged zero end": append([]byte{formatSessionKeyed, 0, keyedEnded, 0, 0, 0, 0, 0}, make([]byte, 33)...),
 		"subject overruns": append(append([]byte{formatSessionKeyed, 0, 0, 0, 0, 0, 0}, make([]byte, 32)...), 5, 'a'),

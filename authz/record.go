@@ -37,6 +37,12 @@ type Session struct {
 	// GrantAt is when Grant was stored: a copy's grant replaces another's
 	// only when it is newer (a refresh).
 	GrantAt int64
+	// UserScope says that Scope is the user's own S3 scope (the token had
+	// no sid), under which Select finds the user's sessions too: the index
+	// by user need not list this one (IndexKeys). A hint for indexing only:
+	// format 3 does not keep it, and a session read without it is indexed
+	// under both keys, as before.
+	UserScope bool
 }
 
 // Ended reports whether the session has ended (S3: for good).
@@ -115,6 +121,7 @@ func MergeSessions(a, b Session) Session {
 	out.LastActivity = max(a.LastActivity, b.LastActivity)
 	out.SignIn = max(a.SignIn, b.SignIn)
 	out.KeepUntil = max(a.KeepUntil, b.KeepUntil)
+	out.UserScope = a.UserScope || b.UserScope // a copy in format 3 lost it
 	return out
 }
 
@@ -318,7 +325,8 @@ func (s *Session) unmarshalV2(b []byte) error {
 // AppendKeyed appends the compact encoding of s (format 4) to b, for a
 // store that keeps it under a key naming s.Policy and s.ID, which it leaves
 // out: format byte; cause (low 4 bits) and method (high 4 bits); a flags
-// byte (bit 0: EndedAt is set, bit 1: GrantAt is set); Created as a varint;
+// byte (bit 0: EndedAt is set, bit 1: GrantAt is set, bit 2: UserScope);
+// Created as a varint;
 // SignIn, LastActivity, KeepUntil, then EndedAt and GrantAt when set, each a
 // varint of its difference from Created; Identity and Scope (16 bytes each);
 // Subject (uvarint length and bytes); and the Grant, the rest of the record.
@@ -337,6 +345,9 @@ func (s *Session) AppendKeyed(b []byte) ([]byte, error) {
 	}
 	if s.GrantAt != 0 {
 		flags |= keyedGrantAt
+	}
+	if s.UserScope {
+		flags |= keyedUserScope
 	}
 	b = append(b, formatSessionKeyed, byte(s.Cause)|byte(s.Method)<<4, flags)
 	// Differences wrap like the sums that undo them: every int64 survives.
@@ -359,9 +370,10 @@ func (s *Session) AppendKeyed(b []byte) ([]byte, error) {
 
 // The flags of format 4.
 const (
-	keyedEnded   = 1 << iota // EndedAt follows
-	keyedGrantAt             // GrantAt follows
-	keyedFlags   = keyedEnded | keyedGrantAt
+	keyedEnded     = 1 << iota // EndedAt follows
+	keyedGrantAt               // GrantAt follows
+	keyedUserScope             // Session.UserScope
+	keyedFlags     = keyedEnded | keyedGrantAt | keyedUserScope
 )
 
 // UnmarshalKeyed decodes a session record of any format this binary reads,
@@ -424,6 +436,7 @@ func (s *Session) UnmarshalKeyed(b []byte, policy, id string) error {
 	tail := string(p[w:])
 	s.Subject, s.Grant = tail[:n], tail[n:]
 	s.Policy, s.ID = policy, id
+	s.UserScope = flags&keyedUserScope != 0
 	return nil
 }
 

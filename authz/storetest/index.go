@@ -277,3 +277,39 @@ func testIndexSharedScope(t *testing.T, s authz.Store, c *config) {
 		t.Errorf("by scope after a restart = %v, want %v", got, want(rs...))
 	}
 }
+
+// testIndexUserScope: a session filed under the user's own scope alone
+// (UserScope: its token had no sid) is found by user, beside the user's
+// sessions with a sid, ended by user, and still found after a restart.
+func testIndexUserScope(t *testing.T, s authz.Store, c *config) {
+	u := "idx-userscope-" + strconv.FormatInt(seq.Add(1), 10)
+	withSID, own := userSession(u, "sid-"+u), userSession(u, "")
+	own.UserScope = true
+	other := userSession("other-"+u, "")
+	other.UserScope = true
+	for _, r := range []*authz.Session{withSID, own, other} {
+		begin(t, s, r)
+	}
+	p := &authz.Policy{Name: policy, AbsoluteTimeout: time.Hour}
+	sel := authz.Selector{Issuer: issuer, Subject: u}
+	list, err := authz.Select(ctx, index(t, s), p, sel)
+	if err != nil || !slices.Equal(ids(list), want(withSID, own)) {
+		t.Fatalf("by user = %v, %v; want %v", ids(list), err, want(withSID, own))
+	}
+	if got := indexed(t, s, policy, own.Scope); !slices.Equal(got, want(own)) {
+		t.Errorf("by the user's scope = %v, want %v", got, want(own))
+	}
+	if c.restart != nil {
+		s = c.restart(s)
+		if list, err := authz.Select(ctx, index(t, s), p, sel); err != nil || !slices.Equal(ids(list), want(withSID, own)) {
+			t.Errorf("by user after a restart = %v, %v; want %v", ids(list), err, want(withSID, own))
+		}
+	}
+	ended, err := authz.EndSessions(ctx, s, authz.NopEvents{}, p, sel, authz.CauseAdmin, now())
+	if err != nil || !slices.Equal(ids(ended), want(withSID, own)) {
+		t.Errorf("ended by user = %v, %v; want %v", ids(ended), err, want(withSID, own))
+	}
+	if lk := load(t, s, other); !lk.SessionFound || lk.Session.Ended() {
+		t.Errorf("another user's session: %+v", lk)
+	}
+}

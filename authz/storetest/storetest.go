@@ -70,6 +70,7 @@ func Run(t *testing.T, newStore func() authz.Store, opts ...Option) {
 	run("Index", testIndex)
 	run("IndexKeepUntil", testIndexKeepUntil)
 	run("IndexSharedScope", testIndexSharedScope)
+	run("IndexUserScope", testIndexUserScope)
 	run("EndSessions", testEndSessions)
 	run("ConcurrentBeginAndEnd", testConcurrentBeginAndEnd)
 	if c.corrupt != nil {

@@ -25,12 +25,14 @@ import (
 // active for touches × activity_granularity does within the hot window. It
 // reports, per session, where the memory goes:
 //
-//   - records/session: bigcache entries per session (session, scope, the
-//     index by user and by scope);
+//   - records/session: bigcache entries per session (session and scope
+//     record: the scope record indexes its one session, by scope and, as
+//     the token had no sid, by user);
 //
 //   - data-B/session: what the entries of both tiers hold (bigcache's
-//     18-byte header and queue length prefix, the key, the encoded record),
-//     dead copies that activity left in hot included;
+//     18-byte header and queue length prefix, the key, the encoded record;
+//     live entries only: the dead copies that activity leaves in hot show in
+//     queue-B);
 //
 //   - queue-B/session: the bytes bigcache's queues have allocated for them
 //     (data plus the room of their doubling growth);
@@ -113,6 +115,7 @@ func footprintSession(i int) *authz.Session {
 	sub := fmt.Sprintf("%08d-0000-4000-8000-000000000000", i)
 	r := newSession(base64.RawURLEncoding.EncodeToString(raw[:]), authz.ScopeDigest("https://idp", sub, ""))
 	r.Subject, r.Identity = sub, authz.IdentityDigest("https://idp", sub, nil)
+	r.UserScope = true // its scope is the user's: filed under it alone
 	return r
 }
 

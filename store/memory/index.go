@@ -103,7 +103,11 @@ func mergeIndex(list, add []indexEntry, now int64) []indexEntry {
 // index files session r under its index keys until keepUntil. Callers hold
 // no stripe: it takes each key's stripe in turn, one at a time.
 func (s *Store) index(r *authz.Session, keepUntil int64) error {
-	for _, d := range authz.IndexKeys(r) {
+	ik := authz.IndexKeys(r)
+	for i, d := range ik {
+		if i > 0 && d == ik[0] {
+			continue // filed under its scope alone
+		}
 		k := indexKey(r.Policy, d)
 		if err := s.indexAdd(k, []indexEntry{{id: r.ID, keepUntil: keepUntil}}); err != nil {
 			return err

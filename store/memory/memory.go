@@ -243,10 +243,12 @@ func (s *Store) Begin(_ context.Context, r *authz.Session) error {
 	// The index first (authz.SessionIndex says why). By scope (the second
 	// of authz.IndexKeys, r.Scope), the scope record's current session is
 	// indexed (see index.go): one record fewer per session in the common
-	// case of one session per scope.
-	ik := authz.IndexKeys(r)
-	if err := s.indexAdd(indexKey(r.Policy, ik[0]), []indexEntry{{id: r.ID, keepUntil: r.KeepUntil}}); err != nil {
-		return err
+	// case of one session per scope, and none at all for a session filed
+	// under its scope alone (UserScope).
+	if ik := authz.IndexKeys(r); ik[0] != r.Scope {
+		if err := s.indexAdd(indexKey(r.Policy, ik[0]), []indexEntry{{id: r.ID, keepUntil: r.KeepUntil}}); err != nil {
+			return err
+		}
 	}
 	sk, ck := keys(r.Policy, r.ID, r.Scope)
 	i, j := s.lockPair(sk, ck)

@@ -42,7 +42,11 @@ return n
 
 // index files r under its index keys until keepUntil.
 func (s *Store) index(ctx context.Context, r *authz.Session, keepUntil int64) error {
-	for _, d := range authz.IndexKeys(r) {
+	ik := authz.IndexKeys(r)
+	for i, d := range ik {
+		if i > 0 && d == ik[0] {
+			continue // filed under its scope alone
+		}
 		err := indexScript.Run(ctx, s.c, []string{s.indexKey(r.Policy, d)}, r.ID, keepUntil, s.now(), authz.MaxIndexed).Err()
 		if err != nil {
 			return s.scriptError(ctx, "index", err)
