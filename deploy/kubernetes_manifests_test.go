@@ -21,6 +21,7 @@ const (
 	k8sName         = "sessiongate"
 	k8sRedis        = "sessiongate-redis"
 	k8sPolicies     = "sessiongate-policies"
+	k8sRedisSecret  = "sessiongate-redis" // the operator's, with Redis' password
 	k8sGRPCPortName = "grpc"
 	k8sHTTPPortName = "http"
 )
@@ -69,14 +70,11 @@ type containerPort struct {
 }
 
 type container struct {
-	Name    string   `yaml:"name"`
-	Image   string   `yaml:"image"`
-	Command []string `yaml:"command"`
-	Args    []string `yaml:"args"`
-	Env     []struct {
-		Name  string `yaml:"name"`
-		Value string `yaml:"value"`
-	} `yaml:"env"`
+	Name      string          `yaml:"name"`
+	Image     string          `yaml:"image"`
+	Command   []string        `yaml:"command"`
+	Args      []string        `yaml:"args"`
+	Env       []envVar        `yaml:"env"`
 	Ports     []containerPort `yaml:"ports"`
 	Lifecycle struct {
 		PreStop *struct {
@@ -107,13 +105,125 @@ type container struct {
 	} `yaml:"volumeMounts"`
 }
 
-// env returns the container's literal environment.
+type envVar struct {
+	Name      string `yaml:"name"`
+	Value     string `yaml:"value"`
+	ValueFrom *struct {
+		SecretKeyRef *secretKeyRef `yaml:"secretKeyRef"`
+	} `yaml:"valueFrom"`
+}
+
+type secretKeyRef struct {
+	Name     string `yaml:"name"`
+	Key      string `yaml:"key"`
+	Optional *bool  `yaml:"optional"`
+}
+
+// env returns the container's literal environment, as written: $(NAME)
+// not expanded, and "" for entries from a Secret.
 func (c *container) env() map[string]string {
 	m := map[string]string{}
 	for _, e := range c.Env {
 		m[e.Name] = e.Value
 	}
 	return m
+}
+
+// secrets are the operator's Secrets, which the manifests name but do not
+// hold: name → key → value.
+type secrets map[string]map[string]string
+
+// kubeEnv returns the container's environment as the kubelet makes it: an
+// entry from a Secret gets the Secret's value (one the operator has not
+// made fails the test, as the pod would not start), and $(NAME) in a
+// literal value becomes the value of an earlier entry.
+func (c *container) kubeEnv(t *testing.T, s secrets) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			m[e.Name] = expandVars(e.Value, m)
+		case e.ValueFrom.SecretKeyRef != nil:
+			r := e.ValueFrom.SecretKeyRef
+			v, ok := s[r.Name][r.Key]
+			if !ok {
+				t.Fatalf("container %s: env %s from Secret %s key %s, which the operator does not make", c.Name, e.Name, r.Name, r.Key)
+			}
+			m[e.Name] = v
+		default:
+			t.Fatalf("container %s: env %s: only value and valueFrom.secretKeyRef are read here", c.Name, e.Name)
+		}
+	}
+	return m
+}
+
+// kubeArgs returns the container's args with $(NAME) of its environment
+// expanded, as the kubelet starts it.
+func (c *container) kubeArgs(env map[string]string) []string {
+	out := make([]string, len(c.Args))
+	for i, a := range c.Args {
+		out[i] = expandVars(a, env)
+	}
+	return out
+}
+
+// expandVars is Kubernetes' expansion of a container's command, args and
+// env values: $(NAME) becomes the value of NAME where vars has it and stays
+// as written where it does not, $$ is a literal $, and any other $ (an
+// unclosed $( too) is left alone.
+func expandVars(s string, vars map[string]string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '(':
+			end := strings.IndexByte(s[i+2:], ')')
+			if end < 0 {
+				b.WriteString("$(")
+				i++
+				continue
+			}
+			name := s[i+2 : i+2+end]
+			if v, ok := vars[name]; ok {
+				b.WriteString(v)
+			} else {
+				b.WriteString("$(" + name + ")")
+			}
+			i += 2 + end
+		default:
+			b.WriteByte('$')
+		}
+	}
+	return b.String()
+}
+
+// secretVar returns the Secret and key behind s when s is exactly $(NAME)
+// and NAME an entry of the container's env, before the entry named before
+// (Kubernetes expands only those in env values; "" for args), whose value
+// comes from a Secret that must exist.
+func (c *container) secretVar(s, before string) (secretKeyRef, bool) {
+	inner, ok1 := strings.CutPrefix(s, "$(")
+	name, ok2 := strings.CutSuffix(inner, ")")
+	if !ok1 || !ok2 || name == "" || strings.ContainsAny(name, "$()") {
+		return secretKeyRef{}, false
+	}
+	for _, e := range c.Env {
+		if e.Name == before {
+			break
+		}
+		if e.Name == name && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			r := *e.ValueFrom.SecretKeyRef
+			return secretKeyRef{Name: r.Name, Key: r.Key}, r.Optional == nil || !*r.Optional
+		}
+	}
+	return secretKeyRef{}, false
 }
 
 // port resolves a probe or Service target port (name or number).
@@ -383,4 +493,25 @@ func writeConfigMapMount(t *testing.T, data map[string]string) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// TestExpandVars holds expandVars to Kubernetes' rules for $(VAR) in a
+// container's command, args and env values, as its documentation states them.
+func TestExpandVars(t *testing.T) {
+	vars := map[string]string{"A": "a", "PW": "0f1e"}
+	for in, want := range map[string]string{
+		"$(A)":                   "a",
+		"redis://:$(PW)@host":    "redis://:0f1e@host",
+		"$(A)$(A)-$(PW)":         "aa-0f1e",
+		"$$(A)":                  "$(A)",
+		"$$$(A)":                 "$a",
+		"$(UNSET)":               "$(UNSET)",
+		"$(A":                    "$(A",
+		"$A and $":               "$A and $",
+		"test \"$(cmd)\" = PONG": "test \"$(cmd)\" = PONG",
+	} {
+		if got := expandVars(in, vars); got != want {
+			t.Errorf("expandVars(%q) = %q, want %q", in, got, want)
+		}
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -465,6 +467,39 @@ func TestKubernetesNetworkPolicy(t *testing.T) {
 	}
 }
 
+// TestKubernetesRedisPassword: Redis requires a password, which lives only
+// in the operator's Secret: Redis' --requirepass and the password of
+// sessiongate's store URL are $(VAR) of env entries from that Secret, and no
+// Secret (no value) is in the manifests. A NetworkPolicy alone protects
+// nothing where the network plugin does not enforce it.
+func TestKubernetesRedisPassword(t *testing.T) {
+	c := loadCluster(t)
+	for _, o := range c.all("Secret") {
+		t.Errorf("%v: the manifests hold a Secret, its value in the repository; the operator makes it", o)
+	}
+	var rw workload
+	c.get(t, "StatefulSet", k8sRedis).decode(t, &rw)
+	rc := rw.Spec.Template.Spec.Containers[0]
+	i := slices.Index(rc.Args, "--requirepass")
+	if i < 0 || i+1 == len(rc.Args) {
+		t.Fatalf("StatefulSet %s: args %q, want --requirepass $(VAR): without a password any pod that reaches Redis reads and writes every session", k8sRedis, rc.Args)
+	}
+	want := secretKeyRef{Name: k8sRedisSecret, Key: "password"}
+	if ref, ok := rc.secretVar(rc.Args[i+1], ""); !ok || ref != want {
+		t.Errorf("StatefulSet %s: --requirepass %q, want $(VAR) of an env entry from Secret %s key %s (not optional)", k8sRedis, rc.Args[i+1], want.Name, want.Key)
+	}
+	_, ct := sessiongateDeployment(t, c)
+	store := ct.env()["SESSIONGATE_STORE"]
+	u, err := url.Parse(store)
+	if err != nil {
+		t.Fatalf("SESSIONGATE_STORE=%q: %v", store, err)
+	}
+	pw, _ := u.User.Password()
+	if ref, ok := ct.secretVar(pw, "SESSIONGATE_STORE"); !ok || ref != want || u.User.Username() != "" {
+		t.Errorf("Deployment %s: SESSIONGATE_STORE=%q, want redis://:$(VAR)@…, VAR an earlier env entry from Secret %s key %s, the password of Redis", k8sName, store, want.Name, want.Key)
+	}
+}
+
 // policiesConfigMap returns the policies' ConfigMap data. Every file of
 // policies/ is in it: kustomize lists files one by one, and a file left out
 // would silently never be deployed.
@@ -507,25 +542,48 @@ func TestKubernetesPolicies(t *testing.T) {
 	}
 }
 
-// TestKubernetesProbesAgainstServer runs what the manifests run: Redis with
-// the StatefulSet's arguments, and the binary with the Deployment's
-// environment, the ConfigMap mounted as the kubelet would and the store URL
-// pointed at that Redis. Then it asks what the probes ask.
+// TestKubernetesProbesAgainstServer runs what the manifests run, with the
+// operator's Secrets made here: Redis with the StatefulSet's arguments and
+// environment, and the binary with the Deployment's environment, the
+// ConfigMap mounted as the kubelet would and the store URL pointed at that
+// Redis. Redis must refuse clients without its password and its readiness
+// probe must authenticate; then the test asks what sessiongate's probes ask.
 func TestKubernetesProbesAgainstServer(t *testing.T) {
 	redisBin := requireExternal(t, "redis-server", "apt-get install redis-server")
 	c := loadCluster(t)
 	_, ct := sessiongateDeployment(t, c)
 	var rw workload
 	c.get(t, "StatefulSet", k8sRedis).decode(t, &rw)
-	redis := startRedis(t, redisBin, rw.Spec.Template.Spec.Containers[0].Args)
-	env := ct.env()
+	sec := operatorSecrets(t)
+	password := sec[k8sRedisSecret]["password"]
+	rc := rw.Spec.Template.Spec.Containers[0]
+	renv := rc.kubeEnv(t, sec)
+	redis := startRedis(t, redisBin, rc.kubeArgs(renv))
+	if err := ping(redis, ""); !errors.Is(err, errNoAuth) {
+		t.Errorf("Redis run with the StatefulSet's args: PING without a password: %v, want NOAUTH (any pod that reaches it would read and write every session)", err)
+	}
+	if err := ping(redis, password); err != nil {
+		t.Errorf("Redis run with the StatefulSet's args: PING after AUTH with the Secret's password: %v", err)
+	}
+	if ok, out := runRedisProbe(t, rc, renv, redis); !ok {
+		t.Errorf("StatefulSet %s: the readiness probe fails on Redis with the Secret's password: %s", k8sRedis, out)
+	}
+	if ok, out := runRedisProbe(t, rc, rc.kubeEnv(t, operatorSecrets(t)), redis); ok {
+		t.Errorf("StatefulSet %s: the readiness probe passes with another password (%q): it does not tell a Redis that refuses it", k8sRedis, out)
+	}
+
+	env := ct.kubeEnv(t, sec)
 	// With the Secrets' files laid out here: on Redis, serve refuses
-	// login.oidc policies without the session key file.
+	// login.oidc policies without the session key file. Ready means it
+	// reached Redis with the password of its store URL.
 	s := startServe(t, env, map[string]string{
 		"SESSIONGATE_POLICIES":         writeConfigMapMount(t, withLocalSignIn(t, withLocalJWKS(t, policiesConfigMap(t, c)))),
 		"SESSIONGATE_STORE":            withHost(t, env["SESSIONGATE_STORE"], redis),
 		"SESSIONGATE_SESSION_KEY_FILE": sessionKeyFile(t),
 	})
+	if strings.Contains(s.output(), password) {
+		t.Errorf("sessiongate serve logs Redis' password:\n%s", s.output())
+	}
 
 	// Where each declared container port listens in this test.
 	listener := map[int]string{}
@@ -568,9 +626,58 @@ func TestKubernetesProbesAgainstServer(t *testing.T) {
 	}
 }
 
+// operatorSecrets makes the Secrets that the manifests' comments tell the
+// operator to make with a random value, as those commands do: Redis'
+// password, 32 random bytes in hex (openssl rand -hex 32). Two calls make
+// two passwords.
+func operatorSecrets(t *testing.T) secrets {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return secrets{k8sRedisSecret: {"password": hex.EncodeToString(b)}}
+}
+
+// runRedisProbe runs the Redis container's readiness probe, an exec probe,
+// as the kubelet does: in the container's environment (env), its command
+// not expanded. In the pod redis-cli reaches Redis on localhost:6379; here
+// a redis-cli first in PATH points the real one at addr. It reports whether
+// the probe passes, and its output.
+func runRedisProbe(t *testing.T, ct container, env map[string]string, addr string) (bool, string) {
+	t.Helper()
+	p := ct.ReadinessProbe
+	if p == nil || p.Exec == nil || len(p.Exec.Command) == 0 {
+		t.Fatalf("container %s: want an exec readiness probe", ct.Name)
+	}
+	cli := requireExternal(t, "redis-cli", "apt-get install redis-tools")
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	wrapper := fmt.Sprintf("#!/bin/sh\nexec %s -h %s -p %s \"$@\"\n", cli, host, port)
+	if err := os.WriteFile(filepath.Join(dir, "redis-cli"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := p.Exec.Command[0]
+	if bin == "redis-cli" {
+		bin = filepath.Join(dir, bin)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, p.Exec.Command[1:]...)
+	cmd.Env = []string{"PATH=" + dir + string(os.PathListSeparator) + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	return err == nil, fmt.Sprintf("%q: %v %s", p.Exec.Command, err, out)
+}
+
 // startRedis runs argv (redis-server and its options) with a loopback port
 // and a temporary directory appended, which override any given before,
-// waits until it answers PING and returns its address.
+// waits until it answers PING (or wants a password) and returns its address.
 func startRedis(t *testing.T, bin string, argv []string) string {
 	t.Helper()
 	if len(argv) == 0 || argv[0] != "redis-server" {

@@ -216,13 +216,14 @@ func startServeArgs(t *testing.T, env, override map[string]string, args ...strin
 	}
 }
 
-// waitPing waits up to 10s for a Redis server at addr to answer PING.
+// waitPing waits up to 10s for a Redis server at addr to answer PING; a
+// server that wants a password first answers too (NOAUTH).
 func waitPing(addr string, p *process) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := ping(addr)
+		err := ping(addr, "")
 		switch {
-		case err == nil:
+		case err == nil || errors.Is(err, errNoAuth):
 			return nil
 		case p.exited():
 			return fmt.Errorf("exited: %v", err)
@@ -233,21 +234,41 @@ func waitPing(addr string, p *process) error {
 	}
 }
 
-func ping(addr string) error {
+// errNoAuth is Redis refusing a command until the client authenticates.
+var errNoAuth = errors.New("NOAUTH: Redis wants a password")
+
+// ping sends PING to the Redis server at addr, after AUTH with password
+// unless it is empty, and wants PONG.
+func ping(addr, password string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	r := bufio.NewReader(c)
+	if password != "" {
+		if _, err := fmt.Fprintf(c, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password); err != nil {
+			return err
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != "+OK\r\n" {
+			return fmt.Errorf("AUTH answered %q", line)
+		}
+	}
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
+	line, err := r.ReadString('\n')
+	switch {
+	case err != nil:
 		return err
-	}
-	if line != "+PONG\r\n" {
+	case strings.HasPrefix(line, "-NOAUTH"):
+		return errNoAuth
+	case line != "+PONG\r\n":
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
