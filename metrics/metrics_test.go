@@ -80,24 +80,30 @@ func TestEventsAreCountedExactly(t *testing.T) {
 	m.SignInFinished("app", "sign_in_denied", 50*time.Millisecond)
 	m.Refreshed("app", "revoked")
 	m.Discovered("https://idp.example/secret", false)
+	m.TokenRequested("authorization_code", 30*time.Millisecond, true)
+	m.TokenRequested("refresh_token", 10*time.Millisecond, false)
 	m.BackChannelLogout("ok")
 	m.BackChannelLogout("replayed")
 	m.AdminRequest("end", "unauthorized")
 
 	want := map[string]float64{
-		`sessiongate_sign_ins_total{policy="app",result="success"}`:              1,
-		`sessiongate_sign_ins_total{policy="app",result="sign_in_denied"}`:       1,
-		`sessiongate_sign_ins_total{policy="app",result="sign_in_failed"}`:       0,
-		`sessiongate_sign_ins_total{policy="app",result="reauth_not_performed"}`: 0,
-		`sessiongate_sign_ins_total{policy="app",result="provider_unavailable"}`: 0,
-		`sessiongate_sign_ins_total{policy="app",result="store_unavailable"}`:    0,
-		`sessiongate_sign_in_callback_duration_seconds_count`:                    2,
-		`sessiongate_sign_in_callback_duration_seconds_sum`:                      0.25,
-		`sessiongate_token_refreshes_total{policy="app",result="success"}`:       0,
-		`sessiongate_token_refreshes_total{policy="app",result="revoked"}`:       1,
-		`sessiongate_token_refreshes_total{policy="app",result="failure"}`:       0,
-		`sessiongate_oidc_discoveries_total{result="success"}`:                   0,
-		`sessiongate_oidc_discoveries_total{result="failure"}`:                   1,
+		`sessiongate_sign_ins_total{policy="app",result="success"}`:                                          1,
+		`sessiongate_sign_ins_total{policy="app",result="sign_in_denied"}`:                                   1,
+		`sessiongate_sign_ins_total{policy="app",result="sign_in_failed"}`:                                   0,
+		`sessiongate_sign_ins_total{policy="app",result="reauth_not_performed"}`:                             0,
+		`sessiongate_sign_ins_total{policy="app",result="provider_unavailable"}`:                             0,
+		`sessiongate_sign_ins_total{policy="app",result="store_unavailable"}`:                                0,
+		`sessiongate_sign_in_callback_duration_seconds_count`:                                                2,
+		`sessiongate_sign_in_callback_duration_seconds_sum`:                                                  0.25,
+		`sessiongate_token_refreshes_total{policy="app",result="success"}`:                                   0,
+		`sessiongate_token_refreshes_total{policy="app",result="revoked"}`:                                   1,
+		`sessiongate_token_refreshes_total{policy="app",result="failure"}`:                                   0,
+		`sessiongate_oidc_token_request_duration_seconds{grant="authorization_code",result="success"}_count`: 1,
+		`sessiongate_oidc_token_request_duration_seconds{grant="authorization_code",result="success"}_sum`:   0.03,
+		`sessiongate_oidc_token_request_duration_seconds{grant="refresh_token",result="failure"}_count`:      1,
+		`sessiongate_oidc_token_request_duration_seconds{grant="refresh_token",result="failure"}_sum`:        0.01,
+		`sessiongate_oidc_discoveries_total{result="success"}`:                                               0,
+		`sessiongate_oidc_discoveries_total{result="failure"}`:                                               1,
 
 		`sessiongate_checks_total{decision="allow",policy="app",reason=""}`:                2,
 		`sessiongate_checks_total{decision="deny",policy="app",reason="idle_timeout"}`:     1,

@@ -25,6 +25,7 @@ func RefreshResults() []string { return []string{"success", "revoked", "failure"
 type signInMetrics struct {
 	signIns     *prometheus.CounterVec
 	callback    prometheus.Histogram
+	tokenReqs   *prometheus.HistogramVec
 	refreshes   *prometheus.CounterVec
 	discoveries *prometheus.CounterVec
 }
@@ -43,6 +44,13 @@ func newSignInMetrics() signInMetrics {
 			NativeHistogramMaxBucketNumber:  160,
 			NativeHistogramMinResetDuration: time.Hour,
 		}),
+		tokenReqs: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "oidc_token_request_duration_seconds",
+			Help: "Round trips to the identity provider's token endpoint by grant (authorization_code: a sign-in's code exchange; refresh_token) and result (success, failure): the provider's share of a callback or refresh.",
+			Buckets:                         []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+			NativeHistogramBucketFactor:     1.1,
+			NativeHistogramMaxBucketNumber:  160,
+			NativeHistogramMinResetDuration: time.Hour,
+		}, []string{"grant", "result"}),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "token_refreshes_total",
 			Help: "Access-token refreshes by policy and result: success, revoked (invalid_grant: the session ends), failure (provider unreachable or broken)."},
 			[]string{"policy", "result"}),
@@ -52,7 +60,7 @@ func newSignInMetrics() signInMetrics {
 }
 
 func (s signInMetrics) register(reg prometheus.Registerer) {
-	reg.MustRegister(s.signIns, s.callback, s.refreshes, s.discoveries)
+	reg.MustRegister(s.signIns, s.callback, s.tokenReqs, s.refreshes, s.discoveries)
 	for _, r := range []string{"success", "failure"} {
 		s.discoveries.WithLabelValues(r)
 	}
@@ -83,6 +91,11 @@ func (m *Metrics) SignInFinished(policy, result string, elapsed time.Duration) {
 // Refreshed counts one refresh.
 func (m *Metrics) Refreshed(policy, result string) {
 	m.signIn.refreshes.WithLabelValues(policy, result).Inc()
+}
+
+// TokenRequested observes one token endpoint round trip (oidc.Observer).
+func (m *Metrics) TokenRequested(grant string, elapsed time.Duration, ok bool) {
+	m.signIn.tokenReqs.WithLabelValues(grant, result(ok)).Observe(elapsed.Seconds())
 }
 
 // Discovered counts one discovery attempt; the issuer is not a label.

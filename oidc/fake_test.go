@@ -331,6 +331,8 @@ type recordingObserver struct {
 	disc []bool
 }
 
+func (o *recordingObserver) TokenRequested(string, time.Duration, bool) {}
+
 func (o *recordingObserver) Discovered(_ string, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -149,7 +149,9 @@ func (s *SignIn) finish(ctx context.Context, r *authz.Request, now time.Time) (*
 	if cb.code == "" {
 		return nil, failed("the callback carries no authorization code")
 	}
+	sent := time.Now()
 	tok, err := s.oauth2Config(md, t.RedirectURI).Exchange(s.tokenCtx(ctx, md, true), cb.code, oauth2.VerifierOption(t.Verifier))
+	s.rp.obs.TokenRequested("authorization_code", time.Since(sent), err == nil)
 	if err != nil {
 		return nil, exchangeError(err)
 	}
@@ -335,7 +337,9 @@ func (s *SignIn) refresh(ctx context.Context, g *authz.Grant) (*authz.Grant, err
 		return nil, errNotDiscovered
 	}
 	now := s.rp.clock.Now()
+	sent := time.Now()
 	tok, err := s.oauth2Config(md, "").TokenSource(s.tokenCtx(ctx, md, false), &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
+	s.rp.obs.TokenRequested("refresh_token", time.Since(sent), err == nil)
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.ErrorCode == "invalid_grant" {
 			return nil, authz.ErrGrantRevoked

@@ -43,11 +43,16 @@ type Claimer interface {
 type Observer interface {
 	// Discovered reports one discovery attempt; issuer is not a label.
 	Discovered(issuer string, ok bool)
+	// TokenRequested reports one request to the token endpoint: grant is
+	// "authorization_code" (a sign-in's code exchange) or "refresh_token",
+	// elapsed the round trip, ok whether it returned tokens.
+	TokenRequested(grant string, elapsed time.Duration, ok bool)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) Discovered(string, bool) {}
+func (nopObserver) Discovered(string, bool)                    {}
+func (nopObserver) TokenRequested(string, time.Duration, bool) {}
 
 // Options configure an RP. Keys is required.
 type Options struct {
