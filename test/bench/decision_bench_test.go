@@ -186,6 +186,7 @@ func fill(b *testing.B, g *gate, n int) {
 			ID: fmt.Sprintf("%032d", i), Policy: fixture.Policy, Subject: sub,
 			Identity: authz.IdentityDigest(fixture.Issuer, sub, nil), Scope: authz.ScopeDigest(fixture.Issuer, sub, ""),
 			SignIn: now, Created: now, LastActivity: now, KeepUntil: now + (9 * time.Hour).Milliseconds(),
+			UserScope: true, // as the engine begins a token without sid
 		}
 		if err := g.store.Begin(ctx, &s); err != nil {
 			b.Fatal(err)
