@@ -160,8 +160,25 @@ func get(c *bigcache.BigCache, k string, now int64) (entry, bool) {
 	return e, true
 }
 
-// lookup returns k from the live tier: Redis' records as last known.
-func (n *nearCache) lookup(k string, now int64) (entry, bool) { return get(n.live, k, now) }
+// lookupSession decodes the session record under k in the live tier
+// (Redis' records as last known) into *r: get and decode, without a copy
+// of the entry on the stack of every Load.
+func (n *nearCache) lookupSession(k string, now int64, r *authz.Session) bool {
+	b, err := n.live.Get(k)
+	if err != nil || authz.KindOf(b) != authz.KindSession {
+		return false
+	}
+	return r.UnmarshalBinary(b) == nil && r.KeepUntil >= now
+}
+
+// lookupScope is lookupSession for the scope record under k.
+func (n *nearCache) lookupScope(k string, now int64, st *authz.ScopeState) bool {
+	b, err := n.live.Get(k)
+	if err != nil || authz.KindOf(b) != authz.KindScope {
+		return false
+	}
+	return st.UnmarshalBinary(b) == nil && st.KeepUntil >= now
+}
 
 // lookupAll returns everything this replica knows of k, for the fallback:
 // the ends tier, overlaid by the live tier, overlaid by the fallback's own.

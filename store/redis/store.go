@@ -497,8 +497,14 @@ func (s *Store) runSession(ctx context.Context, script *redis.Script, k string, 
 // Load implements authz.Store: from the near cache when it is trusted and
 // holds every record asked (a Load of a session alone, with the zero scope,
 // needs only the session's), else with one pipelined round trip to Redis.
-func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
-	return s.load(ctx, policy, id, scope, false)
+//
+// Its results are named and filled in place, down to the near cache's
+// decoding, and the round trip is a function of its own: the lookup is a
+// few hundred bytes, and a copy of it in each frame of the path deepens
+// every check's stack (authz.Engine.Check says why that costs).
+func (s *Store) Load(ctx context.Context, policy, id string, scope authz.Digest) (lk authz.Lookup, err error) {
+	err = s.load(ctx, policy, id, scope, false, &lk)
+	return
 }
 
 // Confirmed implements authz.FallbackStore: the store whose Loads read
@@ -507,11 +513,13 @@ func (s *Store) Confirmed() authz.Store { return confirmed{s} }
 
 type confirmed struct{ *Store }
 
-func (c confirmed) Load(ctx context.Context, policy, id string, scope authz.Digest) (authz.Lookup, error) {
-	return c.load(ctx, policy, id, scope, true)
+func (c confirmed) Load(ctx context.Context, policy, id string, scope authz.Digest) (lk authz.Lookup, err error) {
+	err = c.load(ctx, policy, id, scope, true, &lk)
+	return
 }
 
-func (s *Store) load(ctx context.Context, policy, id string, scope authz.Digest, confirm bool) (authz.Lookup, error) {
+// load sets *lk (the zero Lookup on error).
+func (s *Store) load(ctx context.Context, policy, id string, scope authz.Digest, confirm bool, lk *authz.Lookup) error {
 	var sk string
 	if id != "" {
 		sk = s.sessionKey(policy, id)
@@ -521,11 +529,24 @@ func (s *Store) load(ctx context.Context, policy, id string, scope authz.Digest,
 		ck = s.scopeKey(policy, scope)
 	}
 	now := s.now()
-	if !confirm && s.trusted() {
-		if lk, ok := s.cached(sk, ck, now); ok {
-			return lk, nil
-		}
+	if !confirm && s.trusted() && s.cached(sk, ck, now, lk) {
+		return nil
 	}
+	return s.fetchInto(ctx, sk, ck, now, lk)
+}
+
+// fetchInto sets *lk to fetch's Lookup. (Out of line: the copy stays off
+// the stack of a Load that the near cache answers.)
+//
+//go:noinline
+func (s *Store) fetchInto(ctx context.Context, sk, ck string, now int64, lk *authz.Lookup) (err error) {
+	*lk, err = s.fetch(ctx, sk, ck, now)
+	return err
+}
+
+// fetch reads session key sk and scope key ck (each skipped when "") from
+// Redis in one pipelined round trip.
+func (s *Store) fetch(ctx context.Context, sk, ck string, now int64) (authz.Lookup, error) {
 	if s.queued.Load() != 0 {
 		return authz.Lookup{}, fmt.Errorf("%w: redis store: ends recorded during the outage are not written yet", authz.ErrStoreUnavailable)
 	}
@@ -609,24 +630,23 @@ func (s *Store) decodeReply(ctx context.Context, cmd *redis.StringCmd, scope boo
 }
 
 // cached answers a Load from the live tier when it holds everything asked.
-func (s *Store) cached(sk, ck string, now int64) (authz.Lookup, bool) {
-	var lk authz.Lookup
+func (s *Store) cached(sk, ck string, now int64, lk *authz.Lookup) bool {
+	*lk = authz.Lookup{}
 	if sk != "" {
-		e, ok := s.near.lookup(sk, now)
-		if !ok || e.isScope {
-			return lk, false
+		if !s.near.lookupSession(sk, now, &lk.Session) {
+			return false
 		}
-		lk.Session, lk.SessionFound = e.session, true
+		lk.SessionFound = true
 	}
 	if ck == "" {
-		return lk, true
+		return true
 	}
-	e, ok := s.near.lookup(ck, now)
-	if !ok || !e.isScope {
-		return authz.Lookup{}, false
+	if !s.near.lookupScope(ck, now, &lk.Scope) {
+		*lk = authz.Lookup{}
+		return false
 	}
-	lk.Scope, lk.ScopeFound = e.scope, true
-	return lk, true
+	lk.ScopeFound = true
+	return true
 }
 
 // overlayPending applies activity not yet flushed to a record read from

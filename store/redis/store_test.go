@@ -421,8 +421,8 @@ func loadCached(t testing.TB, s *Store, r *authz.Session) {
 	t.Helper()
 	waitFor(t, "near cache holds the session", func() bool {
 		mustLoad(t, s, ctx, r)
-		_, ok := s.cached(s.sessionKey(r.Policy, r.ID), s.scopeKey(r.Policy, r.Scope), time.Now().UnixMilli())
-		return ok
+		var lk authz.Lookup
+		return s.cached(s.sessionKey(r.Policy, r.ID), s.scopeKey(r.Policy, r.Scope), time.Now().UnixMilli(), &lk)
 	})
 }
 
