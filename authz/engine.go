@@ -389,6 +389,15 @@ func (c *check) apply(ctx context.Context, f *Facts, o *Outcome) Decision {
 	if s != nil {
 		c.endedAt = max(c.endedAt, s.EndedAt)
 	}
+	if o.Verdict == VerdictResume && !o.Foreign {
+		return c.resume(ctx, s, &o.Touch, o.Reauthenticated) // the hot path
+	}
+	return c.applyOther(ctx, f, o, s)
+}
+
+// applyOther is apply for every outcome but a plain resume, s being the
+// session o names. (A function of its own: Engine.Check says why.)
+func (c *check) applyOther(ctx context.Context, f *Facts, o *Outcome, s *Session) Decision {
 	if o.Foreign {
 		msg := "session presented with another identity's token; session ended"
 		if o.Verdict == VerdictDeny {
@@ -406,7 +415,7 @@ func (c *check) apply(ctx context.Context, f *Facts, o *Outcome) Decision {
 		}
 		return c.begin(ctx, o.New)
 	case VerdictResume:
-		return c.resume(ctx, s, o.Touch, o.Reauthenticated)
+		return c.resume(ctx, s, &o.Touch, o.Reauthenticated)
 	case VerdictEnd:
 		if o.ScopeOnly {
 			if _, _, err := c.store.End(ctx, c.p.Name, "", o.Scope, End{Cause: o.Cause, At: o.EndAt, KeepUntil: keepEnd(c.p, c.claims, nil, o.EndAt)}); err != nil {
@@ -449,29 +458,45 @@ func (c *check) begin(ctx context.Context, s *Session) Decision {
 }
 
 // resume stores the activity update t of the live session s and allows.
-func (c *check) resume(ctx context.Context, s *Session, t Touch, reauth bool) Decision {
-	if t != (Touch{}) {
-		ns, found, err := c.store.Touch(ctx, c.p.Name, s.ID, t)
-		if err != nil {
+func (c *check) resume(ctx context.Context, s *Session, t *Touch, reauth bool) Decision {
+	if *t != (Touch{}) {
+		if gone, err := c.touch(ctx, s, t); err != nil {
 			return c.storeFailure(ctx, err)
-		}
-		if !found || ns.Ended() {
+		} else if gone {
 			// Ended by a concurrent request or another replica: S3 wins.
 			return c.deny(ReasonReauthRequired, true)
 		}
-		*s = ns
 	}
 	if reauth {
-		c.e.events.SessionReauthenticated(c.event(s, CauseNone))
+		c.reauthenticated(s)
 	}
 	d := c.allow(s)
 	if c.cookie != "" && !sameSecret(c.cookie, s.ID) {
 		d.SetCookie = []string{c.sessionCookie(s.ID)}
 	}
 	if c.grantSession {
-		return c.withGrant(ctx, s, d)
+		return c.withGrant(ctx, s, &d)
 	}
 	return d
+}
+
+// touch stores the activity update t of s and sets *s to the record as
+// stored; gone says s has ended or is no more. (Out of line: the record it
+// returns would otherwise sit in the frame of every resume.)
+func (c *check) touch(ctx context.Context, s *Session, t *Touch) (gone bool, err error) {
+	ns, found, err := c.store.Touch(ctx, c.p.Name, s.ID, *t)
+	if err != nil {
+		return false, err
+	}
+	if !found || ns.Ended() {
+		return true, nil
+	}
+	*s = ns
+	return false, nil
+}
+
+func (c *check) reauthenticated(s *Session) {
+	c.e.events.SessionReauthenticated(c.event(s, CauseNone))
 }
 
 func (c *check) passive() bool {

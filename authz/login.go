@@ -235,7 +235,7 @@ func (c *check) withSession(ctx context.Context) Decision {
 // withGrant completes an allowed request of a sign-in session: the access
 // token (refreshed first when it is about to expire, S16) and the grant's
 // identity headers go upstream, the gate's own cookies do not (S15).
-func (c *check) withGrant(ctx context.Context, s *Session, d Decision) Decision {
+func (c *check) withGrant(ctx context.Context, s *Session, d *Decision) Decision {
 	si := c.p.Login.SignIn
 	og, err := c.e.grants.open(si, c.p, s)
 	if err != nil {
@@ -253,7 +253,7 @@ func (c *check) withGrant(ctx context.Context, s *Session, d Decision) Decision 
 	}
 	d.Upstream = og.upstream
 	d.StripCookies, d.UpstreamCookie = true, stripGateCookies(c.r.header("cookie"), c.p.Cookie.Name)
-	return d
+	return *d
 }
 
 // refresh redeems the grant's refresh token once per session (S16): one

@@ -101,6 +101,7 @@ type serviceCase struct {
 func serviceCases(b *testing.B) []serviceCase {
 	return []serviceCase{
 		{"live-session", func(g *gate) *authv3.CheckRequest { return g.signIn(b, "alice") }},
+		{"api-client", func(g *gate) *authv3.CheckRequest { return g.apiClient(b, "alice") }},
 		{"deny-302-browser", func(*gate) *authv3.CheckRequest { return fixture.Request(appPath, "", "", true) }},
 	}
 }

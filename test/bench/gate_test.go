@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,6 +88,15 @@ func (g *gate) signIn(tb testing.TB, sub string) *authv3.CheckRequest {
 		tb.Fatalf("sign-in of %s: no session cookie in %v", sub, resp)
 	}
 	return fixture.Request(appPath, tok, id, false)
+}
+
+// apiClient signs sub in and returns the request of an API client with
+// that session: the token, no session cookie (the engine continues the
+// token's scope's current session).
+func (g *gate) apiClient(tb testing.TB, sub string) *authv3.CheckRequest {
+	tb.Helper()
+	h := g.signIn(tb, sub).GetAttributes().GetRequest().GetHttp().GetHeaders()
+	return fixture.Request(appPath, strings.TrimPrefix(h["authorization"], "Bearer "), "", false)
 }
 
 const appPath = "/app/orders?page=2"
