@@ -45,7 +45,7 @@ func newSignInMetrics() signInMetrics {
 			NativeHistogramMinResetDuration: time.Hour,
 		}),
 		tokenReqs: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "oidc_token_request_duration_seconds",
-			Help: "Round trips to the identity provider's token endpoint by grant (authorization_code: a sign-in's code exchange; refresh_token) and result (success, failure): the provider's share of a callback or refresh.",
+			Help:                            "Round trips to the identity provider's token endpoint by grant (authorization_code: a sign-in's code exchange; refresh_token) and result (success, failure): the provider's share of a callback or refresh.",
 			Buckets:                         []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
 			NativeHistogramBucketFactor:     1.1,
 			NativeHistogramMaxBucketNumber:  160,

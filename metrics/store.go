@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -85,6 +86,37 @@ func (i *store) Claim(ctx context.Context, key authz.Digest, keepUntil int64) (b
 }
 
 func (i *store) Ready(ctx context.Context) error { return i.s.Ready(ctx) }
+
+var _ authz.SessionIndex = (*store)(nil)
+
+// Indexed implements authz.SessionIndex for a store that has one (both of
+// sessiongate's stores do), uncounted: ends decided outside a request (S18,
+// S19) go through the wrapper, so their End and Claim calls are counted like
+// the engine's.
+func (i *store) Indexed(ctx context.Context, policy string, key authz.Digest) ([]authz.Session, error) {
+	ix, err := i.index()
+	if err != nil {
+		return nil, err
+	}
+	return ix.Indexed(ctx, policy, key)
+}
+
+// Sessions implements authz.SessionIndex, as Indexed does.
+func (i *store) Sessions(ctx context.Context, policy string, fn func(authz.Session) error) error {
+	ix, err := i.index()
+	if err != nil {
+		return err
+	}
+	return ix.Sessions(ctx, policy, fn)
+}
+
+func (i *store) index() (authz.SessionIndex, error) {
+	ix, ok := i.s.(authz.SessionIndex)
+	if !ok {
+		return nil, fmt.Errorf("the store cannot find sessions by user (%T)", i.s)
+	}
+	return ix, nil
+}
 
 // NewStateFileWritable is sessiongate_state_file_writable, for a store with
 // a state file (--state-file): 1 while it can be written, 0 while it cannot

@@ -71,6 +71,10 @@ func TestS19StolenLaptop(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// The admin API's ends go through the store like the engine's: counted.
+	if got := metricValue(m, "sessiongate_store_operations_total", map[string]string{"op": "end"}); got < 3 {
+		t.Errorf("store_operations_total{op=end} = %v after 3 sessions ended by the admin API, want at least 3", got)
+	}
 }
 
 // TestS19AdminAddrNeedsAToken: serve refuses a non-loopback admin address

@@ -257,7 +257,7 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	notes := func() []string { return signInNotes(watcher.Current().Policies()) }
 	endsDeps := ends.Deps{
 		Policies: func() []*authz.Policy { return watcher.Current().Policies() },
-		Store:    store,
+		Store:    instrumented, // counted in store_operations_total like the engine's calls
 		Events:   authz.Fanout{m, auditLog},
 		Auditor:  auditLog,
 		Observer: m,
