@@ -1,10 +1,12 @@
 package redis
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -39,14 +41,18 @@ func (m Mode) String() string {
 // Config is a parsed --store URL. Zero durations and sizes take the defaults
 // of Options and of go-redis.
 type Config struct {
-	Mode       Mode
-	Addrs      []string // host:port; the sentinels in Sentinel mode, seed nodes in Cluster mode
-	Username   string
-	Password   string
-	DB         int
-	MasterName string // Sentinel mode
-	TLS        bool
-	CAFile     string // PEM roots for TLS instead of the system's
+	Mode     Mode
+	Addrs    []string // host:port; the sentinels in Sentinel mode, seed nodes in Cluster mode
+	Username string
+	Password string
+	// PasswordFile holds the password instead of the URL (password_file):
+	// read again for every new connection, so a rotated secret file is
+	// taken up without a restart.
+	PasswordFile string
+	DB           int
+	MasterName   string // Sentinel mode
+	TLS          bool
+	CAFile       string // PEM roots for TLS instead of the system's
 
 	SentinelUsername string
 	SentinelPassword string
@@ -91,9 +97,9 @@ func IsURL(s string) bool {
 //
 // valkey:// and valkeys:// are aliases of redis:// and rediss://. Ports
 // default to 6379 (26379 for sentinels). Parameters: prefix, dial_timeout,
-// timeout, pool_size, ca_file, sentinel_username, sentinel_password,
-// flush_interval, max_stale, wait_replicas, wait_timeout, wait_aof. Errors
-// never quote the password.
+// timeout, pool_size, ca_file, password_file, sentinel_username,
+// sentinel_password, flush_interval, max_stale, wait_replicas, wait_timeout,
+// wait_aof. Errors never quote the password.
 func ParseURL(raw string) (Config, error) {
 	schemePart, rest, ok := strings.Cut(raw, "://")
 	if !ok {
@@ -242,6 +248,11 @@ func (c *Config) parseQuery(raw string) error {
 			if c.PoolSize, err = strconv.Atoi(v); err != nil || c.PoolSize < 1 {
 				errs = append(errs, fmt.Errorf("pool_size: %q is not a number >= 1", v))
 			}
+		case "password_file":
+			if v == "" {
+				errs = append(errs, errors.New("password_file: empty path"))
+			}
+			c.PasswordFile = v
 		case "ca_file":
 			if !c.TLS {
 				errs = append(errs, errors.New("ca_file: only for TLS schemes (rediss://, valkeys://)"))
@@ -271,6 +282,8 @@ func (c *Config) parseQuery(raw string) error {
 		}
 	}
 	switch {
+	case c.PasswordFile != "" && c.Password != "":
+		errs = append(errs, errors.New("password_file: the URL has a password too; give one of them"))
 	case c.WaitReplicas > 0 && c.Mode == Cluster:
 		// WAIT counts the replicas of the node it is sent to; an end
 		// writes to two nodes of a cluster.
@@ -297,6 +310,18 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 	if o.DialTimeout == 0 {
 		o.DialTimeout = time.Second
 	}
+	if c.PasswordFile != "" {
+		// Refused at start when unreadable; then read for each new
+		// connection (a Kubernetes Secret's file changes in place).
+		if _, err := readPasswordFile(c.PasswordFile); err != nil {
+			return nil, err
+		}
+		user, file := c.Username, c.PasswordFile
+		o.CredentialsProviderContext = func(context.Context) (string, string, error) {
+			p, err := readPasswordFile(file)
+			return user, p, err
+		}
+	}
 	if o.ReadTimeout == 0 {
 		o.ReadTimeout, o.WriteTimeout = DefaultTimeout, DefaultTimeout
 	}
@@ -316,6 +341,31 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 		}
 	}
 	return redis.NewUniversalClient(o), nil
+}
+
+// maxPasswordFile bounds what password_file may hold.
+const maxPasswordFile = 4 << 10
+
+// readPasswordFile returns the password in path: its content without a
+// trailing line break. Errors never quote it.
+func readPasswordFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("password_file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPasswordFile+1))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("password_file %s: %w", path, err)
+	case len(b) > maxPasswordFile:
+		return "", fmt.Errorf("password_file %s: larger than %d bytes", path, maxPasswordFile)
+	}
+	p := strings.TrimRight(string(b), "\r\n")
+	if p == "" {
+		return "", fmt.Errorf("password_file %s: empty", path)
+	}
+	return p, nil
 }
 
 // Redact returns raw with its password and sentinel_password replaced, for

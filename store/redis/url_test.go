@@ -1,10 +1,14 @@
 package redis
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/store/redis/redistest"
 )
 
 func TestParseURL(t *testing.T) {
@@ -21,6 +25,8 @@ func TestParseURL(t *testing.T) {
 			Config{Mode: Sentinel, Addrs: []string{"s1:26379", "s2:26380"}, Password: "pw", MasterName: "mymaster", DB: 2, SentinelPassword: "spw", Timeout: 250 * time.Millisecond}},
 		{"valkey+cluster://n1:7000,n2:7001,[::1]?pool_size=20&flush_interval=2s&max_stale=500ms&dial_timeout=1s",
 			Config{Mode: Cluster, Addrs: []string{"n1:7000", "n2:7001", "[::1]:6379"}, PoolSize: 20, FlushInterval: 2 * time.Second, MaxStale: 500 * time.Millisecond, DialTimeout: time.Second}},
+		{"redis://app@cache?password_file=/run/secrets/redis",
+			Config{Mode: Standalone, Addrs: []string{"cache:6379"}, Username: "app", PasswordFile: "/run/secrets/redis"}},
 		{"redis+sentinel://s1/mymaster?wait_replicas=1&wait_timeout=80ms&wait_aof=true",
 			Config{Mode: Sentinel, Addrs: []string{"s1:26379"}, MasterName: "mymaster", WaitReplicas: 1, WaitTimeout: 80 * time.Millisecond, WaitAOF: true}},
 	} {
@@ -63,6 +69,8 @@ func TestParseURLErrors(t *testing.T) {
 		{"redis://cache?prefix={x}", "prefix"},
 		{"redis://cache#frag", "fragment"},
 		{"redis://u:@cache", "empty password"},
+		{"redis://cache?password_file=", "password_file: empty path"},
+		{"redis://:pw@cache?password_file=/p", "password_file: the URL has a password too"},
 	} {
 		_, err := ParseURL(tc.in)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -93,6 +101,74 @@ func TestRedact(t *testing.T) {
 	} {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestPasswordFile: a Redis that requires a password is reached with the
+// one in password_file; a missing or empty file is refused at start, a wrong
+// password fails readiness, and the file is read again for a new
+// connection (a rotated secret), never quoted in an error.
+func TestPasswordFile(t *testing.T) {
+	srv := redistest.Start(t)
+	if err := srv.Client().ConfigSet(ctx, "requirepass", "first-secret").Err(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "password")
+	os.WriteFile(file, []byte("first-secret\n"), 0o600)
+	s := open(t, srv.URL()+"?password_file="+file, Options{})
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("with the password file: %v", err)
+	}
+	r := newSession("pw")
+	if err := s.Begin(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+
+	// Rotation: Redis and the file change; a new connection reads the file.
+	os.WriteFile(file, []byte("second-secret\n"), 0o600)
+	c, err := (Config{Mode: Standalone, Addrs: []string{srv.Addr()}, Password: "first-secret"}).NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.ConfigSet(ctx, "requirepass", "second-secret").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseURL(srv.URL() + "?password_file=" + file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := cfg.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if err := fresh.Ping(ctx).Err(); err != nil {
+		t.Errorf("a new connection after the file changed: %v", err)
+	}
+
+	// A wrong password: not ready, and the error does not quote it.
+	wrong := filepath.Join(dir, "wrong")
+	os.WriteFile(wrong, []byte("not-the-secret"), 0o600)
+	cfg, _ = ParseURL(srv.URL() + "?password_file=" + wrong)
+	bad, err := cfg.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if err := bad.Ping(ctx).Err(); err == nil || strings.Contains(err.Error(), "not-the-secret") {
+		t.Errorf("a wrong password: %v", err)
+	}
+	for name, content := range map[string]string{"missing": "", "empty": "\n"} {
+		path := filepath.Join(dir, name)
+		if name != "missing" {
+			os.WriteFile(path, []byte(content), 0o600)
+		}
+		cfg, _ := ParseURL(srv.URL() + "?password_file=" + path)
+		if _, err := cfg.NewClient(); err == nil || !strings.Contains(err.Error(), "password_file") {
+			t.Errorf("a %s password file: %v", name, err)
 		}
 	}
 }
