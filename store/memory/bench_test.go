@@ -32,6 +32,23 @@ func BenchmarkLoad(b *testing.B) {
 	}
 }
 
+// BenchmarkLoadSignedIn is Load of a sign-in session, whose grant (2,757
+// bytes, a realistic sealed grant) is read with it.
+func BenchmarkLoadSignedIn(b *testing.B) {
+	s := newStore(b, Options{Clock: newClock()})
+	r := benchSession(1)
+	r.Method, r.Grant, r.GrantAt = authz.MethodOIDC, string(make([]byte, 2757)), r.Created
+	if err := s.Begin(ctx, r); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if l, err := s.Load(ctx, "crm", r.ID, r.Scope); err != nil || len(l.Session.Grant) != 2757 {
+			b.Fatal(l, err)
+		}
+	}
+}
+
 // BenchmarkTouch advances the session on every call, so every call writes.
 func BenchmarkTouch(b *testing.B) {
 	s := newStore(b, Options{Clock: newClock()})

@@ -27,7 +27,7 @@ import (
 //
 //   - records/session: bigcache entries per session (session and scope
 //     record: the scope record indexes its one session, by scope and, as
-//     the token had no sid, by user);
+//     the token had no sid, by user; and a sign-in session's grant);
 //
 //   - data-B/session: what the entries of both tiers hold (bigcache's
 //     18-byte header and queue length prefix, the key, the encoded record;

@@ -220,9 +220,9 @@ func (s *Store) Load(_ context.Context, policy, id string, scope authz.Digest) (
 		return authz.Lookup{}, err
 	}
 	now := s.now()
-	sk, ck := keys(policy, id, scope)
+	sk, ck, gk := loadKeys(policy, id, scope)
 	if id != "" {
-		if l.Session, l.SessionFound, _, err = s.session(sk, now); err != nil {
+		if l.SessionFound, err = s.loadSession(sk, gk, now, &l.Session); err != nil {
 			return authz.Lookup{}, err
 		}
 	}
@@ -267,6 +267,11 @@ func (s *Store) Begin(_ context.Context, r *authz.Session) error {
 	}
 	st.Begin(r.ID, r.KeepUntil)
 	buf := &s.stripes[i].buf
+	if r.Grant != "" && !r.Ended() {
+		if err := s.putGrant(sk, r); err != nil {
+			return err
+		}
+	}
 	if err := putSession(s.hot, sk, r, buf); err != nil {
 		return err
 	}
@@ -274,7 +279,7 @@ func (s *Store) Begin(_ context.Context, r *authz.Session) error {
 		return err
 	}
 	if s.state != nil {
-		keys := []string{sk, ck}
+		keys := []string{sk, ck, grantKeyOf(sk)}
 		for _, d := range authz.IndexKeys(r) {
 			keys = append(keys, indexKey(r.Policy, d))
 		}
@@ -310,9 +315,19 @@ func (s *Store) touch(policy, id string, t authz.Touch) (authz.Session, bool, bo
 	if err != nil || !found || r.Ended() {
 		return r, found, false, err
 	}
-	keep := r.KeepUntil
+	keep, grantAt := r.KeepUntil, r.GrantAt
 	if !r.Advance(t) { // nothing advanced: spare hot a dead copy
 		return r, true, false, nil
+	}
+	// The grant is written only when it changed or must be kept longer:
+	// activity alone rewrites the record without it.
+	if r.Grant != "" && (r.GrantAt != grantAt || r.KeepUntil > keep) {
+		if err := s.putGrant(k, &r); err != nil {
+			return authz.Session{}, false, false, err
+		}
+		if s.state != nil {
+			s.state.noteActivity(grantKeyOf(k))
+		}
 	}
 	if err := putSession(s.hot, k, &r, &st.buf); err != nil {
 		return authz.Session{}, false, false, err
@@ -414,6 +429,7 @@ func (s *Store) retire(k string, r *authz.Session, inHot bool, buf *[]byte) erro
 	if inHot {
 		s.hot.Delete(k) // only fails if the key is already gone
 	}
+	s.dropGrant(k) // the tokens go with the session (S15)
 	return nil
 }
 
@@ -473,23 +489,47 @@ func (s *Store) refresh(now uint64) {
 	}
 }
 
-// session reads the session record under k, hot first; inHot says where it
-// was found. A record whose KeepUntil has passed is absent.
+// session reads the session under k, hot first, its grant attached (see
+// grant.go), with k's stripe held (or nothing else running: the state
+// file's load); inHot says where it was found. A record whose KeepUntil has
+// passed is absent.
 func (s *Store) session(k string, now int64) (r authz.Session, found, inHot bool, err error) {
+	if r, found, inHot, err = s.record(k, now); err != nil || !found || !needsGrant(&r) {
+		return r, found, inHot, err
+	}
+	if err := s.attachGrant(k, &r); err != nil {
+		return authz.Session{}, false, false, err
+	}
+	return r, true, inHot, nil
+}
+
+// record reads the session record under k, hot first, as it is stored:
+// without its grant when that is kept apart.
+func (s *Store) record(k string, now int64) (r authz.Session, found, inHot bool, err error) {
+	found, inHot, err = s.readRecord(k, now, &r)
+	return r, found, inHot, err
+}
+
+// readRecord is record into *r, which is zero unless found: Load reads
+// into its result, with no copy of the record on the stack.
+func (s *Store) readRecord(k string, now int64, r *authz.Session) (found, inHot bool, err error) {
 	b, err := get(s.hot, k)
 	if inHot = b != nil; !inHot && err == nil {
 		b, err = get(s.cold, k)
 	}
 	if b == nil {
-		return authz.Session{}, false, false, err
+		*r = authz.Session{}
+		return false, false, err
 	}
-	if err := unmarshalSession(&r, k, b); err != nil {
-		return authz.Session{}, false, false, fmt.Errorf("memory store: session record: %w", err)
+	if err := unmarshalSession(r, k, b); err != nil {
+		*r = authz.Session{}
+		return false, false, fmt.Errorf("memory store: session record: %w", err)
 	}
 	if r.KeepUntil < now {
-		return authz.Session{}, false, inHot, nil
+		*r = authz.Session{}
+		return false, inHot, nil
 	}
-	return r, true, inHot, nil
+	return true, inHot, nil
 }
 
 // scope reads the scope record under k. A record whose KeepUntil has passed
@@ -555,21 +595,6 @@ func sessionKey(policy, id string) string {
 	return string(appendSessionKey(a[:0], policy, id))
 }
 
-// keys returns the session and scope keys in one allocation. (Out of line:
-// its buffer would otherwise sit in Load's frame below every read.)
-//
-//go:noinline
-func keys(policy, id string, scope authz.Digest) (session, scopeKey string) {
-	var a [160]byte
-	b := appendSessionKey(a[:0], policy, id)
-	n := len(b)
-	b = append(b, scopeTag)
-	b = append(b, policy...)
-	b = append(b, 0)
-	k := string(append(b, scope[:]...))
-	return k[:n], k[n:]
-}
-
 // splitSessionKey returns the policy and the id that session key k names
 // (policy names hold no NUL; ids may).
 func splitSessionKey(k string) (policy, id string) {
@@ -585,6 +610,33 @@ func splitSessionKey(k string) (policy, id string) {
 func unmarshalSession(r *authz.Session, k string, b []byte) error {
 	policy, id := splitSessionKey(k)
 	return r.UnmarshalKeyed(b, policy, id)
+}
+
+// keys returns the session and scope keys in one allocation.
+func keys(policy, id string, scope authz.Digest) (session, scopeKey string) {
+	session, scopeKey, _ = loadKeys(policy, id, scope)
+	return session, scopeKey
+}
+
+// loadKeys returns the session, scope and grant keys in one allocation.
+// (Out of line: its buffer would otherwise sit in Load's frame below every
+// read.)
+//
+//go:noinline
+func loadKeys(policy, id string, scope authz.Digest) (session, scopeKey, grant string) {
+	var a [192]byte
+	b := appendSessionKey(a[:0], policy, id)
+	n := len(b)
+	b = append(b, grantTag)
+	b = append(b, policy...)
+	b = append(b, 0)
+	b = append(b, id...)
+	m := len(b)
+	b = append(b, scopeTag)
+	b = append(b, policy...)
+	b = append(b, 0)
+	k := string(append(b, scope[:]...))
+	return k[:n], k[m:], k[n:m]
 }
 
 func appendSessionKey(b []byte, policy, id string) []byte {
@@ -611,6 +663,8 @@ func keepUntil(key string, b []byte) (t int64, ok bool) {
 		}
 	case claimTag:
 		return claimUntil(b)
+	case grantTag:
+		return grantUntil(b)
 	case indexTag:
 		return indexUntil(b)
 	}
@@ -645,10 +699,13 @@ func get(c *bigcache.BigCache, k string) ([]byte, error) {
 	}
 }
 
-// putSession encodes r into *buf and stores it under k in c. (Taking an
-// interface instead of two functions would move every record to the heap.)
+// putSession encodes r, without its grant (kept apart, putGrant), into
+// *buf and stores it under k in c. (Taking an interface instead of two
+// functions would move every record to the heap.)
 func putSession(c *bigcache.BigCache, k string, r *authz.Session, buf *[]byte) error {
-	b, err := r.AppendKeyed((*buf)[:0])
+	rec := *r
+	rec.Grant = ""
+	b, err := rec.AppendKeyed((*buf)[:0])
 	if err != nil {
 		return fmt.Errorf("memory store: %w", err)
 	}

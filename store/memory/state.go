@@ -550,7 +550,11 @@ func (s *Store) restore(k string, v []byte) error {
 		if err := unmarshalSession(&r, k, v); err != nil {
 			return err
 		}
-		old, found, inHot, err := s.session(k, now)
+		// A grant inside the record (written before grants were kept
+		// apart) is restored as a grant record of its own.
+		embedded := r
+		r.Grant = ""
+		old, found, inHot, err := s.record(k, now)
 		if err != nil {
 			return err
 		}
@@ -561,7 +565,13 @@ func (s *Store) restore(k string, v []byte) error {
 			return nil
 		}
 		if !r.Ended() {
-			return putSession(s.hot, k, &r, &buf)
+			if err := putSession(s.hot, k, &r, &buf); err != nil {
+				return err
+			}
+			if embedded.Grant != "" {
+				return s.restoreGrant(k, &embedded, now)
+			}
+			return s.keepGrant(k, r.KeepUntil)
 		}
 		if err := putSession(s.cold, k, &r, &buf); err != nil {
 			return err
@@ -569,6 +579,7 @@ func (s *Store) restore(k string, v []byte) error {
 		if inHot {
 			s.hot.Delete(k) // the hot copy would hide the end
 		}
+		s.dropGrant(k)
 		return nil
 	case len(k) > 0 && k[0] == scopeTag:
 		var sc authz.ScopeState
@@ -606,6 +617,14 @@ func (s *Store) restore(k string, v []byte) error {
 			return nil
 		}
 		return set(s.cold, k, binary.BigEndian.AppendUint64(nil, uint64(until)))
+	case len(k) > 0 && k[0] == grantTag:
+		if _, ok := grantUntil(v); !ok {
+			return authz.ErrCorruptRecord
+		}
+		var g authz.Session
+		g.KeepUntil, g.GrantAt = int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))
+		g.Grant = string(v[grantHeader:])
+		return s.restoreGrant(string(sessionTag)+k[1:], &g, now)
 	case len(k) > 0 && k[0] == indexTag:
 		list, ok := decodeIndex(v)
 		if !ok {
