@@ -205,19 +205,10 @@ func (c *check) startSignIn(ctx context.Context, si SignIn, returnURL string, re
 // grant it holds, is the credential. Its claims are the session's own
 // (identity, scope, the original sign-in, S1).
 func (c *check) withSession(ctx context.Context) Decision {
-	st, degraded := c.e.store, false
-	lk, err := st.Load(ctx, c.p.Name, c.cookie, Digest{})
-	if err != nil {
-		c.e.log.Error("session store failure", "policy", c.p.Name, "err", err)
-		fb, ok := c.e.store.(FallbackStore)
-		if !ok || !c.p.StoreFailOpen || !errors.Is(err, ErrStoreUnavailable) {
-			return Decision{Reason: ReasonStoreUnavailable, Status: 503}
-		}
-		// Opt-in fail-open (S9): the session as this replica knows it.
-		st, degraded = fb.Fallback(), true
-		if lk, err = st.Load(ctx, c.p.Name, c.cookie, Digest{}); err != nil {
-			return Decision{Reason: ReasonStoreUnavailable, Status: 503}
-		}
+	var lk Lookup
+	st, degraded, ok := c.loadSession(ctx, &lk)
+	if !ok {
+		return Decision{Reason: ReasonStoreUnavailable, Status: 503}
 	}
 	s := &lk.Session
 	if !lk.SessionFound || s.Method != MethodOIDC {
@@ -230,6 +221,29 @@ func (c *check) withSession(ctx context.Context) Decision {
 	c.claims = &Claims{Subject: s.Subject, Identity: s.Identity, Scope: s.Scope, AuthTime: s.SignIn, IssuedAt: s.SignIn}
 	c.grantSession = true
 	return c.decideOn(ctx, st, degraded, s)
+}
+
+// loadSession sets *lk to the Load of the cookie's session, from the
+// engine's store, or from its fallback for a policy that fails open (S9)
+// while the store is unavailable; st is the store that answered, ok false
+// when none did. (Out of line: Engine.Check says why.)
+func (c *check) loadSession(ctx context.Context, lk *Lookup) (st Store, degraded, ok bool) {
+	st = c.e.store
+	var err error
+	if *lk, err = st.Load(ctx, c.p.Name, c.cookie, Digest{}); err == nil {
+		return st, false, true
+	}
+	c.e.log.Error("session store failure", "policy", c.p.Name, "err", err)
+	fb, isFallback := c.e.store.(FallbackStore)
+	if !isFallback || !c.p.StoreFailOpen || !errors.Is(err, ErrStoreUnavailable) {
+		return nil, false, false
+	}
+	// Opt-in fail-open (S9): the session as this replica knows it.
+	st = fb.Fallback()
+	if *lk, err = st.Load(ctx, c.p.Name, c.cookie, Digest{}); err != nil {
+		return nil, false, false
+	}
+	return st, true, true
 }
 
 // withGrant completes an allowed request of a sign-in session: the access
