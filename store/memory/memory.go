@@ -521,7 +521,10 @@ func (s *Store) readRecord(k string, now int64, r *authz.Session) (found, inHot 
 		*r = authz.Session{}
 		return false, false, err
 	}
-	if err := unmarshalSession(r, k, b); err != nil {
+	// b is bigcache's copy of the record, read for this call alone: the
+	// record's strings may share it (no second copy).
+	policy, id := splitSessionKey(k)
+	if err := r.UnmarshalKeyedOwned(b, policy, id); err != nil {
 		*r = authz.Session{}
 		return false, false, fmt.Errorf("memory store: session record: %w", err)
 	}
@@ -539,7 +542,7 @@ func (s *Store) scope(k string, now int64) (st authz.ScopeState, found bool, err
 	if b == nil {
 		return st, false, err
 	}
-	if err := st.UnmarshalBinary(b); err != nil {
+	if err := st.UnmarshalOwned(b); err != nil { // b: as in session
 		return authz.ScopeState{}, false, fmt.Errorf("memory store: scope record: %w", err)
 	}
 	if st.KeepUntil < now {
@@ -686,7 +689,8 @@ func claimKey(key authz.Digest) string {
 	return string(a[:])
 }
 
-// get reads k from c; a miss is (nil, nil).
+// get reads k from c; a miss is (nil, nil). The bytes are a copy of the
+// record, the caller's alone (bigcache copies on read).
 func get(c *bigcache.BigCache, k string) ([]byte, error) {
 	b, err := c.Get(k)
 	switch {

@@ -168,7 +168,9 @@ func (n *nearCache) lookupSession(k string, now int64, r *authz.Session) bool {
 	if err != nil || authz.KindOf(b) != authz.KindSession {
 		return false
 	}
-	return r.UnmarshalBinary(b) == nil && r.KeepUntil >= now
+	// b is bigcache's copy of the record, read for this call alone: the
+	// record's strings may share it (no second copy of a grant).
+	return r.UnmarshalOwned(b) == nil && r.KeepUntil >= now
 }
 
 // lookupScope is lookupSession for the scope record under k.
@@ -177,7 +179,7 @@ func (n *nearCache) lookupScope(k string, now int64, st *authz.ScopeState) bool 
 	if err != nil || authz.KindOf(b) != authz.KindScope {
 		return false
 	}
-	return st.UnmarshalBinary(b) == nil && st.KeepUntil >= now
+	return st.UnmarshalOwned(b) == nil && st.KeepUntil >= now
 }
 
 // lookupAll returns everything this replica knows of k, for the fallback:
