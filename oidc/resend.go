@@ -3,6 +3,7 @@ package oidc
 import (
 	"net/http"
 	"net/http/httptrace"
+	"sync/atomic"
 )
 
 // resendAttempts bounds the attempts of one request: each stale pooled
@@ -25,10 +26,11 @@ type resendUnanswered struct{ base http.RoundTripper }
 
 func (t resendUnanswered) RoundTrip(r *http.Request) (*http.Response, error) {
 	for attempt := 1; ; attempt++ {
-		var reused, answered bool
+		// The hooks run on the transport's goroutines.
+		var reused, answered atomic.Bool
 		trace := &httptrace.ClientTrace{
-			GotConn:              func(i httptrace.GotConnInfo) { reused = i.Reused },
-			GotFirstResponseByte: func() { answered = true },
+			GotConn:              func(i httptrace.GotConnInfo) { reused.Store(i.Reused) },
+			GotFirstResponseByte: func() { answered.Store(true) },
 		}
 		req := r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
 		if attempt > 1 {
@@ -39,7 +41,7 @@ func (t resendUnanswered) RoundTrip(r *http.Request) (*http.Response, error) {
 			req.Body = body
 		}
 		resp, err := t.base.RoundTrip(req)
-		if err == nil || !reused || answered || attempt == resendAttempts ||
+		if err == nil || !reused.Load() || answered.Load() || attempt == resendAttempts ||
 			r.Context().Err() != nil || (r.Body != nil && r.Body != http.NoBody && r.GetBody == nil) {
 			return resp, err
 		}
