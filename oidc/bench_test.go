@@ -2,19 +2,39 @@ package oidc
 
 import (
 	"context"
+	"encoding/base64"
 	"strings"
 	"testing"
 
 	"github.com/sessiongate/sessiongate/authz"
 )
 
-// benchGrant has the sizes of a real sign-in: JWT access and ID tokens of
-// about a kilobyte, an opaque refresh token, three identity headers.
+// benchGrant has the sizes of a real sign-in: compact JWS access and ID
+// tokens of about a kilobyte (RS256 and ES256 signatures), an opaque refresh
+// token, three identity headers.
 func benchGrant() *authz.Grant {
-	return &authz.Grant{AccessToken: "eyJ" + strings.Repeat("a", 1200), RefreshToken: strings.Repeat("r", 400),
-		IDToken: "eyJ" + strings.Repeat("i", 1000), AccessExpiry: 1_700_000_300_000,
+	return &authz.Grant{AccessToken: benchJWT(`{"alg":"RS256","kid":"k1","typ":"at+jwt"}`, 256, 1203),
+		RefreshToken: strings.Repeat("r", 400),
+		IDToken:      benchJWT(`{"alg":"ES256","kid":"k2"}`, 64, 1003), AccessExpiry: 1_700_000_300_000,
 		Headers: []authz.Header{{Name: "x-sessiongate-name", Value: "Alice Example"},
 			{Name: "x-sessiongate-email", Value: "alice@example.com"}, {Name: "x-sessiongate-groups", Value: "admins,staff"}}}
+}
+
+// benchJWT returns a compact JWS of header, claims and a signature of sig
+// bytes, its claims filled up until the token is at least n characters.
+func benchJWT(header string, sig, n int) string {
+	enc := base64.RawURLEncoding
+	signature := make([]byte, sig)
+	for i := range signature {
+		signature[i] = byte(i * 7)
+	}
+	for fill := 0; ; fill++ {
+		claims := `{"iss":"https://idp.example.com","sub":"248289761001","aud":"app","exp":1700000300,"x":"` + strings.Repeat("x", fill) + `"}`
+		t := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(claims)) + "." + enc.EncodeToString(signature)
+		if len(t) >= n {
+			return t
+		}
+	}
 }
 
 // BenchmarkOpen is the per-request cost of a sign-in session's grant (the
