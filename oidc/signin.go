@@ -82,7 +82,8 @@ type SignIn struct {
 	disc      *discovery
 	params    []oauth2.AuthCodeOption
 	reauth    []oauth2.AuthCodeOption
-	grantAD   []byte
+	grantAD   []byte     // format 2, which Seal writes
+	grantADv1 []byte     // format 1, which Open still reads
 	key       *clientKey // private_key_jwt; nil otherwise
 	accessVer atomic.Pointer[builtVerifier]
 }
@@ -138,7 +139,7 @@ func (rp *RP) SignIn(policy string, cfg Config) (*SignIn, error) {
 		return nil, err
 	}
 	s := &SignIn{rp: rp, policy: policy, cfg: cfg, disc: rp.discovery(cfg.Issuer), key: key,
-		grantAD: append(append([]byte(nil), grantAD...), "\x00"+policy...)}
+		grantAD: policyAD(grantAD, policy), grantADv1: policyAD(grantADv1, policy)}
 	if cfg.MaxAge > 0 {
 		secs := int64((cfg.MaxAge + time.Second - 1) / time.Second)
 		s.params = append(s.params, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(secs, 10)))
@@ -320,14 +321,24 @@ func (s *SignIn) Seal(g *authz.Grant) ([]byte, error) {
 	if g == nil {
 		return nil, errors.New("no grant to seal")
 	}
-	return s.rp.keys.seal(encodeGrant(g), s.grantAD), nil
+	return s.rp.keys.seal(encodeGrant(g, grantV2), s.grantAD), nil
 }
 
-// Open implements authz.SignIn.
+// Open implements authz.SignIn. It reads format 2 and, failing that, the
+// format 1 that earlier versions sealed (in a state file, in Redis).
 func (s *SignIn) Open(sealed []byte) (*authz.Grant, error) {
-	pt, err := s.rp.keys.open(sealed, s.grantAD)
+	if pt, err := s.rp.keys.open(sealed, s.grantAD); err == nil {
+		return decodeGrant(pt, grantV2)
+	}
+	pt, err := s.rp.keys.open(sealed, s.grantADv1)
 	if err != nil {
 		return nil, err
 	}
-	return decodeGrant(pt)
+	return decodeGrant(pt, grantV1)
+}
+
+// policyAD is the associated data ad of one policy's values: a grant of one
+// policy never opens as another's.
+func policyAD(ad []byte, policy string) []byte {
+	return append(append([]byte(nil), ad...), "\x00"+policy...)
 }

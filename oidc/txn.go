@@ -65,10 +65,13 @@ func (t *txn) encode() []byte {
 }
 
 func decodeTxn(b []byte) (*txn, bool) {
-	d := decoder{s: string(b)}
-	t := &txn{State: d.str(), Nonce: d.str(), Verifier: d.str(), ReturnURL: d.str(), RedirectURI: d.str(), Policy: d.str()}
+	d := decoder{b: b}
+	var w text // the fields share one string
+	w.sb.Grow(len(b))
+	str := func() string { return w.raw(d.bytes()) }
+	t := &txn{State: str(), Nonce: str(), Verifier: str(), ReturnURL: str(), RedirectURI: str(), Policy: str()}
 	t.EndedAt, t.Created = d.varint(), d.varint()
-	return t, !d.bad && d.s == ""
+	return t, !d.bad && len(d.b) == 0
 }
 
 // sealTxn returns the cookie value of t in slot.
