@@ -19,8 +19,9 @@ import (
 // BenchmarkFootprint begins n sessions shaped as the engine makes them (a
 // 32-character id, a 36-character subject, a scope without sid): token-mode
 // sessions, and sign-in sessions holding a sealed grant of realistic size
-// (2,757 bytes: package oidc's BenchmarkSeal grant, a 1.2 KB access token, a
-// 1 KB ID token, a 400-byte refresh token, three identity headers). With
+// (2,206 bytes: package oidc's BenchmarkSeal grant, JWS access and ID
+// tokens of 1.2 and 1 KB kept as their decoded segments, a 400-byte opaque
+// refresh token, three identity headers; 2,757 in grant format 1). With
 // touches > 0 every session then records that much activity, as a session
 // active for touches × activity_granularity does within the hot window. It
 // reports, per session, where the memory goes:
@@ -54,7 +55,7 @@ func BenchmarkFootprint(b *testing.B) {
 		n, grant, touches int
 	}{
 		{"token", 100_000, 0, 0}, {"token", 1_000_000, 0, 0}, {"token", 100_000, 0, 10},
-		{"sign-in", 100_000, 2757, 0}, {"sign-in", 100_000, 2757, 10},
+		{"sign-in", 100_000, 2206, 0}, {"sign-in", 100_000, 2206, 10},
 	} {
 		b.Run(fmt.Sprintf("%s/sessions=%d/touches=%d", tc.kind, tc.n, tc.touches), func(b *testing.B) {
 			if testing.Short() && tc.n > 100_000 {
