@@ -35,27 +35,29 @@ func newSignInMetrics() signInMetrics {
 		signIns: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sign_ins_total",
 			Help: "Sign-in callbacks (login.oidc) by policy and result: success (a session opened), " +
 				"or the reason the callback was refused."}, []string{"policy", "result"}),
-		callback: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "sign_in_callback_duration_seconds",
-			Help: "Time to handle a sign-in callback: transaction check, code exchange, ID-token validation and opening the session.",
-			// A code exchange is one round trip to the provider, plus a key
-			// fetch on the first sign-in or after a rotation.
-			Buckets:                         []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
-			NativeHistogramBucketFactor:     1.1,
-			NativeHistogramMaxBucketNumber:  160,
-			NativeHistogramMinResetDuration: time.Hour,
-		}),
-		tokenReqs: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "oidc_token_request_duration_seconds",
-			Help:                            "Round trips to the identity provider's token endpoint by grant (authorization_code: a sign-in's code exchange; refresh_token) and result (success, failure): the provider's share of a callback or refresh.",
-			Buckets:                         []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
-			NativeHistogramBucketFactor:     1.1,
-			NativeHistogramMaxBucketNumber:  160,
-			NativeHistogramMinResetDuration: time.Hour,
-		}, []string{"grant", "result"}),
+		callback: prometheus.NewHistogram(providerLatency("sign_in_callback_duration_seconds",
+			"Time to handle a sign-in callback: transaction check, code exchange, ID-token validation and opening the session.")),
+		tokenReqs: prometheus.NewHistogramVec(providerLatency("oidc_token_request_duration_seconds",
+			"Round trips to the identity provider's token endpoint by grant (authorization_code: a sign-in's code exchange; refresh_token) "+
+				"and result (success, failure): the provider's share of a callback or refresh."),
+			[]string{"grant", "result"}),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "token_refreshes_total",
 			Help: "Access-token refreshes by policy and result: success, revoked (invalid_grant: the session ends), failure (provider unreachable or broken)."},
 			[]string{"policy", "result"}),
 		discoveries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "oidc_discoveries_total",
 			Help: "Identity provider discovery attempts by result (success, failure)."}, []string{"result"}),
+	}
+}
+
+// providerLatency is the histogram of a duration that a round trip to the
+// identity provider dominates: a code exchange is one, plus a key fetch on
+// the first sign-in or after a rotation.
+func providerLatency(name, help string) prometheus.HistogramOpts {
+	return prometheus.HistogramOpts{Namespace: ns, Name: name, Help: help,
+		Buckets:                         []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  160,
+		NativeHistogramMinResetDuration: time.Hour,
 	}
 }
 
