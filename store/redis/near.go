@@ -20,7 +20,11 @@ import (
 //
 //   - live holds recent session and scope records as Redis has them
 //     (LifeWindow NearCacheTTL). Touches rewrite records, and bigcache keeps
-//     each old copy until it ages out, so this window stays short.
+//     each old copy until it ages out, so this window stays short. A live
+//     sign-in session's sealed grant is kept apart (grants): bigcache
+//     copies an entry on every read, and a grant is twenty times the rest
+//     of its record, needed only when the engine's cache of opened grants
+//     misses; its record in the tier holds GrantAt and no grant.
 //   - ends holds ended sessions and ended scopes (LifeWindow EndsTTL). They
 //     are written about once each, so they can be kept long: they are what
 //     the fallback needs to refuse ended sessions during an outage (S3).
@@ -40,12 +44,31 @@ type nearCache struct {
 	stripes           [stripes]sync.Mutex
 	gens              [stripes]atomic.Uint64 // bumped before every change to the stripe
 	buf               [stripes][]byte        // encode buffers, used only with their stripe held
+	grants            [stripes]grantShard    // live sign-in sessions' grants, by key's stripe
+	liveTTL           int64                  // ms: how long a grant outlives its last write
+}
+
+// grantShard holds the sealed grants of the live tier's sign-in sessions of
+// one stripe. Its lock is taken last (never held while taking another), so
+// that reads need not hold the stripe.
+type grantShard struct {
+	mu    sync.Mutex
+	m     map[string]nearGrant
+	sweep int64 // when expired grants are next dropped (Unix ms)
+}
+
+// nearGrant is the grant of a session record of the live tier: its GrantAt
+// (a record names the grant it goes with) and when it is forgotten, as the
+// live tier forgets the record (a record without its grant is a miss).
+type nearGrant struct {
+	at, until int64
+	grant     string
 }
 
 const stripes = 256
 
 func newNearCache(liveTTL, endsTTL time.Duration) (*nearCache, error) {
-	n := &nearCache{seed: maphash.MakeSeed()}
+	n := &nearCache{seed: maphash.MakeSeed(), liveTTL: liveTTL.Milliseconds()}
 	config := func(life time.Duration) bigcache.Config {
 		return bigcache.Config{
 			Shards: 64, LifeWindow: life, CleanWindow: max(life/10, time.Second),
@@ -169,8 +192,78 @@ func (n *nearCache) lookupSession(k string, now int64, r *authz.Session) bool {
 		return false
 	}
 	// b is bigcache's copy of the record, read for this call alone: the
-	// record's strings may share it (no second copy of a grant).
-	return r.UnmarshalOwned(b) == nil && r.KeepUntil >= now
+	// record's strings may share it.
+	return r.UnmarshalOwned(b) == nil && r.KeepUntil >= now && n.withGrant(k, r, now)
+}
+
+// apart reports whether the live tier keeps r's grant apart from r: a live
+// session with a grant (an ended one has none, S15).
+func apart(r *authz.Session) bool { return r.GrantAt != 0 && !r.Ended() }
+
+// withGrant sets the grant of r, a record of the live tier under k, from
+// the grants kept apart. It reports false when r needs one that is not
+// there (forgotten, or replaced since r was read): the record is a miss.
+func (n *nearCache) withGrant(k string, r *authz.Session, now int64) bool {
+	if r.Grant != "" || !apart(r) {
+		return true
+	}
+	g := &n.grants[n.stripe(k)]
+	g.mu.Lock()
+	ng, ok := g.m[k]
+	g.mu.Unlock()
+	if !ok || ng.at != r.GrantAt || ng.until < now {
+		return false
+	}
+	r.Grant = ng.grant
+	return true
+}
+
+// keepGrant keeps r's grant apart for k, unless a newer one is kept, and
+// drops k's grant once r has ended.
+func (n *nearCache) keepGrant(k string, r *authz.Session, now int64) {
+	g := &n.grants[n.stripe(k)]
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !apart(r) || r.Grant == "" {
+		if r.Ended() {
+			delete(g.m, k)
+		}
+		return
+	}
+	if g.m == nil {
+		g.m = make(map[string]nearGrant)
+	}
+	if now >= g.sweep {
+		for gk, ng := range g.m {
+			if ng.until < now {
+				delete(g.m, gk)
+			}
+		}
+		g.sweep = now + n.liveTTL
+	}
+	if old, ok := g.m[k]; ok && old.at > r.GrantAt && old.until >= now {
+		return
+	}
+	g.m[k] = nearGrant{at: r.GrantAt, until: now + n.liveTTL, grant: r.Grant}
+}
+
+// forgetGrants drops every grant kept apart (with every stripe held).
+func (n *nearCache) forgetGrants() {
+	for i := range n.grants {
+		g := &n.grants[i]
+		g.mu.Lock()
+		g.m, g.sweep = nil, 0
+		g.mu.Unlock()
+	}
+}
+
+// getLive is get of the live tier, with a session's grant set.
+func (n *nearCache) getLive(k string, now int64) (entry, bool) {
+	e, ok := get(n.live, k, now)
+	if !ok || e.isScope || n.withGrant(k, &e.session, now) {
+		return e, ok
+	}
+	return entry{}, false
 }
 
 // lookupScope is lookupSession for the scope record under k.
@@ -188,7 +281,11 @@ func (n *nearCache) lookupAll(k string, now int64) (entry, bool) {
 	var e entry
 	found := false
 	for _, c := range [...]*bigcache.BigCache{n.ends, n.live, n.local} {
-		if d, ok := get(c, k, now); ok {
+		d, ok := get(c, k, now)
+		if c == n.live {
+			d, ok = n.getLive(k, now)
+		}
+		if ok {
 			if found {
 				d = merge(e, d)
 			}
@@ -205,10 +302,21 @@ func (n *nearCache) put(i int, c *bigcache.BigCache, k string, e entry, now int6
 		if c == n.ends && !e.ended() {
 			return nil
 		}
+		grant, grantAt := e.session.Grant, e.session.GrantAt
 		if old, ok := get(c, k, now); ok {
 			e = merge(old, e)
 		}
-		b, err := e.appendBinary(n.buf[i][:0])
+		rec := e
+		if c == n.live && !e.isScope {
+			// The tier's records hold no grant (its old record had none):
+			// the grant the merged record names is kept apart.
+			if e.session.Grant == "" && e.session.GrantAt == grantAt {
+				e.session.Grant = grant
+			}
+			n.keepGrant(k, &e.session, now)
+			rec.session.Grant = ""
+		}
+		b, err := rec.appendBinary(n.buf[i][:0])
 		if err != nil {
 			return err
 		}
@@ -251,7 +359,7 @@ func (n *nearCache) fill(gen uint64, k string, e entry, now int64) {
 func (n *nearCache) touch(k string, t authz.Touch, now int64) (s authz.Session, ok bool) {
 	i := n.lock(k)
 	defer n.stripes[i].Unlock()
-	e, ok := get(n.live, k, now)
+	e, ok := n.getLive(k, now)
 	if !ok || e.isScope {
 		return authz.Session{}, false
 	}
@@ -274,6 +382,9 @@ func (n *nearCache) reset(c *bigcache.BigCache) {
 		n.gens[i].Add(1)
 	}
 	_ = c.Reset()
+	if c == n.live {
+		n.forgetGrants()
+	}
 	for i := range n.stripes {
 		n.stripes[i].Unlock()
 	}
