@@ -107,7 +107,7 @@ func TestSentinelFailover(t *testing.T) {
 	start := time.Now()
 	g.Master.Kill()
 	waitFor(t, "a notices the outage", func() bool { return a.Ready(ctx) != nil })
-	promoted := g.WaitFailover(t, old, 15*time.Second)
+	promoted := g.WaitFailover(t, old, time.Minute)
 	t.Logf("promoted after %v", time.Since(start))
 	if promoted != g.Replicas[0].Addr() {
 		t.Fatalf("promoted %s, want the replica %s", promoted, g.Replicas[0].Addr())

@@ -55,7 +55,7 @@ func failover(t *testing.T, g *redistest.Sentinel, seen ...*Store) *Store {
 	}
 	old := g.Master.Addr()
 	g.Master.Kill()
-	if promoted := g.WaitFailover(t, old, 20*time.Second); promoted != g.Replicas[0].Addr() {
+	if promoted := g.WaitFailover(t, old, time.Minute); promoted != g.Replicas[0].Addr() {
 		t.Fatalf("promoted %s, want the replica", promoted)
 	}
 	return open(t, g.URL(), Options{FlushInterval: 10 * time.Millisecond})
@@ -83,7 +83,7 @@ func TestS20AcknowledgedEndsSurviveFailover(t *testing.T) {
 		t.Skip("waits for a Sentinel failover")
 	}
 	g := redistest.StartSentinel(t, 1, 2)
-	s := open(t, g.URL()+"?wait_replicas=1&timeout=2s&wait_timeout=1s", Options{FlushInterval: 10 * time.Millisecond})
+	s := open(t, g.URL()+"?wait_replicas=1&timeout=5s&wait_timeout=2s", Options{FlushInterval: 10 * time.Millisecond})
 	acked := endAll(s, beginAll(t, s, g, burst))
 	if len(acked) != burst {
 		t.Fatalf("%d of %d ends acknowledged with a healthy replica", len(acked), burst)
