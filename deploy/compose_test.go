@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,8 +35,11 @@ type composeService struct {
 	DependsOn   map[string]struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
-	ReadOnly bool     `yaml:"read_only"`
-	CapDrop  []string `yaml:"cap_drop"`
+	ReadOnly    bool     `yaml:"read_only"`
+	CapDrop     []string `yaml:"cap_drop"`
+	Healthcheck struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
 }
 
 // mount is a bind mount of a compose volume entry.
@@ -76,7 +84,8 @@ func sessionKeys(t *testing.T, svcs map[string]composeService) (maker composeSer
 		for _, v := range sg.Volumes {
 			vol, target, _ := strings.Cut(v, ":")
 			target, _, _ = strings.Cut(target, ":")
-			if strings.HasPrefix(vol, ".") || strings.HasPrefix(vol, "/") || !strings.HasPrefix(file, target+"/") || svc.named(vol) == "" {
+			if strings.HasPrefix(vol, ".") || strings.HasPrefix(vol, "/") || !strings.HasPrefix(file, target+"/") || svc.named(vol) == "" ||
+				slices.Contains(svc.Volumes, vol+":"+svc.named(vol)+":ro") { // a reader of the volume, not its maker
 				continue
 			}
 			if sg.DependsOn[name].Condition != "service_completed_successfully" {
@@ -131,7 +140,7 @@ func TestCompose(t *testing.T) {
 	svcs := loadCompose(t)
 
 	// A local trial: ports are published on the host's loopback only, and
-	// Redis, which holds the sessions and has no password here, not at all.
+	// Redis, which holds the sessions, not at all.
 	for name, svc := range svcs {
 		for _, p := range svc.Ports {
 			if !strings.HasPrefix(p, "127.0.0.1:") {
@@ -140,7 +149,7 @@ func TestCompose(t *testing.T) {
 		}
 	}
 	if p := svcs["redis"].Ports; len(p) > 0 {
-		t.Errorf("redis: ports %v published: it holds the sessions without a password", p)
+		t.Errorf("redis: ports %v published: it holds the sessions", p)
 	}
 
 	// Envoy runs compose/envoy.yaml (TestEnvoyExample validates it).
@@ -178,8 +187,14 @@ func TestCompose(t *testing.T) {
 	if !sg.ReadOnly || !slices.Equal(sg.CapDrop, []string{"ALL"}) {
 		t.Errorf("sessiongate: want read_only: true and cap_drop: [ALL]")
 	}
-	if want := "redis://redis:6379"; sg.Environment["SESSIONGATE_STORE"] != want {
-		t.Errorf("sessiongate: SESSIONGATE_STORE=%q, want %s", sg.Environment["SESSIONGATE_STORE"], want)
+	// Redis' password is read from the secrets volume, never written here.
+	if u, err := url.Parse(sg.Environment["SESSIONGATE_STORE"]); err != nil || u.Scheme != "redis" || u.Host != "redis:6379" || u.User != nil {
+		t.Errorf("sessiongate: SESSIONGATE_STORE=%q, want redis://redis:6379 with no credentials in it", sg.Environment["SESSIONGATE_STORE"])
+	}
+	_, vol, _ := sessionKeys(t, svcs)
+	rs := svcs["redis"]
+	if !slices.Contains(rs.Volumes, vol+":"+rs.named(vol)+":ro") || rs.DependsOn[keyMakerName(t, svcs, vol)].Condition != "service_completed_successfully" {
+		t.Errorf("redis: want the secrets volume %s mounted read-only, after its maker completed", vol)
 	}
 	if sg.DependsOn["redis"].Condition != "service_healthy" {
 		t.Errorf("sessiongate: want depends_on redis condition service_healthy")
@@ -195,10 +210,18 @@ func TestCompose(t *testing.T) {
 	if k, err := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(first))); err != nil || len(k) != 32 {
 		t.Errorf("session key %d bytes (%v), want 32, base64", len(k), err)
 	}
+	pwFile := redisPasswordFile(t, svcs, keysDir)
+	pw, err := os.ReadFile(pwFile)
+	if err != nil || !regexp.MustCompile(`^[0-9a-f]{48}$`).Match(pw) {
+		t.Errorf("the Redis password %q (%v), want 24 random bytes in hex", pw, err)
+	}
 	if again := makeSessionKeys(t, svcs, keysDir); again != keyFile {
 		t.Fatalf("key file moved: %s, %s", keyFile, again)
 	} else if second, _ := os.ReadFile(again); !bytes.Equal(first, second) {
 		t.Errorf("the session key maker replaced the key on its second run: every sign-in would end at each `up`")
+	}
+	if again, _ := os.ReadFile(pwFile); !bytes.Equal(pw, again) {
+		t.Errorf("the secrets maker replaced the Redis password on its second run")
 	}
 	if _, vol, _ := sessionKeys(t, svcs); !strings.HasSuffix(sg.Volumes[slices.IndexFunc(sg.Volumes, func(v string) bool { return strings.HasPrefix(v, vol+":") })], ":ro") {
 		t.Errorf("sessiongate: mount the session key volume %s read-only", vol)
@@ -232,7 +255,27 @@ func TestComposeServerHealthy(t *testing.T) {
 	redisBin := requireExternal(t, "redis-server", "apt-get install redis-server")
 	svcs := loadCompose(t)
 	sg := svcs["sessiongate"]
-	redis := startRedis(t, redisBin, svcs["redis"].Command)
+	keysDir := t.TempDir()
+	keyFile := makeSessionKeys(t, svcs, keysDir)
+	redis := startComposeRedis(t, redisBin, svcs, keysDir)
+	pwFile := redisPasswordFile(t, svcs, keysDir)
+	pw, _ := os.ReadFile(pwFile)
+	if err := ping(redis, ""); !errors.Is(err, errNoAuth) {
+		t.Errorf("redis answers without the password: %v", err)
+	}
+	if err := ping(redis, string(pw)); err != nil {
+		t.Errorf("redis with the password: %v", err)
+	}
+	// The health check passes with the password file, and fails with
+	// another in its place (redis-cli exits 0 on NOAUTH too).
+	if err := composeHealthcheck(t, svcs, keysDir, redis); err != nil {
+		t.Errorf("redis health check: %v", err)
+	}
+	wrongDir := t.TempDir()
+	os.WriteFile(filepath.Join(wrongDir, filepath.Base(pwFile)), []byte("not-the-password"), 0o600)
+	if err := composeHealthcheck(t, svcs, wrongDir, redis); err == nil {
+		t.Error("redis health check passes with a wrong password")
+	}
 	// The service's command, else the image's, its state file moved here.
 	args := sg.Command
 	if len(args) == 0 {
@@ -252,8 +295,8 @@ func TestComposeServerHealthy(t *testing.T) {
 	// refuses login.oidc policies on Redis.
 	s := startServeArgs(t, sg.Environment, map[string]string{
 		"SESSIONGATE_POLICIES":         composePolicies(t, sg),
-		"SESSIONGATE_STORE":            withHost(t, sg.Environment["SESSIONGATE_STORE"], redis),
-		"SESSIONGATE_SESSION_KEY_FILE": makeSessionKeys(t, svcs, t.TempDir()),
+		"SESSIONGATE_STORE":            withPasswordFile(t, withHost(t, sg.Environment["SESSIONGATE_STORE"], redis), pwFile),
+		"SESSIONGATE_SESSION_KEY_FILE": keyFile,
 	}, args...)
 	c := parts(t, composeEnvoy, loadBootstrap(t, composeEnvoy)).clusters[sessiongateCluster]
 	for _, hc := range c.GetHealthChecks() {
@@ -262,6 +305,98 @@ func TestComposeServerHealthy(t *testing.T) {
 			t.Errorf("Envoy's health check of %q: %v %v", svc, st, err)
 		}
 	}
+}
+
+// keyMakerName is the name of the service that writes the volume vol.
+func keyMakerName(t *testing.T, svcs map[string]composeService, vol string) string {
+	t.Helper()
+	for name, svc := range svcs {
+		if name != "sessiongate" && svc.named(vol) != "" && !slices.Contains(svc.Volumes, vol+":"+svc.named(vol)+":ro") {
+			return name
+		}
+	}
+	t.Fatalf("no service writes the volume %s", vol)
+	return ""
+}
+
+// redisPasswordFile is where, with the secrets volume at dir, the file
+// sessiongate's store URL names (password_file) is.
+func redisPasswordFile(t *testing.T, svcs map[string]composeService, dir string) string {
+	t.Helper()
+	sg := svcs["sessiongate"]
+	u, err := url.Parse(sg.Environment["SESSIONGATE_STORE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, vol, _ := sessionKeys(t, svcs)
+	rel, ok := strings.CutPrefix(u.Query().Get("password_file"), sg.named(vol)+"/")
+	if !ok {
+		t.Fatalf("SESSIONGATE_STORE=%q: want a password_file on the secrets volume %s", sg.Environment["SESSIONGATE_STORE"], vol)
+	}
+	return filepath.Join(dir, rel)
+}
+
+// withPasswordFile returns the store URL with its password_file set to path.
+func withPasswordFile(t *testing.T, store, path string) string {
+	t.Helper()
+	u, err := url.Parse(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("password_file", path)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// composeScript turns a service's `sh -c` script into what runs here: $$
+// is Compose's escape of $, the secrets volume is at dir, and the image's
+// entrypoint is not on this machine (it only drops root and runs its
+// arguments).
+func composeScript(t *testing.T, svcs map[string]composeService, svc composeService, script, dir string) string {
+	t.Helper()
+	_, vol, _ := sessionKeys(t, svcs)
+	script = strings.ReplaceAll(script, "$$", "$")
+	script = strings.ReplaceAll(script, svc.named(vol), dir)
+	return strings.ReplaceAll(script, "docker-entrypoint.sh ", "")
+}
+
+// startComposeRedis runs the redis service's command with the secrets at
+// dir, on a free loopback port, and returns its address.
+func startComposeRedis(t *testing.T, bin string, svcs map[string]composeService, dir string) string {
+	t.Helper()
+	rs := svcs["redis"]
+	if len(rs.Command) != 3 || rs.Command[0] != "sh" || rs.Command[1] != "-c" {
+		t.Fatalf("redis: command %q, want [sh -c SCRIPT]", rs.Command)
+	}
+	p := freePort(t)
+	script := composeScript(t, svcs, rs, rs.Command[2], dir) + " --port " + p + " --bind 127.0.0.1 --dir " + t.TempDir()
+	r := startProcess(t, cleanEnv(map[string]string{"PATH": filepath.Dir(bin) + ":" + os.Getenv("PATH")}), "sh", "-c", script)
+	addr := net.JoinHostPort("127.0.0.1", p)
+	if err := waitPing(addr, r); err != nil {
+		t.Fatalf("redis %q: %v\n%s", script, err, r.output())
+	}
+	return addr
+}
+
+// composeHealthcheck runs the redis service's health check (CMD-SHELL)
+// against the Redis at addr, with the secrets at dir.
+func composeHealthcheck(t *testing.T, svcs map[string]composeService, dir, addr string) error {
+	t.Helper()
+	rs := svcs["redis"]
+	if len(rs.Healthcheck.Test) != 2 || rs.Healthcheck.Test[0] != "CMD-SHELL" {
+		t.Fatalf("redis: healthcheck %q, want [CMD-SHELL SCRIPT]", rs.Healthcheck.Test)
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	script := composeScript(t, svcs, rs, rs.Healthcheck.Test[1], dir)
+	script = strings.ReplaceAll(script, "redis-cli ", "redis-cli -h "+host+" -p "+port+" ")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "sh", "-c", script).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
 }
 
 // TestComposeConfig has docker-compose itself validate the file against the
