@@ -68,8 +68,9 @@ type Admin struct {
 }
 
 // NewAdmin returns the API's handler. token is the bearer token every call
-// must present ("" requires none: only for a loopback listener, which the
-// caller checks with CheckAdminAddr).
+// must present ("" requires none: only for a loopback listener or one that
+// requires client certificates, which the caller checks with
+// CheckAdminAddr).
 func NewAdmin(d Deps, token string) *Admin {
 	d.defaults()
 	a := &Admin{d: d, who: "unauthenticated (loopback)"}
@@ -89,9 +90,10 @@ func TokenFingerprint(token string) string {
 }
 
 // CheckAdminAddr refuses an admin listen address that is not loopback when
-// no token is configured: anyone who reaches it could end every session.
-func CheckAdminAddr(addr string, haveToken bool) error {
-	if haveToken {
+// its callers are not authenticated, by a token or by client certificates
+// (--admin-client-ca-file): anyone who reaches it could end every session.
+func CheckAdminAddr(addr string, haveToken, clientCerts bool) error {
+	if haveToken || clientCerts {
 		return nil
 	}
 	host, _, err := net.SplitHostPort(addr)
@@ -104,7 +106,7 @@ func CheckAdminAddr(addr string, haveToken bool) error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("--admin-addr %s is not a loopback address: set --admin-token-file (anyone who reaches the admin API can end every session)", addr)
+	return fmt.Errorf("--admin-addr %s is not a loopback address: set --admin-token-file, or --admin-client-ca-file with the TLS flags (anyone who reaches the admin API can end every session)", addr)
 }
 
 // ServeHTTP implements http.Handler.
@@ -125,8 +127,21 @@ func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := authz.EndRequest{At: a.d.Clock.Now(), Kind: "admin", Operation: op, Who: a.who, Source: r.RemoteAddr}
+	cert := ""
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		// Verified at the handshake (--admin-client-ca-file): it names the
+		// caller, with the token's fingerprint when there is a token too.
+		cert = CertIdentity(r.TLS.PeerCertificates[0])
+		ev.Who = cert
+		if a.token != nil {
+			ev.Who += " " + a.who
+		}
+	}
 	if !a.authorized(r) {
 		ev.Who, ev.Result = "unauthenticated", "unauthorized"
+		if cert != "" {
+			ev.Who = cert
+		}
 		a.d.Observer.AdminRequest(op, ev.Result)
 		a.d.Auditor.EndRequested(ev)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sessiongate-admin"`)

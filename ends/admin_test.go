@@ -219,11 +219,14 @@ func TestS19EndOnEveryReplica(t *testing.T) {
 func TestCheckAdminAddr(t *testing.T) {
 	for addr, ok := range map[string]bool{"127.0.0.1:9003": true, "[::1]:9003": true, "localhost:9003": true,
 		":9003": false, "0.0.0.0:9003": false, "10.0.0.1:9003": false} {
-		if err := ends.CheckAdminAddr(addr, false); (err == nil) != ok {
+		if err := ends.CheckAdminAddr(addr, false, false); (err == nil) != ok {
 			t.Errorf("%s without a token: %v", addr, err)
 		}
-		if err := ends.CheckAdminAddr(addr, true); err != nil {
+		if err := ends.CheckAdminAddr(addr, true, false); err != nil {
 			t.Errorf("%s with a token: %v", addr, err)
+		}
+		if err := ends.CheckAdminAddr(addr, false, true); err != nil {
+			t.Errorf("%s with client certificates: %v", addr, err)
 		}
 	}
 }

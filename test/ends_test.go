@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 
 // TestS19StolenLaptop: an operator lists a user's sessions and ends every
@@ -89,6 +90,81 @@ func TestS19AdminAddrNeedsAToken(t *testing.T) {
 	_, errOut, code := runBin(t, "serve", "--policies", dir, "--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t), "--admin-addr", "0.0.0.0:0")
 	if code != 2 || !strings.Contains(errOut, "--admin-token-file") {
 		t.Errorf("exit %d, %s", code, errOut)
+	}
+}
+
+// TestS19AdminMTLSThroughTheBinary: with TLS and client certificates the
+// admin API listens without a token; the CLI reaches it with the CA and a
+// client certificate, and the audit event names the certificate. Plain
+// HTTP, no client certificate and another CA's certificate get nothing.
+func TestS19AdminMTLSThroughTheBinary(t *testing.T) {
+	t.Parallel()
+	ca, other := testutil.NewCA(t, "admin CA"), testutil.NewCA(t, "other CA")
+	serverCert, serverKey := ca.Server(t)
+	cert, key := ca.Client(t, "ops-alice")
+	otherCert, otherKey := other.Client(t, "ops-alice")
+	adminAddr := freeAddr(t)
+	s := startServerOpts(t, map[string]string{"app": pol{Hosts: []string{"app.test"}}.yaml()},
+		serverOpts{extraArgs: []string{"--admin-addr", adminAddr, "--admin-tls-cert-file", serverCert, "--admin-tls-key-file", serverKey,
+			"--admin-client-ca-file", ca.File}})
+	c := s.client(t)
+	alice := s.token(t, "alice")
+	wantAllowed(t, c.Check("app.test", "/", alice, true))
+
+	list := []string{"sessions", "list", "--user", "alice", "--admin-addr", adminAddr}
+	for name, extra := range map[string][]string{
+		"plain HTTP":                 nil,
+		"no client certificate":      {"--admin-ca-file", ca.File},
+		"another CA's certificate":   {"--admin-ca-file", ca.File, "--admin-cert-file", otherCert, "--admin-key-file", otherKey},
+		"a server it does not trust": {"--admin-ca-file", other.File, "--admin-cert-file", cert, "--admin-key-file", key},
+	} {
+		if out, errOut, code := runBin(t, append(list, extra...)...); code != 1 || strings.Contains(out, "app") {
+			t.Errorf("%s: exit %d\n%s%s", name, code, out, errOut)
+		}
+	}
+	out, errOut, code := runBin(t, append(list, "--admin-ca-file", ca.File, "--admin-cert-file", cert, "--admin-key-file", key)...)
+	if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, "app") {
+		t.Fatalf("list: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runBin(t, "sessions", "end", "--user", "alice", "--admin-addr", "https://"+adminAddr,
+		"--admin-ca-file", ca.File, "--admin-cert-file", cert, "--admin-key-file", key)
+	if code != 0 || !strings.HasPrefix(out, "ended 1 session") {
+		t.Fatalf("end: exit %d\n%s%s", code, out, errOut)
+	}
+	wantLoginRedirect(t, c.Check("app.test", "/", alice, true), "reauth_required", "https://app.test/", true)
+	if ev := s.waitEvents(t, 1, map[string]string{"event": "admin", "operation": "end", "result": "ok"}); len(ev) != 1 ||
+		!strings.HasPrefix(ev[0]["who"].(string), "cert:") || !strings.HasSuffix(ev[0]["who"].(string), " cn=ops-alice") {
+		t.Errorf("admin audit event: %v", ev)
+	}
+}
+
+// TestS19AdminTLSFlags: serve refuses admin TLS flags that do not go
+// together, naming them, before anything listens.
+func TestS19AdminTLSFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.yaml"), pol{Hosts: []string{"app.test"}}.yaml())
+	if err := newIDP(t).WriteJWKS(filepath.Join(dir, jwksFileName)); err != nil {
+		t.Fatal(err)
+	}
+	ca := testutil.NewCA(t, "admin CA")
+	cert, key := ca.Server(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--admin-addr", "127.0.0.1:0", "--admin-tls-cert-file", cert}, "--admin-tls-key-file"},
+		{[]string{"--admin-addr", "127.0.0.1:0", "--admin-tls-key-file", key}, "--admin-tls-cert-file"},
+		{[]string{"--admin-addr", "127.0.0.1:0", "--admin-client-ca-file", ca.File}, "--admin-tls-cert-file"},
+		{[]string{"--admin-tls-cert-file", cert, "--admin-tls-key-file", key}, "without --admin-addr"},
+		// TLS alone authenticates nobody: a non-loopback address still needs
+		// a token or client certificates.
+		{[]string{"--admin-addr", "0.0.0.0:0", "--admin-tls-cert-file", cert, "--admin-tls-key-file", key}, "--admin-client-ca-file"},
+	} {
+		args := append([]string{"serve", "--policies", dir, "--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t)}, c.args...)
+		if _, errOut, code := runBin(t, args...); code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, %s", c.args, code, errOut)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,9 @@ type serveConfig struct {
 	sessionKeyFile  string
 	adminAddr       string
 	adminTokenFile  string
+	adminTLSCert    string
+	adminTLSKey     string
+	adminClientCA   string
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -72,6 +76,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.sessionKeyFile, "session-key-file", "", "keys that seal sign-in grants and login transactions: one 32-byte key per line, base64 or hex; the first seals, all open (rotation). Required with a shared store and login.oidc policies")
 	fs.StringVar(&c.adminAddr, "admin-addr", "", "listen address of the admin API (sessiongate sessions list|end); off when empty; a non-loopback address needs --admin-token-file")
 	fs.StringVar(&c.adminTokenFile, "admin-token-file", "", "file holding the bearer token every admin API call must present")
+	fs.StringVar(&c.adminTLSCert, "admin-tls-cert-file", "", "PEM certificate (chain) of the admin API: it serves HTTPS, TLS 1.2 or later; read again when it changes. With --admin-tls-key-file")
+	fs.StringVar(&c.adminTLSKey, "admin-tls-key-file", "", "PEM private key of --admin-tls-cert-file")
+	fs.StringVar(&c.adminClientCA, "admin-client-ca-file", "", "PEM CA certificates: admin API clients must present a certificate one of them signed (with the TLS flags); then a non-loopback --admin-addr needs no token")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		return flagExit(err)
 	}
@@ -79,13 +86,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sessiongate serve: --policies is required")
 		return exitUsage
 	}
-	if c.adminAddr != "" {
-		// Before anything starts: an admin API open to the network without
-		// a token must not come up even briefly.
-		if err := ends.CheckAdminAddr(c.adminAddr, c.adminTokenFile != ""); err != nil {
-			fmt.Fprintln(stderr, "sessiongate serve:", err)
-			return exitUsage
-		}
+	// Before anything starts: an admin API open to the network without a
+	// token or client certificates must not come up even briefly.
+	if err := checkAdminFlags(c); err != nil {
+		fmt.Fprintln(stderr, "sessiongate serve:", err)
+		return exitUsage
 	}
 	if c.drainDelay < 0 || c.shutdownTimeout <= 0 {
 		fmt.Fprintln(stderr, "sessiongate serve: --drain-delay must not be negative and --shutdown-timeout must be positive")
@@ -332,6 +337,24 @@ func runServer(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.L
 	return serveErr
 }
 
+// checkAdminFlags refuses admin flags that do not go together, and an
+// admin address open to the network to callers nobody authenticates.
+func checkAdminFlags(c serveConfig) error {
+	if (c.adminTLSCert == "") != (c.adminTLSKey == "") {
+		return errors.New("--admin-tls-cert-file and --admin-tls-key-file go together: give both or neither")
+	}
+	if c.adminClientCA != "" && c.adminTLSCert == "" {
+		return errors.New("--admin-client-ca-file needs --admin-tls-cert-file and --admin-tls-key-file: client certificates are asked for in the TLS handshake")
+	}
+	if c.adminAddr == "" {
+		if c.adminTLSCert != "" || c.adminClientCA != "" {
+			return errors.New("--admin-tls-cert-file or --admin-client-ca-file without --admin-addr: the admin API is off")
+		}
+		return nil
+	}
+	return ends.CheckAdminAddr(c.adminAddr, c.adminTokenFile != "", c.adminClientCA != "")
+}
+
 // adminServer listens on --admin-addr (nil when it is empty): the admin
 // API on a listener of its own, so that it can be kept off the network the
 // gateway and the identity provider reach.
@@ -352,17 +375,27 @@ func adminServer(c serveConfig, d ends.Deps, log *slog.Logger) (*http.Server, ne
 			return nil, nil, errors.New("--admin-token-file: the token must be at least 16 characters")
 		}
 	}
-	if err := ends.CheckAdminAddr(c.adminAddr, token != ""); err != nil {
+	if err := ends.CheckAdminAddr(c.adminAddr, token != "", c.adminClientCA != ""); err != nil {
 		return nil, nil, err
 	}
-	if token == "" {
+	if token == "" && c.adminClientCA == "" {
 		log.Warn("admin API without a token: anyone who can connect to the loopback address can list and end sessions", "admin_addr", c.adminAddr)
+	}
+	var tlsConfig *tls.Config
+	if c.adminTLSCert != "" {
+		var err error
+		if tlsConfig, err = ends.AdminTLS(c.adminTLSCert, c.adminTLSKey, c.adminClientCA); err != nil {
+			return nil, nil, err
+		}
 	}
 	lis, err := net.Listen("tcp", c.adminAddr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--admin-addr: %w", err)
 	}
-	log.Info("admin API listening", "admin_addr", lis.Addr().String(), "token", token != "")
+	if tlsConfig != nil {
+		lis = tls.NewListener(lis, tlsConfig)
+	}
+	log.Info("admin API listening", "admin_addr", lis.Addr().String(), "token", token != "", "tls", tlsConfig != nil, "client_certificates", c.adminClientCA != "")
 	return &http.Server{Handler: ends.NewAdmin(d, token), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 5 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}, lis, nil
 }

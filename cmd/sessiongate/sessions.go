@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +28,9 @@ const sessionsUsage = `Usage:
   sessiongate sessions end (--user SUB | --sid SID | --session HASH | --all) [--policy P]
 
 Both talk to a running server's admin API (serve --admin-addr), with the
-bearer token of --admin-token-file. Sessions are named by a hash of their id
+bearer token of --admin-token-file; over HTTPS with --admin-ca-file (the CA
+of serve --admin-tls-cert-file) or an https:// --admin-addr, and with a
+client certificate with --admin-cert-file and --admin-key-file. Sessions are named by a hash of their id
 (the SESSION column); no id or token is ever shown. Flags are also read from
 SESSIONGATE_* environment variables (SESSIONGATE_ADMIN_ADDR, ...).
 `
@@ -41,6 +45,10 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs := newFlagSet("sessions "+op, stderr)
 	addr := fs.String("admin-addr", defaultAdminAddr, "the admin API's address (serve --admin-addr)")
 	tokenFile := fs.String("admin-token-file", "", "file holding the admin bearer token (serve --admin-token-file)")
+	var tc adminTLSFlags
+	fs.StringVar(&tc.caFile, "admin-ca-file", "", "PEM CA certificates to trust for the admin API's certificate (serve --admin-tls-cert-file); speaks HTTPS")
+	fs.StringVar(&tc.certFile, "admin-cert-file", "", "PEM client certificate for the admin API (serve --admin-client-ca-file); speaks HTTPS. With --admin-key-file")
+	fs.StringVar(&tc.keyFile, "admin-key-file", "", "PEM private key of --admin-cert-file")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
 	var req ends.EndRequestBody
 	fs.StringVar(&req.User, "user", "", "the user (subject)")
@@ -69,14 +77,14 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	base := "http://" + *addr
-	if strings.HasPrefix(*addr, ":") {
-		base = "http://127.0.0.1" + *addr
+	client, base, err := adminClient(*addr, tc)
+	if err != nil {
+		fmt.Fprintf(stderr, "sessiongate sessions %s: %v\n", op, err)
+		return exitUsage
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	var hreq *http.Request
-	var err error
 	if op == "list" {
 		if req.User == "" {
 			fmt.Fprintln(stderr, "sessiongate sessions list: --user is required")
@@ -111,7 +119,7 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if token != "" {
 		hreq.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(hreq)
+	resp, err := client.Do(hreq)
 	if err != nil {
 		fmt.Fprintf(stderr, "sessiongate sessions: cannot reach the admin API at %s (serve --admin-addr): %v\n", *addr, errors.Unwrap(err))
 		return exitFailure
@@ -169,6 +177,61 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// adminTLSFlags are the sessions command's TLS flags.
+type adminTLSFlags struct{ caFile, certFile, keyFile string }
+
+// adminClient returns the client and base URL for the admin API at addr:
+// HOST:PORT, :PORT (on 127.0.0.1), or either with http:// or https://.
+// Without a scheme, HTTPS when a TLS flag is given, else HTTP.
+func adminClient(addr string, f adminTLSFlags) (*http.Client, string, error) {
+	useTLS := f.caFile != "" || f.certFile != ""
+	if (f.certFile == "") != (f.keyFile == "") {
+		return nil, "", errors.New("--admin-cert-file and --admin-key-file go together: give both or neither")
+	}
+	scheme, hostPort, ok := strings.Cut(addr, "://")
+	switch {
+	case !ok:
+		scheme, hostPort = "http", addr
+		if useTLS {
+			scheme = "https"
+		}
+	case scheme == "https":
+		useTLS = true
+	case scheme == "http" && useTLS:
+		return nil, "", fmt.Errorf("--admin-addr %s is plain HTTP: --admin-ca-file and --admin-cert-file need https", addr)
+	case scheme != "http":
+		return nil, "", fmt.Errorf("--admin-addr %s: the scheme must be http or https", addr)
+	}
+	hostPort = strings.TrimSuffix(hostPort, "/")
+	if strings.HasPrefix(hostPort, ":") {
+		hostPort = "127.0.0.1" + hostPort
+	}
+	if !useTLS {
+		return http.DefaultClient, scheme + "://" + hostPort, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.caFile != "" {
+		b, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("--admin-ca-file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(b) {
+			return nil, "", fmt.Errorf("--admin-ca-file %s: no PEM certificate in it", f.caFile)
+		}
+	}
+	if f.certFile != "" {
+		c, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("--admin-cert-file %s, --admin-key-file %s: %w", f.certFile, f.keyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{c}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	return &http.Client{Transport: tr}, "https://" + hostPort, nil
 }
 
 func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
