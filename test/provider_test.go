@@ -328,6 +328,10 @@ func TestProviderHarness(t *testing.T) {
 	var mu sync.Mutex
 	var got []url.Values
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != opCallbackPath {
+			http.NotFound(w, r) // the browser's /favicon.ico, say: not a callback
+			return
+		}
 		mu.Lock()
 		got = append(got, r.URL.Query())
 		mu.Unlock()
