@@ -125,7 +125,8 @@ func TestWatcherEditBreakRestore(t *testing.T) {
 
 	good, goodAt := w.Current(), w.LastReloadSuccess()
 	writeFile(t, p, policyYAML("p.example.com", "forever"))
-	waitFor(t, "broken file reported", func() bool { return w.LastError() != nil })
+	// OnReload runs after the load has published its error: wait for both.
+	waitFor(t, "broken file reported", func() bool { _, bad := r.counts(); return w.LastError() != nil && bad > 0 })
 	if w.Current() != good || idle(w, "p.example.com") != 20*time.Minute {
 		t.Fatal("a broken file replaced the last good policies")
 	}
