@@ -4,16 +4,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/allegro/bigcache/v3"
 
 	"github.com/sessiongate/sessiongate/authz"
+	"github.com/sessiongate/sessiongate/internal/testutil"
 )
 
 // BenchmarkFootprint begins n sessions shaped as the engine makes them (a
@@ -71,7 +69,7 @@ func BenchmarkFootprint(b *testing.B) {
 func footprint(b *testing.B, n, grant, touches int) {
 	b.StopTimer()
 	defer b.StartTimer()
-	base := heapInUse()
+	base := testutil.HeapInUse()
 	s := newStore(b, Options{Clock: newClock()})
 	sealed := make([]byte, grant)
 	_, _ = rand.Read(sealed)
@@ -93,7 +91,7 @@ func footprint(b *testing.B, n, grant, touches int) {
 			}
 		}
 	}
-	heap := heapInUse() - base
+	heap := testutil.HeapInUse() - base
 	data := entryBytes(s)
 	hot, cold := s.Len()
 	queues := s.hot.Capacity() + s.cold.Capacity()
@@ -102,9 +100,9 @@ func footprint(b *testing.B, n, grant, touches int) {
 	b.ReportMetric(per(uint64(data)), "data-B/session")
 	b.ReportMetric(per(uint64(queues)), "queue-B/session")
 	b.ReportMetric(per(heap), "heap-B/session")
-	b.ReportMetric(float64(rssBytes())/(1<<20), "rss-MB")
+	b.ReportMetric(float64(testutil.RSS())/(1<<20), "rss-MB")
 	debug.FreeOSMemory()
-	b.ReportMetric(float64(rssBytes())/(1<<20), "rss-min-MB")
+	b.ReportMetric(float64(testutil.RSS())/(1<<20), "rss-min-MB")
 	runtime.KeepAlive(s)
 }
 
@@ -133,25 +131,4 @@ func entryBytes(s *Store) int {
 		}
 	}
 	return total
-}
-
-func heapInUse() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse
-}
-
-func rssBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

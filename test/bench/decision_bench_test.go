@@ -11,6 +11,7 @@ import (
 
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/envoy"
+	"github.com/sessiongate/sessiongate/internal/testutil"
 	"github.com/sessiongate/sessiongate/test/load/fixture"
 )
 
@@ -142,13 +143,13 @@ func benchmarkSessions(b *testing.B, n int) {
 	const users = 1000
 	ctx := context.Background()
 	g := newGate(b, nil, 0)
-	base := heapInUse()
+	base := testutil.HeapInUse()
 	fill(b, g, n-users)
 	reqs := make([]authz.Request, users)
 	for i := range reqs {
 		reqs[i] = envoy.ToRequest(g.signIn(b, fmt.Sprint("user-", i)))
 	}
-	heap := heapInUse() - base
+	heap := testutil.HeapInUse() - base
 	gcWall := fullGC()
 	pauses := newPauseWatch()
 	b.ReportAllocs()
@@ -170,7 +171,7 @@ func benchmarkSessions(b *testing.B, n int) {
 	hot, cold := g.store.Len()
 	b.ReportMetric(float64(hot+cold), "records")
 	b.ReportMetric(float64(heap)/(1<<20), "heap-MB")
-	b.ReportMetric(float64(rss())/(1<<20), "rss-MB")
+	b.ReportMetric(float64(testutil.RSS())/(1<<20), "rss-MB")
 	b.ReportMetric(float64(gcWall.Microseconds())/1000, "full-gc-ms")
 	b.ReportMetric(float64(p50.Microseconds()), "gc-pause-p50-µs")
 	b.ReportMetric(float64(max.Microseconds()), "gc-pause-max-µs")

@@ -2,11 +2,8 @@ package bench
 
 import (
 	"math"
-	"os"
 	"runtime"
 	"runtime/metrics"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,36 +25,12 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// heapInUse is the live heap after a full collection.
-func heapInUse() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse
-}
-
 // fullGC times one forced, complete collection: its mark phase is what
 // grows with the number of pointers the heap holds.
 func fullGC() time.Duration {
 	start := time.Now()
 	runtime.GC()
 	return time.Since(start)
-}
-
-// rss is the process's resident set (VmRSS of /proc/self/status), 0 if
-// unknown.
-func rss() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 // pauseWatch reads the stop-the-world pauses of the collector since it was
