@@ -284,12 +284,6 @@ func (m *memStore) get(policy, id string) (Session, bool) {
 	return m.session(policy, id)
 }
 
-func (m *memStore) scopeOf(policy string, d Digest) (ScopeState, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.scope(policy, d)
-}
-
 type storeCounts struct{ loads, begins, touches, ends int }
 
 func (m *memStore) counts() storeCounts {

@@ -289,15 +289,6 @@ func (tb *tab) resume(t *testing.T, id fetch.RequestID) {
 	}
 }
 
-// documents returns the document responses so far and forgets them.
-func (tb *tab) documents() []docResponse {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	out := tb.responses
-	tb.responses = nil
-	return out
-}
-
 func (tb *tab) lastResponses() string {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()

@@ -100,9 +100,3 @@ func (g *gate) apiClient(tb testing.TB, sub string) *authv3.CheckRequest {
 }
 
 const appPath = "/app/orders?page=2"
-
-func mustAllow(tb testing.TB, resp *authv3.CheckResponse) {
-	if resp.GetStatus().GetCode() != 0 || len(resp.GetOkResponse().GetHeaders()) == 0 {
-		tb.Fatalf("want allowed with identity, got %v", resp)
-	}
-}
