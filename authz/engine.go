@@ -150,6 +150,7 @@ func (c *check) run(ctx context.Context) Decision {
 	if v, ok := CookieValue(cookies, c.p.Cookie.Name); ok && validSessionID(v) {
 		c.cookie = v
 	}
+	logout := c.p.Logout.Matches(path)
 	raw := c.token(cookies)
 	if raw != "" {
 		var cl *Claims
@@ -162,14 +163,14 @@ func (c *check) run(ctx context.Context) Decision {
 			cl, err = c.p.Verifier.Verify(ctx, raw, c.now)
 		}
 		if err != nil {
-			if !c.p.Logout.Matches(path) {
+			if !logout {
 				return c.rejected(err)
 			}
 		} else {
 			c.claims = cl
 		}
 	}
-	if c.p.Logout.Matches(path) {
+	if logout {
 		return c.logout(ctx)
 	}
 	if c.claims == nil {
