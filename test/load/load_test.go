@@ -11,9 +11,11 @@ import (
 )
 
 // TestHarness runs every scenario once with small counts against the real
-// binaries: the harness must build and start both servers, and sessiongate
-// must give each scenario's expected answer to every request (a wrong one
-// fails the run). It measures nothing worth reading.
+// binaries and the embedded store: the harness must build and start both
+// servers, and sessiongate must give each scenario's expected answer to
+// every request (a wrong one fails the run), the access token of the
+// sign-in session it loaded from the state file included. It measures
+// nothing worth reading.
 func TestHarness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts sessiongate and floor")
@@ -26,7 +28,7 @@ func TestHarness(t *testing.T) {
 	if code := run(ctx, args, &out, &errs); code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errs.String())
 	}
-	for _, name := range []string{"live-session", "api-client", "new-session", "deny-302", "mix"} {
+	for _, name := range []string{"live-session", "api-client", "new-session", "deny-302", "mix", "oidc-session"} {
 		if !strings.Contains(out.String(), "=> "+name+": sessiongate/floor throughput") {
 			t.Errorf("no summary for %s:\n%s", name, out.String())
 		}
@@ -63,11 +65,10 @@ func TestParse(t *testing.T) {
 	if err != nil || strings.Join(c.scenarios, ",") != "live,mix" || c.pairs != 3 || c.streams != 50 {
 		t.Errorf("parse: %+v, %v", c, err)
 	}
-	if c, err := parse([]string{"-scenario", "all"}, &errs); err != nil || len(c.scenarios) != 5 {
-		t.Errorf("all: %v %v", c.scenarios, err)
-	}
-	if c, err := parse([]string{"-scenario", "all", "-store", "redis"}, &errs); err != nil || len(c.scenarios) != 6 {
-		t.Errorf("all with a store: %v %v", c.scenarios, err)
+	for _, args := range [][]string{{"-scenario", "all"}, {"-scenario", "all", "-store", "redis"}} {
+		if c, err := parse(args, &errs); err != nil || strings.Join(c.scenarios, ",") != "live,api,new,deny,mix,oidc" {
+			t.Errorf("parse(%q): %v %v", args, c.scenarios, err)
+		}
 	}
 	for _, bad := range [][]string{{"-pairs", "0"}, {"-scenario", ""}, {"-scenario", "live,bogus"}, {"extra"}, {"-run-timeout", "0s"}} {
 		if _, err := parse(bad, &errs); err == nil {

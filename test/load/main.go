@@ -31,6 +31,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/test/load/fixture"
 )
 
@@ -60,7 +61,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c config
-	scen := fs.String("scenario", "live", "comma-separated: live, api, new, deny, mix, oidc (needs -store), or all (oidc too with -store)")
+	scen := fs.String("scenario", "live", "comma-separated: live, api, new, deny, mix, oidc, or all")
 	fs.IntVar(&c.pairs, "pairs", 5, "alternating floor/sessiongate run pairs per scenario")
 	fs.IntVar(&c.streams, "streams", 50, "concurrent streams over the one connection")
 	fs.IntVar(&c.requests, "requests", 20000, "measured requests per run (live, deny, mix)")
@@ -82,16 +83,13 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	for _, s := range strings.Split(*scen, ",") {
 		switch s = strings.TrimSpace(s); s {
 		case "all":
-			c.scenarios = append(c.scenarios, "live", "api", "new", "deny", "mix")
+			c.scenarios = append(c.scenarios, "live", "api", "new", "deny", "mix", "oidc")
 		case "live", "api", "new", "deny", "mix", "oidc":
 			c.scenarios = append(c.scenarios, s)
 		case "":
 		default:
 			return c, fmt.Errorf("-scenario %q: want live, api, new, deny, mix, oidc or all", s)
 		}
-	}
-	if c.store != "" && slices.Contains(strings.Split(*scen, ","), "all") {
-		c.scenarios = append(c.scenarios, "oidc")
 	}
 	switch {
 	case len(c.scenarios) == 0:
@@ -171,6 +169,20 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		defer rs.close()
 		sgArgs = append(sgArgs, "--store", rs.url)
 	}
+	var seeded *authz.Session
+	if rs == nil && slices.Contains(cfg.scenarios, "oidc") {
+		// The embedded store lives in sessiongate's process: the oidc
+		// scenario's session goes into the state file it starts from.
+		if seeded, err = newSignIn(keys); err != nil {
+			return err
+		}
+		stateFile := filepath.Join(tmp, "state")
+		if err := writeStateFile(stateFile, seeded); err != nil {
+			return err
+		}
+		verbose("wrote a sign-in session of policy %s into the state file (grant %d bytes sealed)", signInPolicy, len(seeded.Grant))
+		sgArgs = append(sgArgs, "--state-file", stateFile)
+	}
 	sg, err := start("sessiongate", cfg.sgBin, append(sgArgs, strings.Fields(cfg.sgArgs)...))
 	if err != nil {
 		return err
@@ -187,7 +199,7 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 
 	header(stdout, cfg)
-	st := &setup{fx: fx, sg: sg, redis: rs, keys: keys, cfg: cfg, signIn: time.Now().Add(-time.Minute), verbose: verbose}
+	st := &setup{fx: fx, sg: sg, redis: rs, keys: keys, seeded: seeded, cfg: cfg, signIn: time.Now().Add(-time.Minute), verbose: verbose}
 	failed := false
 	for _, name := range cfg.scenarios {
 		if ctx.Err() != nil {

@@ -8,6 +8,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 
+	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/oidc"
 	"github.com/sessiongate/sessiongate/test/load/fixture"
 )
@@ -28,8 +29,9 @@ const appPath = "/app/orders?page=2"
 type setup struct {
 	fx      *fixture.Fixture
 	sg      *server
-	redis   *redisStore   // sessiongate's store with -store, else nil
-	keys    *oidc.KeyRing // of --session-key-file
+	redis   *redisStore    // sessiongate's store with -store, else nil
+	keys    *oidc.KeyRing  // of --session-key-file
+	seeded  *authz.Session // the oidc scenario's, in the embedded store's state file; nil with -store
 	cfg     config
 	signIn  time.Time
 	verbose func(format string, args ...any)

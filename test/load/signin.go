@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/oidc"
+	"github.com/sessiongate/sessiongate/store/memory"
 	"github.com/sessiongate/sessiongate/test/load/fixture"
 )
 
@@ -23,15 +25,17 @@ import (
 // is decided on its record and grant alone (no discovery, no token
 // endpoint while the access token is far from expiry), so the session is
 // written into the store as the callback would have left it, its grant
-// sealed with the key of --session-key-file.
+// sealed with the key of --session-key-file: into Redis with -store, else
+// into the embedded store's state file before sessiongate starts.
 const (
 	signInPolicy = "signin"
 	signInHost   = "signin.load.test"
 	signInIssuer = "http://127.0.0.1:9/realms/app" // discard port: discovery fails, which live sessions never need
+	signInIdle   = "30m"                           // the policy's idle_timeout
 	signInYAML   = `hosts: [` + signInHost + `]
 session:
   absolute_timeout: 8h
-  idle_timeout: 30m
+  idle_timeout: ` + signInIdle + `
   warn_before: 20m
 login:
   oidc:
@@ -66,14 +70,26 @@ func writeSignIn(policies, dir string) (string, *oidc.KeyRing, error) {
 // signedIn: one browser with a live sign-in session of the login.oidc
 // policy, presented by its cookie; the access token goes upstream.
 func (s *setup) signedIn() (*scenario, error) {
-	if s.redis == nil || s.keys == nil {
-		return nil, errors.New("scenario oidc needs -store (its session is written into Redis)")
+	r := s.seeded // the embedded store: loaded from --state-file
+	if s.redis != nil {
+		var err error
+		if r, err = newSignIn(s.keys); err != nil {
+			return nil, err
+		}
+		if err := s.redis.putSignIn(r); err != nil {
+			return nil, err
+		}
+		s.verbose("wrote a sign-in session of policy %s into Redis (grant %d bytes sealed)", signInPolicy, len(r.Grant))
 	}
-	id, err := s.seedSignIn()
-	if err != nil {
-		return nil, err
+	if r == nil {
+		return nil, errors.New("scenario oidc: no sign-in session was written (the embedded store's goes into --state-file before sessiongate starts)")
 	}
-	req := fixture.Request(appPath, "", id, true)
+	// Nothing touches the session before its scenario: written before
+	// sessiongate started, it must not have idled out since.
+	if idle, _ := time.ParseDuration(signInIdle); time.Since(time.UnixMilli(r.LastActivity)) > idle-time.Minute {
+		return nil, fmt.Errorf("scenario oidc: the sign-in session written before sessiongate started is about to pass its idle_timeout (%s): run -scenario oidc alone or earlier", signInIdle)
+	}
+	req := fixture.Request(appPath, "", r.ID, true)
 	h := req.GetAttributes().GetRequest().GetHttp()
 	h.Host, h.Headers[":authority"] = signInHost, signInHost
 	return &scenario{
@@ -94,18 +110,18 @@ func (s *setup) signedIn() (*scenario, error) {
 	}, nil
 }
 
-// seedSignIn writes a live sign-in session of the login.oidc policy, as a
-// callback leaves it (record, scope), into the Redis store and returns its
-// id. The grant is of realistic size: a 1.2 KB access token, a 1 KB ID
-// token, a 400-byte refresh token, three identity headers.
-func (s *setup) seedSignIn() (string, error) {
-	rp, err := oidc.New(oidc.Options{Keys: s.keys})
+// newSignIn returns a live sign-in session of the login.oidc policy as a
+// callback begins it, its grant sealed with keys. The grant is of realistic
+// size: a 1.2 KB access token, a 1 KB ID token, a 400-byte refresh token,
+// three identity headers.
+func newSignIn(keys *oidc.KeyRing) (*authz.Session, error) {
+	rp, err := oidc.New(oidc.Options{Keys: keys})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	si, err := rp.SignIn(signInPolicy, oidc.Config{Issuer: signInIssuer, ClientID: "app", Scopes: []string{"openid"}, CallbackPath: "/_sessiongate/callback"})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	now := time.Now()
 	g := &authz.Grant{
@@ -116,33 +132,46 @@ func (s *setup) seedSignIn() (string, error) {
 	}
 	sealed, err := si.Seal(g)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	var raw [24]byte
 	_, _ = rand.Read(raw[:])
 	ms := now.UnixMilli()
-	r := authz.Session{
+	return &authz.Session{
 		ID: base64.RawURLEncoding.EncodeToString(raw[:]), Policy: signInPolicy, Subject: "alice",
 		Identity: authz.IdentityDigest(signInIssuer, "alice", nil), Scope: authz.ScopeDigest(signInIssuer, "alice", "op-sid-1"),
 		SignIn: ms - 60_000, Created: ms - 60_000, LastActivity: ms, KeepUntil: ms + (9 * time.Hour).Milliseconds(),
 		Method: authz.MethodOIDC, Grant: string(sealed), GrantAt: ms,
-	}
+	}, nil
+}
+
+// putSignIn writes r and its scope, the scope's first session, into Redis
+// under the Redis store's keys (store/redis: sessionKey, scopeKey), default
+// prefix.
+func (rs *redisStore) putSignIn(r *authz.Session) error {
 	rec, err := r.AppendBinary(nil)
 	if err != nil {
-		return "", err
+		return err
 	}
 	scope, err := (&authz.ScopeState{Current: r.ID, KeepUntil: r.KeepUntil}).AppendBinary(nil)
 	if err != nil {
-		return "", err
+		return err
 	}
-	// The Redis store's keys (store/redis: sessionKey, scopeKey), default prefix.
 	ctx := context.Background()
-	if err := s.redis.c.Set(ctx, "sessiongate:s:"+signInPolicy+"/"+r.ID, rec, 0).Err(); err != nil {
-		return "", err
+	if err := rs.c.Set(ctx, "sessiongate:s:"+signInPolicy+"/"+r.ID, rec, 0).Err(); err != nil {
+		return err
 	}
-	if err := s.redis.c.Set(ctx, "sessiongate:c:"+signInPolicy+"/"+hex.EncodeToString(r.Scope[:]), scope, 0).Err(); err != nil {
-		return "", err
+	return rs.c.Set(ctx, "sessiongate:c:"+signInPolicy+"/"+hex.EncodeToString(r.Scope[:]), scope, 0).Err()
+}
+
+// writeStateFile begins r in the embedded store (store/memory) kept in the
+// state file path, as the callback begins a sign-in session (record, scope,
+// the grant apart, the index), and closes it, which writes the snapshot
+// that sessiongate serve --state-file path loads.
+func writeStateFile(path string, r *authz.Session) error {
+	st, err := memory.New(memory.Options{StateFile: path})
+	if err != nil {
+		return err
 	}
-	s.verbose("seeded a sign-in session of policy %s (grant %d bytes sealed)", signInPolicy, len(sealed))
-	return r.ID, nil
+	return errors.Join(st.Begin(context.Background(), r), st.Close())
 }
