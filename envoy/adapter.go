@@ -33,18 +33,29 @@ var (
 
 // RemoveAliases adds to an allowed response the underscore spellings of the
 // gate's headers that the request carries (authz.IsGateHeaderAlias), so that
-// no CGI-style upstream reads one as the gate's own (S10).
-func RemoveAliases(resp *authv3.CheckResponse, headers authz.HeaderMap) {
+// no CGI-style upstream reads one as the gate's own (S10). names calls its
+// argument with each of the request's header names; a name it repeats is
+// removed once.
+func RemoveAliases(resp *authv3.CheckResponse, names func(func(string))) {
 	ok := resp.GetOkResponse()
 	if ok == nil {
 		return
 	}
-	for k := range headers {
-		if authz.IsGateHeaderAlias(k) {
-			// Never append into the shared lists above.
-			ok.HeadersToRemove = append(slices.Clip(ok.HeadersToRemove), k)
+	var seen map[string]struct{} // made for the first alias: requests rarely carry one
+	names(func(k string) {
+		if !authz.IsGateHeaderAlias(k) {
+			return
 		}
-	}
+		if seen == nil {
+			seen = map[string]struct{}{}
+		}
+		if _, dup := seen[k]; dup {
+			return
+		}
+		seen[k] = struct{}{}
+		// Never append into the shared lists above.
+		ok.HeadersToRemove = append(slices.Clip(ok.HeadersToRemove), k)
+	})
 }
 
 // MaxHeaderFields bounds the header fields of one CheckRequest (the entries
@@ -66,30 +77,38 @@ func ToRequest(req *authv3.CheckRequest) authz.Request {
 	headers := h.GetHeaders()
 	if len(headers) == 0 && h.GetHeaderMap() != nil {
 		// Envoy sends header_map instead when encode_raw_headers is set.
-		headers = joinHeaderMap(h.GetHeaderMap().GetHeaders())
+		hvs := h.GetHeaderMap().GetHeaders()
+		headers = joinHeaderMap(len(hvs), func(i int) (string, string) {
+			v := hvs[i].GetValue()
+			if v == "" {
+				v = string(hvs[i].GetRawValue())
+			}
+			return hvs[i].GetKey(), v
+		})
 	}
-	hm := authz.HeaderMap(headers)
+	return request(h.GetHost(), h.GetPath(), h.GetMethod(), h.GetScheme(),
+		attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(), authz.HeaderMap(headers))
+}
+
+// request is the authz.Request of a CheckRequest's fields: where the
+// pseudo-headers stand in for empty ones.
+func request(host, path, method, scheme, source string, hs authz.Headers) authz.Request {
 	r := authz.Request{
-		Host:       h.GetHost(),
-		Path:       h.GetPath(),
-		Method:     h.GetMethod(),
-		Scheme:     h.GetScheme(),
-		Headers:    hm,
-		SourceAddr: attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(),
-		RequestID:  hm["x-request-id"],
+		Host: host, Path: path, Method: method, Scheme: scheme,
+		Headers: hs, SourceAddr: source, RequestID: hs.Get("x-request-id"),
 	}
 	if r.Host == "" {
-		r.Host = hm[":authority"]
+		r.Host = hs.Get(":authority")
 	}
 	if r.Path == "" {
-		r.Path = hm[":path"]
+		r.Path = hs.Get(":path")
 	}
 	if r.Scheme == "" {
-		r.Scheme = hm[":scheme"]
+		r.Scheme = hs.Get(":scheme")
 	}
 	if r.Scheme == "" {
 		// Set by Envoy from the downstream connection unless trusted upstream.
-		r.Scheme = hm["x-forwarded-proto"]
+		r.Scheme = hs.Get("x-forwarded-proto")
 	}
 	return r
 }
@@ -101,14 +120,11 @@ func ToRequest(req *authv3.CheckRequest) authz.Request {
 // the cost stays linear in the size of the message: joining by string
 // concatenation copied the value so far for every repeat, quadratic in the
 // number of repeats (160,000 copies of one name took seconds of CPU).
-func joinHeaderMap(hvs []*corev3.HeaderValue) map[string]string {
-	headers := make(map[string]string, len(hvs))
+func joinHeaderMap(n int, at func(i int) (k, v string)) map[string]string {
+	headers := make(map[string]string, n)
 	var repeated map[string]*strings.Builder
-	for _, hv := range hvs {
-		k, v := hv.GetKey(), hv.GetValue()
-		if v == "" {
-			v = string(hv.GetRawValue())
-		}
+	for i := range n {
+		k, v := at(i)
 		old, ok := headers[k]
 		if !ok {
 			headers[k] = v

@@ -41,18 +41,35 @@ func NewService(c Checker) *Service { return &Service{checker: c} }
 // for a caller that has gone (its context's error: nobody reads the answer,
 // so no work is spent on it). Envoy fails either closed (status_on_error).
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	if err := refused(ctx, req); err != nil {
+	if err := refused(ctx, HeaderFields(req)); err != nil {
 		return nil, err
 	}
 	r := ToRequest(req)
+	return s.decide(ctx, &r, func(fn func(string)) {
+		for k := range r.Headers.(authz.HeaderMap) {
+			fn(k)
+		}
+	})
+}
+
+// checkWire is Check for a request the server decoded itself (wire.go).
+func (s *Service) checkWire(ctx context.Context, req *wireRequest) (*authv3.CheckResponse, error) {
+	if err := refused(ctx, req.headerFields()); err != nil {
+		return nil, err
+	}
+	r := req.toRequest()
+	return s.decide(ctx, &r, req.names)
+}
+
+// decide answers r; names calls its argument with each of the request's
+// header names.
+func (s *Service) decide(ctx context.Context, r *authz.Request, names func(func(string))) (*authv3.CheckResponse, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, gone(err)
 	}
-	d := s.checker.Check(ctx, &r)
+	d := s.checker.Check(ctx, r)
 	resp := ToResponse(&d)
-	if hm, ok := r.Headers.(authz.HeaderMap); ok {
-		RemoveAliases(resp, hm)
-	}
+	RemoveAliases(resp, names)
 	return resp, nil
 }
 
@@ -64,8 +81,8 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 // stack is copied each time the deepest call of the decision outgrows it.
 //
 //go:noinline
-func refused(ctx context.Context, req *authv3.CheckRequest) error {
-	if n := HeaderFields(req); n > MaxHeaderFields {
+func refused(ctx context.Context, n int) error {
+	if n > MaxHeaderFields {
 		return grpcstatus.Errorf(codes.ResourceExhausted, "%d header fields, more than %d", n, MaxHeaderFields)
 	}
 	if err := ctx.Err(); err != nil {
@@ -104,9 +121,10 @@ func ServerOptions() []grpc.ServerOption {
 
 // NewServer builds the gRPC server with ServerOptions and then opts.
 func NewServer(c Checker, opts ...grpc.ServerOption) *Server {
-	g := grpc.NewServer(append(ServerOptions(), opts...)...)
+	opts = append(append(ServerOptions(), grpc.ForceServerCodecV2(newWireCodec())), opts...)
+	g := grpc.NewServer(opts...)
 	h := health.NewServer()
-	authv3.RegisterAuthorizationServer(g, NewService(c))
+	g.RegisterService(&checkDesc, NewService(c))
 	healthpb.RegisterHealthServer(g, h)
 	s := &Server{grpc: g, health: h}
 	s.SetServing(false)

@@ -2,6 +2,7 @@ package token
 
 import (
 	"hash/maphash"
+	"strings"
 	"sync"
 
 	"github.com/sessiongate/sessiongate/authz"
@@ -64,6 +65,9 @@ func (c *cache) get(h uint64, fp, token string, gen uint64) (cl *authz.Claims, n
 }
 
 func (c *cache) put(e entry) {
+	// The token may be a slice of its whole request (envoy's decoder keeps
+	// a request's strings in one buffer): the cache keeps its own copy.
+	e.token = strings.Clone(e.token)
 	s := &c.shards[e.hash&(cacheShards-1)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
