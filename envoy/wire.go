@@ -308,7 +308,8 @@ func (w *wireRequest) names(fn func(string)) {
 func (w *wireRequest) String() string { return fmt.Sprintf("CheckRequest %s %s", w.method, w.host) }
 
 // wireCodec is the gRPC server's codec: protobuf, except that a
-// CheckRequest is decoded into a wireRequest.
+// CheckRequest is decoded into a wireRequest and a CheckResponse encoded
+// by marshalResponse.
 type wireCodec struct{ proto encoding.CodecV2 }
 
 func newWireCodec() wireCodec { return wireCodec{proto: encoding.GetCodecV2(protoenc.Name)} }
