@@ -7,13 +7,15 @@ import (
 )
 
 // grpcFrames is the stack that grpc-go (v1.85) has in use on its handler
-// goroutine when it calls Service.Check: serveStreams' closure,
-// handleStream, processRPC, the unary wrapper and the generated handler.
+// goroutine when the server decides a request: serveStreams' closure,
+// handleStream, processRPC, the unary wrapper and the server's handler.
+// Service.Check, which the loop calls, decides as the server's handler
+// does (Service.decide).
 const grpcFrames = 1536
 
-// primedStack is the stack that handler goroutine has when it calls Check:
-// it starts at 2 KiB, and receiving and unmarshalling the request grow it
-// to 8 KiB.
+// primedStack is the stack that handler goroutine has when it decides: it
+// starts at 2 KiB, and the server's handler grows it to 8 KiB before it
+// receives the request (envoy's growStack, handlerStack).
 const primedStack = 8 << 10
 
 // BenchmarkStack is the stack a check needs: gRPC runs each request on a
