@@ -314,8 +314,15 @@ type wireCodec struct{ proto encoding.CodecV2 }
 
 func newWireCodec() wireCodec { return wireCodec{proto: encoding.GetCodecV2(protoenc.Name)} }
 
-func (c wireCodec) Name() string                           { return c.proto.Name() }
-func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+func (c wireCodec) Name() string { return c.proto.Name() }
+func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*authv3.CheckResponse); ok {
+		if b, ok := marshalResponse(r); ok {
+			return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+		}
+	}
+	return c.proto.Marshal(v)
+}
 func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	w, ok := v.(*wireRequest)
 	if !ok {

@@ -55,13 +55,20 @@ func sameResponseBytes(t *testing.T, r *authv3.CheckResponse) {
 }
 
 func TestMarshalResponseMatchesProto(t *testing.T) {
+	codec := newWireCodec()
 	for name, d := range responseDecisions() {
 		t.Run(name, func(t *testing.T) {
 			r := ToResponse(&d)
 			RemoveAliases(r, func(fn func(string)) { fn("x_sessiongate_user") })
 			sameResponseBytes(t, r)
-			if _, ok := marshalResponse(r); ok != (name != "bad UTF-8 in a user") {
+			b, ok := marshalResponse(r)
+			if ok != (name != "bad UTF-8 in a user") {
 				t.Fatalf("encoded here: %v", ok)
+			}
+			// The server's codec writes it so.
+			data, err := codec.Marshal(r)
+			if (err == nil) != ok || (ok && !bytes.Equal(data.Materialize(), b)) {
+				t.Fatalf("the server's codec: %v, %x", err, data.Materialize())
 			}
 		})
 	}
@@ -114,6 +121,15 @@ func BenchmarkMarshalResponse(b *testing.B) {
 			for b.Loop() {
 				if _, ok := marshalResponse(r); !ok {
 					b.Fatal("not encoded")
+				}
+			}
+		})
+		codec := newWireCodec()
+		b.Run(name+"/server-codec", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := codec.Marshal(r); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})
