@@ -316,12 +316,21 @@ func newWireCodec() wireCodec { return wireCodec{proto: encoding.GetCodecV2(prot
 
 func (c wireCodec) Name() string { return c.proto.Name() }
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if r, ok := v.(*authv3.CheckResponse); ok {
-		if b, ok := marshalResponse(r); ok {
-			return mem.BufferSlice{mem.SliceBuffer(b)}, nil
-		}
+	r, ok := v.(*authv3.CheckResponse)
+	if !ok || !encodable(r) {
+		return c.proto.Marshal(v)
 	}
-	return c.proto.Marshal(v)
+	// As grpc-go's codec does: a larger answer (a sign-in session's, with
+	// its access token) is written into a pooled buffer, which gRPC frees
+	// once it has sent it.
+	n := sizeResponse(r)
+	if mem.IsBelowBufferPoolingThreshold(n) {
+		return mem.BufferSlice{mem.SliceBuffer(appendResponse(make([]byte, 0, n), r))}, nil
+	}
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(n)
+	*buf = appendResponse((*buf)[:0], r)
+	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	w, ok := v.(*wireRequest)

@@ -41,7 +41,11 @@ func marshalResponse(r *authv3.CheckResponse) ([]byte, bool) {
 	if !encodable(r) {
 		return nil, false
 	}
-	b := make([]byte, 0, sizeResponse(r))
+	return appendResponse(make([]byte, 0, sizeResponse(r)), r), true
+}
+
+// appendResponse appends the encoding of r, which must be encodable.
+func appendResponse(b []byte, r *authv3.CheckResponse) []byte {
 	if r.Status != nil {
 		b = appendMessage(b, fRespStatus, sizeStatus(r.Status))
 		b = appendStatus(b, r.Status)
@@ -64,7 +68,7 @@ func marshalResponse(r *authv3.CheckResponse) ([]byte, bool) {
 		}
 		b = appendOptions(b, fOKResponseAdd, ok.ResponseHeadersToAdd)
 	}
-	return b, true
+	return b
 }
 
 // encodable reports whether r sets only fields marshalResponse encodes,
