@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sessiongate/sessiongate/store/redis/redistest"
 )
@@ -56,6 +59,60 @@ func TestHarnessRedis(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "=> oidc-session: sessiongate/floor throughput") {
 		t.Errorf("no summary for oidc-session:\n%s", out.String())
+	}
+}
+
+// TestFloorAnswers starts the floor with -floor-answers beside sessiongate
+// and sends the oidc and live scenarios' requests to both: the floor's
+// answer must be sessiongate's in shape (as many headers of each list) and
+// in size, to within the few bytes of values it cannot know.
+func TestFloorAnswers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts sessiongate and floor")
+	}
+	cfg, err := parse([]string{"-floor-answers", "-scenario", "oidc", "-streams", "1", "-warmup", "0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := startServers(cfg, t.TempDir(), t.Logf)
+	defer r.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, name := range []string{"oidc", "live"} {
+		sc, err := r.st.build(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := sc.req(0, 0)
+		want, err := r.st.sg.api.Check(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sc.want(want); err != nil {
+			t.Fatalf("%s: sessiongate: %v", name, err)
+		}
+		got, err := r.floor.api.Check(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, g := want.GetOkResponse(), got.GetOkResponse()
+		if len(g.GetHeaders()) != len(w.GetHeaders()) || len(g.GetHeadersToRemove()) != len(w.GetHeadersToRemove()) ||
+			len(g.GetResponseHeadersToAdd()) != len(w.GetResponseHeadersToAdd()) {
+			t.Errorf("%s: the floor's answer is not shaped like sessiongate's:\nfloor:       %v\nsessiongate: %v", name, got, want)
+		}
+		gs, ws := proto.Size(got), proto.Size(want)
+		t.Logf("%s: floor %d bytes, sessiongate %d; %d headers, %d removed", name, gs, ws, len(w.GetHeaders()), len(w.GetHeadersToRemove()))
+		if gs < ws-4 || gs > ws+4 {
+			t.Errorf("%s: the floor's answer is %d bytes, sessiongate's %d", name, gs, ws)
+		}
+	}
+	var out bytes.Buffer
+	header(&out, cfg)
+	if !strings.Contains(out.String(), "floor: answers like sessiongate (-floor-answers)") {
+		t.Errorf("the header does not say which floor:\n%s", out.String())
 	}
 }
 

@@ -55,6 +55,9 @@ type config struct {
 	sgArgs      string
 	store       string // "": embedded; "redis": a redis-server the harness starts; else a Redis URL
 	quiet       bool
+
+	// floorAnswers: the floor answers like sessiongate (-answer-like-sessiongate).
+	floorAnswers bool
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -73,6 +76,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.floorBin, "floor-bin", "", "floor binary (default: build ./test/load/floor)")
 	fs.StringVar(&c.sgArgs, "sessiongate-args", "", "extra arguments for sessiongate serve, space-separated")
 	fs.StringVar(&c.store, "store", "", `sessiongate's store: "" embedded, "redis" (a redis-server started on loopback, no persistence) or a redis:// URL; Redis' INFO commandstats is reported per request`)
+	fs.BoolVar(&c.floorAnswers, "floor-answers", false, "the floor answers each request with an OK of the shape and size of sessiongate's answer to it, chosen by host (floor -answer-like-sessiongate), instead of an empty OK")
 	fs.BoolVar(&c.quiet, "q", false, "print only the results")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -129,66 +133,12 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	if cfg.sgBin == "" || cfg.floorBin == "" {
-		verbose("building sessiongate and floor")
-		if cfg.sgBin == "" {
-			if cfg.sgBin, err = build(tmp, "./cmd/sessiongate"); err != nil {
-				return err
-			}
-		}
-		if cfg.floorBin == "" {
-			if cfg.floorBin, err = build(tmp, "./test/load/floor"); err != nil {
-				return err
-			}
-		}
-	}
-	policies := filepath.Join(tmp, "policies")
-	if err := os.Mkdir(policies, 0o755); err != nil {
-		return err
-	}
-	fx, err := fixture.New(policies)
+	r, err := startServers(cfg, tmp, verbose)
+	defer r.close()
 	if err != nil {
 		return err
 	}
-	keyFile, keys, err := writeSignIn(policies, tmp)
-	if err != nil {
-		return err
-	}
-	floor, err := start("floor", cfg.floorBin, nil)
-	if err != nil {
-		return err
-	}
-	defer floor.stop()
-	sgArgs := []string{"serve", "--policies", policies, "--http-addr", "127.0.0.1:0", "--drain-delay", "0s",
-		"--audit-log", filepath.Join(tmp, "audit.log"), "--session-key-file", keyFile}
-	var rs *redisStore
-	if cfg.store != "" {
-		if rs, err = openRedis(cfg.store, tmp); err != nil {
-			return err
-		}
-		defer rs.close()
-		sgArgs = append(sgArgs, "--store", rs.url)
-	}
-	var seeded *authz.Session
-	if rs == nil && slices.Contains(cfg.scenarios, "oidc") {
-		// The embedded store lives in sessiongate's process: the oidc
-		// scenario's session goes into the state file it starts from.
-		if seeded, err = newSignIn(keys); err != nil {
-			return err
-		}
-		stateFile := filepath.Join(tmp, "state")
-		if err := writeStateFile(stateFile, seeded); err != nil {
-			return err
-		}
-		verbose("wrote a sign-in session of policy %s into the state file (grant %d bytes sealed)", signInPolicy, len(seeded.Grant))
-		sgArgs = append(sgArgs, "--state-file", stateFile)
-	}
-	sg, err := start("sessiongate", cfg.sgBin, append(sgArgs, strings.Fields(cfg.sgArgs)...))
-	if err != nil {
-		return err
-	}
-	defer sg.stop()
-	sg.redis = rs
+	floor, sg, st := r.floor, r.st.sg, r.st
 
 	// Both processes start cold (heap size, goroutine stacks, HTTP/2 flow
 	// control windows): warm them before the first measured run.
@@ -199,7 +149,6 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 
 	header(stdout, cfg)
-	st := &setup{fx: fx, sg: sg, redis: rs, keys: keys, seeded: seeded, cfg: cfg, signIn: time.Now().Add(-time.Minute), verbose: verbose}
 	failed := false
 	for _, name := range cfg.scenarios {
 		if ctx.Err() != nil {
@@ -223,6 +172,96 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return errors.New("sessiongate gave wrong answers (see failures above)")
 	}
 	return nil
+}
+
+// servers is the floor and sessiongate, started, and what the scenarios are
+// built from (sessiongate is st.sg).
+type servers struct {
+	floor *server
+	st    *setup
+	stops []func() // in the order they were started
+}
+
+// close stops what startServers started, the last first.
+func (r *servers) close() {
+	for i := len(r.stops) - 1; i >= 0; i-- {
+		r.stops[i]()
+	}
+}
+
+// startServers builds the binaries cfg does not name, writes the policies,
+// the session key and, with the embedded store and the oidc scenario, the
+// state file into tmp, and starts the floor (answering like sessiongate with
+// -floor-answers), Redis with -store, and sessiongate. Close the result
+// even when it returns an error.
+func startServers(cfg config, tmp string, verbose func(format string, args ...any)) (*servers, error) {
+	r := &servers{}
+	var err error
+	if cfg.sgBin == "" || cfg.floorBin == "" {
+		verbose("building sessiongate and floor")
+		if cfg.sgBin == "" {
+			if cfg.sgBin, err = build(tmp, "./cmd/sessiongate"); err != nil {
+				return r, err
+			}
+		}
+		if cfg.floorBin == "" {
+			if cfg.floorBin, err = build(tmp, "./test/load/floor"); err != nil {
+				return r, err
+			}
+		}
+	}
+	policies := filepath.Join(tmp, "policies")
+	if err := os.Mkdir(policies, 0o755); err != nil {
+		return r, err
+	}
+	fx, err := fixture.New(policies)
+	if err != nil {
+		return r, err
+	}
+	keyFile, keys, err := writeSignIn(policies, tmp)
+	if err != nil {
+		return r, err
+	}
+	var floorArgs []string
+	if cfg.floorAnswers {
+		floorArgs = []string{"-answer-like-sessiongate"}
+	}
+	if r.floor, err = start("floor", cfg.floorBin, floorArgs); err != nil {
+		return r, err
+	}
+	r.stops = append(r.stops, r.floor.stop)
+	sgArgs := []string{"serve", "--policies", policies, "--http-addr", "127.0.0.1:0", "--drain-delay", "0s",
+		"--audit-log", filepath.Join(tmp, "audit.log"), "--session-key-file", keyFile}
+	var rs *redisStore
+	if cfg.store != "" {
+		if rs, err = openRedis(cfg.store, tmp); err != nil {
+			return r, err
+		}
+		r.stops = append(r.stops, rs.close)
+		sgArgs = append(sgArgs, "--store", rs.url)
+	}
+	var seeded *authz.Session
+	if rs == nil && slices.Contains(cfg.scenarios, "oidc") {
+		// The embedded store lives in sessiongate's process: the oidc
+		// scenario's session goes into the state file it starts from.
+		if seeded, err = newSignIn(keys); err != nil {
+			return r, err
+		}
+		stateFile := filepath.Join(tmp, "state")
+		if err := writeStateFile(stateFile, seeded); err != nil {
+			return r, err
+		}
+		verbose("wrote a sign-in session of policy %s into the state file (grant %d bytes sealed)", signInPolicy, len(seeded.Grant))
+		sgArgs = append(sgArgs, "--state-file", stateFile)
+	}
+	sg, err := start("sessiongate", cfg.sgBin, append(sgArgs, strings.Fields(cfg.sgArgs)...))
+	if err != nil {
+		return r, err
+	}
+	r.stops = append(r.stops, sg.stop)
+	sg.redis = rs
+	r.st = &setup{fx: fx, sg: sg, redis: rs, keys: keys, seeded: seeded, cfg: cfg, signIn: time.Now().Add(-time.Minute), verbose: verbose}
+	return r, nil
 }
 
 // build compiles pkg of this module into dir.
@@ -352,8 +391,13 @@ func header(w io.Writer, cfg config) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(w, "machine: %s, %d CPUs (GOMAXPROCS %d), %s %s/%s; load average %s",
 		model, cores, runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH, load)
-	fmt.Fprintf(w, "client: %d streams over one connection, %d warm-up requests per run, floor and sessiongate alternating (ABBA)\n\n",
+	fmt.Fprintf(w, "client: %d streams over one connection, %d warm-up requests per run, floor and sessiongate alternating (ABBA)\n",
 		cfg.streams, cfg.warmup)
+	if cfg.floorAnswers {
+		fmt.Fprintf(w, "floor: answers like sessiongate (-floor-answers): an OK of the shape and size of sessiongate's answer, by host (%s: a sign-in session's; any other: a token session's)\n\n", fixture.SignInHost)
+	} else {
+		fmt.Fprintf(w, "floor: answers an empty OK (no-op)\n\n")
+	}
 }
 
 func cpuModel() (string, int) {

@@ -58,7 +58,7 @@ func (s *setup) build(name string) (*scenario, error) {
 // live: one user, one token (verified once, then cached), one live session
 // presented by its cookie: the hot path of steady traffic.
 func (s *setup) live() (*scenario, error) {
-	reqs, _, err := s.establish("live-user-", 1)
+	reqs, _, err := s.establish(fixture.LiveUserPrefix, 1)
 	if err != nil {
 		return nil, err
 	}

@@ -29,10 +29,9 @@ import (
 // into the embedded store's state file before sessiongate starts.
 const (
 	signInPolicy = "signin"
-	signInHost   = "signin.load.test"
 	signInIssuer = "http://127.0.0.1:9/realms/app" // discard port: discovery fails, which live sessions never need
 	signInIdle   = "30m"                           // the policy's idle_timeout
-	signInYAML   = `hosts: [` + signInHost + `]
+	signInYAML   = `hosts: [` + fixture.SignInHost + `]
 session:
   absolute_timeout: 8h
   idle_timeout: ` + signInIdle + `
@@ -43,10 +42,10 @@ login:
     client_id: app
 upstream:
   access_token: authorization
-  headers: {x-sessiongate-name: name, x-sessiongate-email: email, x-sessiongate-groups: groups}
+  headers: {` + authz.HeaderName + `: name, ` + authz.HeaderEmail + `: email, ` + authz.HeaderGroups + `: groups}
 logout:
   path: /logout
-  redirect_url: https://` + signInHost + `/signed-out
+  redirect_url: https://` + fixture.SignInHost + `/signed-out
 `
 )
 
@@ -91,7 +90,7 @@ func (s *setup) signedIn() (*scenario, error) {
 	}
 	req := fixture.Request(appPath, "", r.ID, true)
 	h := req.GetAttributes().GetRequest().GetHttp()
-	h.Host, h.Headers[":authority"] = signInHost, signInHost
+	h.Host, h.Headers[":authority"] = fixture.SignInHost, fixture.SignInHost
 	return &scenario{
 		name: "oidc-session", about: "allow: one browser, live login.oidc session (cookie), access token and identity headers upstream",
 		requests: s.cfg.requests,
@@ -113,7 +112,8 @@ func (s *setup) signedIn() (*scenario, error) {
 // newSignIn returns a live sign-in session of the login.oidc policy as a
 // callback begins it, its grant sealed with keys. The grant is of realistic
 // size: a 1.2 KB access token, a 1 KB ID token, a 400-byte refresh token,
-// three identity headers.
+// three identity headers (the token and the headers are the fixture's, which
+// the floor's answers copy).
 func newSignIn(keys *oidc.KeyRing) (*authz.Session, error) {
 	rp, err := oidc.New(oidc.Options{Keys: keys})
 	if err != nil {
@@ -125,10 +125,9 @@ func newSignIn(keys *oidc.KeyRing) (*authz.Session, error) {
 	}
 	now := time.Now()
 	g := &authz.Grant{
-		AccessToken: "eyJ" + strings.Repeat("a", 1200), RefreshToken: strings.Repeat("r", 400),
+		AccessToken: fixture.SignInAccessToken, RefreshToken: strings.Repeat("r", 400),
 		IDToken: "eyJ" + strings.Repeat("i", 1000), AccessExpiry: now.Add(2 * time.Hour).UnixMilli(),
-		Headers: []authz.Header{{Name: "x-sessiongate-name", Value: "Alice Example"},
-			{Name: "x-sessiongate-email", Value: "alice@example.com"}, {Name: "x-sessiongate-groups", Value: "admins,staff"}},
+		Headers: fixture.SignInIdentity,
 	}
 	sealed, err := si.Seal(g)
 	if err != nil {
@@ -138,8 +137,8 @@ func newSignIn(keys *oidc.KeyRing) (*authz.Session, error) {
 	_, _ = rand.Read(raw[:])
 	ms := now.UnixMilli()
 	return &authz.Session{
-		ID: base64.RawURLEncoding.EncodeToString(raw[:]), Policy: signInPolicy, Subject: "alice",
-		Identity: authz.IdentityDigest(signInIssuer, "alice", nil), Scope: authz.ScopeDigest(signInIssuer, "alice", "op-sid-1"),
+		ID: base64.RawURLEncoding.EncodeToString(raw[:]), Policy: signInPolicy, Subject: fixture.SignInSubject,
+		Identity: authz.IdentityDigest(signInIssuer, fixture.SignInSubject, nil), Scope: authz.ScopeDigest(signInIssuer, fixture.SignInSubject, "op-sid-1"),
 		SignIn: ms - 60_000, Created: ms - 60_000, LastActivity: ms, KeepUntil: ms + (9 * time.Hour).Milliseconds(),
 		Method: authz.MethodOIDC, Grant: string(sealed), GrantAt: ms,
 	}, nil
