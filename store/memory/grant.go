@@ -3,6 +3,7 @@ package memory
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"github.com/sessiongate/sessiongate/authz"
@@ -32,19 +33,59 @@ func needsGrant(r *authz.Session) bool { return r.Grant == "" && r.GrantAt != 0 
 
 // putGrant stores r's grant under the grant key of session key k, in hot.
 func (s *Store) putGrant(k string, r *authz.Session) error {
+	gk := grantKeyOf(k)
 	b := make([]byte, grantHeader, grantHeader+len(r.Grant))
 	binary.BigEndian.PutUint64(b, uint64(r.KeepUntil))
 	binary.BigEndian.PutUint64(b[8:], uint64(r.GrantAt))
-	return set(s.hot, grantKeyOf(k), append(b, r.Grant...))
+	err := set(s.hot, gk, append(b, r.Grant...))
+	s.grants.drop(gk) // the next Load caches the new one
+	return err
 }
 
 // dropGrant deletes the grant of session key k from both tiers: hot first,
 // so that no demotion can copy it to cold after the cold delete (a running
-// demotion holds the hot shard's lock, which the hot delete waits for).
+// demotion holds the hot shard's lock, which the hot delete waits for); and
+// from the cache of grants in use.
 func (s *Store) dropGrant(k string) {
 	gk := grantKeyOf(k)
 	s.hot.Delete(gk) // fails only if the key is not there
 	s.cold.Delete(gk)
+	s.grants.drop(gk)
+}
+
+// grantCache keeps the grants of the sign-in sessions in use, by grant key,
+// so that their Loads do not copy a 2–4 KB sealed grant out of bigcache on
+// every request (bigcache copies what it returns; the engine, which caches
+// opened grants by session and grant-at, needs the bytes only to open one).
+// An entry counts only for the grant-at it was read with. Bounded: at
+// maxCachedGrants it forgets them all, and they are read again.
+type grantCache struct {
+	mu sync.Mutex
+	m  map[string]storedGrant
+}
+
+const maxCachedGrants = 4096
+
+func (c *grantCache) get(gk string) (storedGrant, bool) {
+	c.mu.Lock()
+	g, ok := c.m[gk]
+	c.mu.Unlock()
+	return g, ok
+}
+
+func (c *grantCache) put(gk string, g storedGrant) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedGrants {
+		c.m = make(map[string]storedGrant)
+	}
+	c.m[gk] = g
+}
+
+func (c *grantCache) drop(gk string) {
+	c.mu.Lock()
+	delete(c.m, gk)
+	c.mu.Unlock()
 }
 
 // storedGrant is a grant record, decoded.
@@ -133,14 +174,32 @@ func (s *Store) loadSession(k, gk string, now int64, r *authz.Session) (bool, er
 	if err != nil || !found || !needsGrant(r) {
 		return found, err
 	}
+	if g, ok := s.grants.get(gk); ok && g.at == r.GrantAt {
+		r.Grant = g.grant
+		return true, nil
+	}
 	if g, ok, err := s.readGrant(gk); err != nil {
 		*r = authz.Session{}
 		return false, err
 	} else if ok && g.at == r.GrantAt {
+		s.cacheGrant(k, gk, now, g)
 		r.Grant = g.grant
 		return true, nil
 	}
 	return s.lockedSession(k, now, r)
+}
+
+// cacheGrant keeps grant g of the session under k in the cache of grants in
+// use, unless the session has ended or changed its grant meanwhile: an end
+// (retire, S15) writes the ended record before it drops the grant and the
+// cache entry, so either that drop comes after this put, or the record read
+// here after it is the ended one.
+func (s *Store) cacheGrant(k, gk string, now int64, g storedGrant) {
+	s.grants.put(gk, g)
+	var r authz.Session
+	if found, _, err := s.readRecord(k, now, &r); err != nil || !found || r.Ended() || r.GrantAt != g.at {
+		s.grants.drop(gk)
+	}
 }
 
 // lockedSession is session into *r with k's stripe taken.

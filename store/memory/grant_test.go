@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/allegro/bigcache/v3"
 
@@ -76,6 +77,52 @@ func TestGrantKeptApart(t *testing.T) {
 	}
 	if l := mustLoad(t, s, "s1", alice); !l.Session.Ended() || l.Session.Grant != "" {
 		t.Errorf("ended: %+v", l.Session)
+	}
+}
+
+// TestGrantsInUseAreNotCopied: a sign-in session's Loads hand out the grant
+// they cached instead of copying it out of bigcache each time, a refresh's
+// grant replaces it, and an end leaves no grant in the cache (S15), even
+// when it races a Load that is caching it.
+func TestGrantsInUseAreNotCopied(t *testing.T) {
+	s := newStore(t, Options{Clock: newClock()})
+	mustBegin(t, s, signedIn("s1", "sealed-grant-1", t0))
+	gk := grantKeyOf(sessionKey("crm", "s1"))
+	first, second := mustLoad(t, s, "s1", alice).Session.Grant, mustLoad(t, s, "s1", alice).Session.Grant
+	if first != "sealed-grant-1" || unsafe.StringData(first) != unsafe.StringData(second) {
+		t.Fatalf("two Loads copied the grant: %q at %p, %q at %p", first, unsafe.StringData(first), second, unsafe.StringData(second))
+	}
+	if _, _, err := s.Touch(ctx, "crm", "s1", authz.Touch{Grant: "sealed-grant-2", GrantAt: t0 + 20}); err != nil {
+		t.Fatal(err)
+	}
+	if g := mustLoad(t, s, "s1", alice).Session.Grant; g != "sealed-grant-2" {
+		t.Fatalf("Load after a refresh: %q", g)
+	}
+	if g, ok := s.grants.get(gk); !ok || g.grant != "sealed-grant-2" {
+		t.Fatalf("cached after a refresh: %+v, %v", g, ok)
+	}
+	mustEnd(t, s, "s1", alice, signOut)
+	if g, ok := s.grants.get(gk); ok {
+		t.Fatalf("an ended session's grant is cached: %+v", g)
+	}
+	for i := range 300 {
+		id := fmt.Sprint("race-", i)
+		mustBegin(t, s, signedIn(id, "sealed-"+id, t0))
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if _, _, err := s.End(ctx, "crm", id, alice, signOut); err != nil {
+				t.Error(err)
+			}
+		})
+		for range 3 {
+			if _, err := s.Load(ctx, "crm", id, alice); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wg.Wait()
+		if g, ok := s.grants.get(grantKeyOf(sessionKey("crm", id))); ok {
+			t.Fatalf("%s: an ended session's grant is cached: %+v", id, g)
+		}
 	}
 }
 

@@ -78,6 +78,7 @@ type Store struct {
 	hot, cold *bigcache.BigCache
 	coldLife  uint64 // cold LifeWindow in bigcache's unit, seconds
 	stripes   [stripeCount]stripe
+	grants    grantCache // grants of the sign-in sessions in use
 	closed    atomic.Bool
 	done      chan struct{}
 	state     *state // nil without a state file
