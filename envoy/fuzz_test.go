@@ -107,7 +107,29 @@ func (a anyHost) Match(string) *authz.Policy { return a.p }
 // reason of the closed sets and a Location on the login or sign-out page,
 // and no header value could split a header.
 func (g *fuzzGate) check(t *testing.T, req *authv3.CheckRequest) {
-	r := ToRequest(req)
+	h := req.GetAttributes().GetRequest().GetHttp()
+	var values []string
+	for _, v := range h.GetHeaders() {
+		values = append(values, v)
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		values = append(values, hv.GetValue(), string(hv.GetRawValue()))
+	}
+	g.decide(t, ToRequest(req), values)
+}
+
+// checkWire is check for a request decoded by the gRPC server's own decoder.
+func (g *fuzzGate) checkWire(t *testing.T, w *wireRequest) {
+	var values []string
+	for _, f := range append(slices.Clip(w.headers), w.headerMap...) {
+		values = append(values, f.v)
+	}
+	g.decide(t, w.toRequest(), values)
+}
+
+// decide runs r through the engine and checks the answer; values are the
+// request's header values.
+func (g *fuzzGate) decide(t *testing.T, r authz.Request, values []string) {
 	d := g.eng.Check(context.Background(), &r)
 	resp := ToResponse(&d)
 	allowed := resp.GetStatus().GetCode() == int32(codes.OK)
@@ -129,7 +151,7 @@ func (g *fuzzGate) check(t *testing.T, req *authv3.CheckRequest) {
 			if !strings.HasPrefix(path, "/public/") {
 				t.Fatalf("allowed %q without an identity: not a bypass path", r.Path)
 			}
-		} else if !g.carriesTokenOf(req, user) {
+		} else if !g.carriesTokenOf(values, user) {
 			t.Fatalf("allowed as %q without a valid token of %q in the request", user, user)
 		}
 	} else {
@@ -152,16 +174,8 @@ func (g *fuzzGate) check(t *testing.T, req *authv3.CheckRequest) {
 	}
 }
 
-// carriesTokenOf reports whether some header of req holds a valid token of sub.
-func (g *fuzzGate) carriesTokenOf(req *authv3.CheckRequest, sub string) bool {
-	h := req.GetAttributes().GetRequest().GetHttp()
-	var values []string
-	for _, v := range h.GetHeaders() {
-		values = append(values, v)
-	}
-	for _, hv := range h.GetHeaderMap().GetHeaders() {
-		values = append(values, hv.GetValue(), string(hv.GetRawValue()))
-	}
+// carriesTokenOf reports whether some header value holds a valid token of sub.
+func (g *fuzzGate) carriesTokenOf(values []string, sub string) bool {
 	for tok, s := range g.tokens {
 		if s != sub {
 			continue
@@ -200,14 +214,19 @@ func FuzzCheck(f *testing.F) {
 }
 
 // FuzzCheckRequest decodes arbitrary bytes as a CheckRequest (what a broken
-// or hostile client could send) and runs whatever decodes.
+// or hostile client could send) and runs whatever decodes, with
+// proto.Unmarshal and with the gRPC server's own decoder.
 func FuzzCheckRequest(f *testing.F) {
 	g := newFuzzGate(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req authv3.CheckRequest
-		if proto.Unmarshal(data, &req) != nil {
-			return
+		if proto.Unmarshal(data, &req) == nil {
+			g.check(t, &req)
 		}
-		g.check(t, &req)
+		// As the gRPC server decodes it: this decides some messages that
+		// proto.Unmarshal refuses (malformed only where nothing is read).
+		if w, err := wireDecode(data); err == nil {
+			g.checkWire(t, w)
+		}
 	})
 }
