@@ -209,3 +209,26 @@ func TestS18BackChannelThroughTheBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestS19SessionsFileErrors: the sessions command exits 1 for a file its
+// flags name that cannot be read, as for the token file, and 2 for flags
+// that do not go together, naming the flag either way.
+func TestS19SessionsFileErrors(t *testing.T) {
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--admin-ca-file", missing}, 1, "--admin-ca-file"},
+		{[]string{"--admin-token-file", missing}, 1, "--admin-token-file"},
+		{[]string{"--admin-cert-file", missing}, 2, "--admin-key-file"},
+	} {
+		args := append([]string{"sessions", "list", "--user", "alice", "--admin-addr", "https://127.0.0.1:1"}, c.args...)
+		_, errOut, code := runBin(t, args...)
+		if code != c.code || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, %q; want exit %d naming %s", c.args, code, errOut, c.code, c.want)
+		}
+	}
+}

@@ -80,6 +80,9 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	client, base, err := adminClient(*addr, tc)
 	if err != nil {
 		fmt.Fprintf(stderr, "sessiongate sessions %s: %v\n", op, err)
+		if errors.As(err, new(fileError)) {
+			return exitFailure // as for an unreadable --admin-token-file
+		}
 		return exitUsage
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -215,17 +218,17 @@ func adminClient(addr string, f adminTLSFlags) (*http.Client, string, error) {
 	if f.caFile != "" {
 		b, err := os.ReadFile(f.caFile)
 		if err != nil {
-			return nil, "", fmt.Errorf("--admin-ca-file: %w", err)
+			return nil, "", fileError{fmt.Errorf("--admin-ca-file: %w", err)}
 		}
 		cfg.RootCAs = x509.NewCertPool()
 		if !cfg.RootCAs.AppendCertsFromPEM(b) {
-			return nil, "", fmt.Errorf("--admin-ca-file %s: no PEM certificate in it", f.caFile)
+			return nil, "", fileError{fmt.Errorf("--admin-ca-file %s: no PEM certificate in it", f.caFile)}
 		}
 	}
 	if f.certFile != "" {
 		c, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
 		if err != nil {
-			return nil, "", fmt.Errorf("--admin-cert-file %s, --admin-key-file %s: %w", f.certFile, f.keyFile, err)
+			return nil, "", fileError{fmt.Errorf("--admin-cert-file %s, --admin-key-file %s: %w", f.certFile, f.keyFile, err)}
 		}
 		cfg.Certificates = []tls.Certificate{c}
 	}
@@ -233,6 +236,13 @@ func adminClient(addr string, f adminTLSFlags) (*http.Client, string, error) {
 	tr.TLSClientConfig = cfg
 	return &http.Client{Transport: tr}, "https://" + hostPort, nil
 }
+
+// fileError is adminClient's error for a file the flags name that cannot
+// be read or used (exit 1), apart from flags that do not go together (2).
+type fileError struct{ err error }
+
+func (e fileError) Error() string { return e.err.Error() }
+func (e fileError) Unwrap() error { return e.err }
 
 func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 

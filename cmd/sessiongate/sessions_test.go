@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -34,16 +35,22 @@ func TestAdminClientAddress(t *testing.T) {
 		addr  string
 		flags adminTLSFlags
 		want  string
+		file  bool // a file that cannot be read or used (exit 1), not a usage error (2)
 	}{
-		{"http://127.0.0.1:9003", withCA, "plain HTTP"},
-		{"ftp://127.0.0.1:9003", adminTLSFlags{}, "scheme"},
-		{":9003", adminTLSFlags{certFile: cert}, "--admin-key-file"},
-		{":9003", adminTLSFlags{keyFile: key}, "--admin-cert-file"},
-		{":9003", adminTLSFlags{caFile: key}, "--admin-ca-file"},
-		{":9003", adminTLSFlags{certFile: cert, keyFile: cert}, "--admin-key-file"},
+		{"http://127.0.0.1:9003", withCA, "plain HTTP", false},
+		{"ftp://127.0.0.1:9003", adminTLSFlags{}, "scheme", false},
+		{":9003", adminTLSFlags{certFile: cert}, "--admin-key-file", false},
+		{":9003", adminTLSFlags{keyFile: key}, "--admin-cert-file", false},
+		{":9003", adminTLSFlags{caFile: key}, "--admin-ca-file", true},
+		{":9003", adminTLSFlags{caFile: ca.File + ".missing"}, "--admin-ca-file", true},
+		{":9003", adminTLSFlags{certFile: cert, keyFile: cert}, "--admin-key-file", true},
 	} {
-		if _, _, err := adminClient(c.addr, c.flags); err == nil || !strings.Contains(err.Error(), c.want) {
+		_, _, err := adminClient(c.addr, c.flags)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s %+v: %v, want an error naming %s", c.addr, c.flags, err, c.want)
+		}
+		if file := errors.As(err, new(fileError)); file != c.file {
+			t.Errorf("%s %+v: %v is a file error: %v, want %v", c.addr, c.flags, err, file, c.file)
 		}
 	}
 }
