@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -188,6 +189,50 @@ func TestAdminTLSReloadsTheCertificate(t *testing.T) {
 	}
 	if code, err := listAlice(tlsClient(t, two.Pool(), "", ""), base, adminToken); err != nil || code != http.StatusOK {
 		t.Fatalf("the renewed certificate is not served: %d %v", code, err)
+	}
+}
+
+// TestAdminTLSReloadsTheClientCA: a client CA file replaced on disk decides
+// from the next handshake, without a restart; one that does not load (half
+// written) keeps the CAs before it.
+func TestAdminTLSReloadsTheClientCA(t *testing.T) {
+	one, two := testutil.NewCA(t, "first client CA"), testutil.NewCA(t, "second client CA")
+	serverCA := testutil.NewCA(t, "server CA")
+	cert, key := serverCA.Server(t)
+	caFile := filepath.Join(t.TempDir(), "clients.pem")
+	replace := func(b []byte) {
+		t.Helper()
+		fi, statErr := os.Stat(caFile)
+		if err := os.WriteFile(caFile+".new", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(caFile+".new", caFile); err != nil {
+			t.Fatal(err)
+		}
+		if statErr == nil { // modification times set apart explicitly, not left to the clock
+			if err := os.Chtimes(caFile, fi.ModTime(), fi.ModTime().Add(1e9)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	replace(mustRead(t, one.File))
+	base, _ := serveAdminTLS(t, "", cert, key, caFile)
+	c1, k1 := one.Client(t, "ops-one")
+	c2, k2 := two.Client(t, "ops-two")
+	served := func(certFile, keyFile string) bool {
+		code, err := listAlice(tlsClient(t, serverCA.Pool(), certFile, keyFile), base, "")
+		return err == nil && code == http.StatusOK
+	}
+	if !served(c1, k1) || served(c2, k2) {
+		t.Fatal("first CA: want its client served and the other refused")
+	}
+	replace(mustRead(t, two.File))
+	if served(c1, k1) || !served(c2, k2) {
+		t.Fatal("after the CA file was replaced: want the second CA's client served and the first's refused")
+	}
+	replace([]byte("-----BEGIN CERT")) // half written
+	if !served(c2, k2) || served(c1, k1) {
+		t.Fatal("a CA file that does not load: want the CAs before it kept")
 	}
 }
 

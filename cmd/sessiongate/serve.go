@@ -78,7 +78,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.adminTokenFile, "admin-token-file", "", "file holding the bearer token every admin API call must present")
 	fs.StringVar(&c.adminTLSCert, "admin-tls-cert-file", "", "PEM certificate (chain) of the admin API: it serves HTTPS, TLS 1.2 or later; read again when it changes. With --admin-tls-key-file")
 	fs.StringVar(&c.adminTLSKey, "admin-tls-key-file", "", "PEM private key of --admin-tls-cert-file")
-	fs.StringVar(&c.adminClientCA, "admin-client-ca-file", "", "PEM CA certificates: admin API clients must present a certificate one of them signed (with the TLS flags); then a non-loopback --admin-addr needs no token")
+	fs.StringVar(&c.adminClientCA, "admin-client-ca-file", "", "PEM CA certificates: admin API clients must present a certificate one of them signed (with the TLS flags; read again when it changes); then a non-loopback --admin-addr needs no token")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		return flagExit(err)
 	}
