@@ -249,15 +249,17 @@ func upstream(ok *authv3.OkHttpResponse, d *authz.Decision) {
 
 // deniedAnswer is a denial and everything it points to, with room for the
 // usual headers: cache-control, the reason, location (302) or
-// www-authenticate (401), a cookie, and a page's content type and nosniff.
+// www-authenticate (401), and a cookie. A page's content type and nosniff,
+// or more cookies, go past it (headerList): a header is 160 bytes, and
+// every denial would carry room it rarely uses.
 type deniedAnswer struct {
 	resp    authv3.CheckResponse
 	status  status.Status
 	oneof   authv3.CheckResponse_DeniedResponse
 	denied  authv3.DeniedHttpResponse
 	code    typev3.HttpStatus
-	hs      [6]header
-	headers [6]*corev3.HeaderValueOption
+	hs      [4]header
+	headers [4]*corev3.HeaderValueOption
 }
 
 func deniedResponse(d *authz.Decision) *authv3.CheckResponse {
