@@ -62,6 +62,12 @@ networkPolicy:
     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: operators}}
 extraEnv: [{name: GOMEMLIMIT, value: 450MiB}]
 `,
+	"admin API over mTLS, no token": `
+admin: {enabled: true, tls: {existingSecret: sessiongate-admin-tls}, clientCA: {existingSecret: sessiongate-admin-ca}}
+`,
+	"admin API over HTTPS with a token": `
+admin: {enabled: true, existingSecret: sessiongate-admin, tls: {existingSecret: sessiongate-admin-tls}}
+`,
 	"redis URL in a chart Secret": `
 store: {type: redis, redis: {url: "redis://:secret@redis.sessiongate:6379/0"}}
 sessionKey: {existingSecret: sessiongate-session-keys}
@@ -101,6 +107,8 @@ var badValueSets = map[string]struct{ values, want string }{
 	"unknown store":                          {`store: {type: etcd}`, `store.type "etcd"`},
 	"grace period too short":                 {`shutdown: {terminationGracePeriodSeconds: 20}`, "terminationGracePeriodSeconds"},
 	"admin API without a token":              {`admin: {enabled: true}`, "admin.existingSecret"},
+	"admin API, client CA without TLS":       {`admin: {enabled: true, existingSecret: a, clientCA: {existingSecret: ca}}`, "needs admin.tls.existingSecret"},
+	"admin API, TLS alone":                   {`admin: {enabled: true, tls: {existingSecret: t}}`, "admin.existingSecret"},
 	"redis and sign-in without session keys": {`store: {type: redis, redis: {existingSecret: sessiongate-redis-url}}`, "set sessionKey.existingSecret"},
 }
 
@@ -475,11 +483,30 @@ func checkDeployment(t *testing.T, o *objects, vals map[string]any) {
 		t.Errorf("admin enabled=%v but container port %v, SESSIONGATE_ADMIN_ADDR %v", asked, adminPort, adminEnv)
 	}
 
-	// The admin API's token: a file in the given Secret, mounted.
-	if tf, ok := e["SESSIONGATE_ADMIN_TOKEN_FILE"]; ok || adminEnv {
-		v, mounted := mountedAt(tf.Value)
-		if !mounted || v.Secret == nil || v.Secret.SecretName != nested(vals, "admin", "existingSecret") {
-			t.Errorf("SESSIONGATE_ADMIN_TOKEN_FILE=%q is not in the given Secret, mounted: %+v", tf.Value, v)
+	// The admin API's token, certificate pair and client CAs: files in the
+	// given Secrets, mounted; a token or client certificates, or nothing runs.
+	for env, secret := range map[string][]string{
+		"SESSIONGATE_ADMIN_TOKEN_FILE":     {"admin", "existingSecret"},
+		"SESSIONGATE_ADMIN_TLS_CERT_FILE":  {"admin", "tls", "existingSecret"},
+		"SESSIONGATE_ADMIN_TLS_KEY_FILE":   {"admin", "tls", "existingSecret"},
+		"SESSIONGATE_ADMIN_CLIENT_CA_FILE": {"admin", "clientCA", "existingSecret"},
+	} {
+		f, set := e[env]
+		given := adminEnv && nested(vals, secret...) != nil && nested(vals, secret...) != ""
+		if set != given {
+			t.Errorf("%s set: %v, but %s given: %v", env, set, strings.Join(secret, "."), given)
+			continue
+		}
+		if !set {
+			continue
+		}
+		if v, mounted := mountedAt(f.Value); !mounted || v.Secret == nil || v.Secret.SecretName != nested(vals, secret...) {
+			t.Errorf("%s=%q is not in the given Secret, mounted: %+v", env, f.Value, v)
+		}
+	}
+	if _, token := e["SESSIONGATE_ADMIN_TOKEN_FILE"]; adminEnv && !token {
+		if _, ca := e["SESSIONGATE_ADMIN_CLIENT_CA_FILE"]; !ca {
+			t.Errorf("the admin API runs with neither a token nor client certificates")
 		}
 	}
 

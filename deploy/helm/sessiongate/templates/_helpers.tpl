@@ -48,8 +48,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and (eq $s.type "redis") (not $s.redis.url) (not $s.redis.existingSecret) -}}
 {{- fail "store.type redis: set store.redis.existingSecret (a Secret holding the URL) or store.redis.url" -}}
 {{- end -}}
-{{- if and .Values.admin.enabled (not .Values.admin.existingSecret) -}}
-{{- fail "admin.enabled: set admin.existingSecret, the Secret holding the admin API's bearer token (an admin API open to the network without one could sign every user out)" -}}
+{{- if and .Values.admin.clientCA.existingSecret (not .Values.admin.tls.existingSecret) -}}
+{{- fail "admin.clientCA.existingSecret needs admin.tls.existingSecret: client certificates are asked for in the TLS handshake" -}}
+{{- end -}}
+{{- if and .Values.admin.enabled (not .Values.admin.existingSecret) (not .Values.admin.clientCA.existingSecret) -}}
+{{- fail "admin.enabled: set admin.existingSecret, the Secret holding the admin API's bearer token, or admin.tls and admin.clientCA for client certificates (an admin API open to the network without either could sign every user out)" -}}
 {{- end -}}
 {{- if and (not .Values.policies.existingConfigMap) (not .Values.policies.files) -}}
 {{- fail "no policies: set policies.files or policies.existingConfigMap" -}}
