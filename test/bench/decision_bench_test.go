@@ -103,6 +103,7 @@ func serviceCases(b *testing.B) []serviceCase {
 	return []serviceCase{
 		{"live-session", func(g *gate) *authv3.CheckRequest { return g.signIn(b, "alice") }},
 		{"api-client", func(g *gate) *authv3.CheckRequest { return g.apiClient(b, "alice") }},
+		{"oidc-session", func(g *gate) *authv3.CheckRequest { return g.signedIn(b) }},
 		{"deny-302-browser", func(*gate) *authv3.CheckRequest { return fixture.Request(appPath, "", "", true) }},
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sessiongate/sessiongate/authz"
 	"github.com/sessiongate/sessiongate/envoy"
 	"github.com/sessiongate/sessiongate/metrics"
+	"github.com/sessiongate/sessiongate/oidc"
 	"github.com/sessiongate/sessiongate/policy"
 	"github.com/sessiongate/sessiongate/store/memory"
 	"github.com/sessiongate/sessiongate/test/load/fixture"
@@ -26,6 +27,7 @@ type gate struct {
 	engine *authz.Engine
 	store  *memory.Store
 	reg    *prometheus.Registry
+	keys   *oidc.KeyRing // the login.oidc policy's session keys
 }
 
 // newGate wires a gate on the policy directory of fx; a nil fx gets a new
@@ -38,12 +40,31 @@ func newGate(tb testing.TB, fx *fixture.Fixture, cacheSize int) *gate {
 			tb.Fatal(err)
 		}
 	}
+	// Beside the fixture's policy, the login.oidc policy whose session
+	// signedIn presents, as the load harness serves it.
+	_, keys, err := fixture.WriteSignIn(fx.Dir, tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rp, err := oidc.New(oidc.Options{Keys: keys})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	tokens := token.NewProvider(token.Options{Observer: m, CacheSize: cacheSize})
 	w, err := policy.NewWatcher(fx.Dir, policy.WatcherOptions{Options: policy.Options{
 		NewVerifier: func(_ string, tc policy.TokenConfig) (authz.Verifier, error) {
 			return tokens.Verifier(token.Config(tc))
+		},
+		NewSignIn: func(name string, _ policy.OIDCConfig) (authz.SignIn, authz.Verifier, error) {
+			si, err := rp.SignIn(name, fixture.SignInConfig())
+			if err != nil {
+				return nil, nil, err
+			}
+			return si, si.AccessVerifier(func(uri string) (authz.Verifier, error) {
+				return tokens.VerifierFor(name, token.Config{JWKSURI: uri})
+			}), nil
 		},
 	}})
 	if err != nil {
@@ -63,7 +84,7 @@ func newGate(tb testing.TB, fx *fixture.Fixture, cacheSize int) *gate {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &gate{fx: fx, engine: engine, store: store, reg: reg}
+	return &gate{fx: fx, engine: engine, store: store, reg: reg, keys: keys}
 }
 
 // check runs one CheckRequest through the adapter and the engine, as the
@@ -97,6 +118,25 @@ func (g *gate) apiClient(tb testing.TB, sub string) *authv3.CheckRequest {
 	tb.Helper()
 	h := g.signIn(tb, sub).GetAttributes().GetRequest().GetHttp().GetHeaders()
 	return fixture.Request(appPath, strings.TrimPrefix(h["authorization"], "Bearer "), "", false)
+}
+
+// signedIn begins a live session of the login.oidc policy, as its callback
+// would have, and returns the request of the browser that presents its
+// cookie: the answer carries the access token and identity headers
+// upstream, and the request's other cookies.
+func (g *gate) signedIn(tb testing.TB) *authv3.CheckRequest {
+	tb.Helper()
+	s, err := fixture.NewSignIn(g.keys)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := g.store.Begin(context.Background(), s); err != nil {
+		tb.Fatal(err)
+	}
+	req := fixture.Request(appPath, "", s.ID, true)
+	h := req.GetAttributes().GetRequest().GetHttp()
+	h.Host, h.Headers[":authority"] = fixture.SignInHost, fixture.SignInHost
+	return req
 }
 
 const appPath = "/app/orders?page=2"

@@ -218,7 +218,7 @@ func startServers(cfg config, tmp string, verbose func(format string, args ...an
 	if err != nil {
 		return r, err
 	}
-	keyFile, keys, err := writeSignIn(policies, tmp)
+	keyFile, keys, err := fixture.WriteSignIn(policies, tmp)
 	if err != nil {
 		return r, err
 	}
@@ -244,14 +244,14 @@ func startServers(cfg config, tmp string, verbose func(format string, args ...an
 	if rs == nil && slices.Contains(cfg.scenarios, "oidc") {
 		// The embedded store lives in sessiongate's process: the oidc
 		// scenario's session goes into the state file it starts from.
-		if seeded, err = newSignIn(keys); err != nil {
+		if seeded, err = fixture.NewSignIn(keys); err != nil {
 			return r, err
 		}
 		stateFile := filepath.Join(tmp, "state")
 		if err := writeStateFile(stateFile, seeded); err != nil {
 			return r, err
 		}
-		verbose("wrote a sign-in session of policy %s into the state file (grant %d bytes sealed)", signInPolicy, len(seeded.Grant))
+		verbose("wrote a sign-in session of policy %s into the state file (grant %d bytes sealed)", fixture.SignInPolicy, len(seeded.Grant))
 		sgArgs = append(sgArgs, "--state-file", stateFile)
 	}
 	sg, err := start("sessiongate", cfg.sgBin, append(sgArgs, strings.Fields(cfg.sgArgs)...))
