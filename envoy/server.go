@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/sessiongate/sessiongate/authz"
@@ -45,32 +46,61 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		return nil, err
 	}
 	r := ToRequest(req)
-	return s.decide(ctx, &r, func(fn func(string)) {
-		for k := range r.Headers.(authz.HeaderMap) {
-			fn(k)
-		}
-	})
+	d := s.checker.Check(ctx, &r)
+	return respond(&d, r.Headers.(authz.HeaderMap)), nil
 }
 
-// checkWire is Check for a request the server decoded itself (wire.go).
-func (s *Service) checkWire(ctx context.Context, req *wireRequest) (*authv3.CheckResponse, error) {
+// respond is ToResponse with the aliases among the request's header names
+// to remove. Out of line, as encodeAnswer.
+//
+//go:noinline
+func respond(d *authz.Decision, headers authz.HeaderMap) *authv3.CheckResponse {
+	var a answer
+	a.build(d)
+	for k := range headers {
+		a.removeAlias(k)
+	}
+	return a.proto()
+}
+
+// checkWire is Check for a request the server decoded itself (wire.go). It
+// answers with the answer's bytes (encodeAnswer), which the server's codec
+// sends as they are.
+func (s *Service) checkWire(ctx context.Context, req *wireRequest) (any, error) {
 	if err := refused(ctx, req.headerFields()); err != nil {
 		return nil, err
 	}
 	r := req.toRequest()
-	return s.decide(ctx, &r, req.names)
+	d := s.checker.Check(ctx, &r)
+	return encodeAnswer(&d, req.fields()), nil
 }
 
-// decide answers r; names calls its argument with each of the request's
-// header names.
-func (s *Service) decide(ctx context.Context, r *authz.Request, names func(func(string))) (*authv3.CheckResponse, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, gone(err)
+// encodeAnswer returns the encoding of d's answer, with the aliases among
+// the request's header fields to remove, as a gRPC buffer: pooled for a
+// large answer (a sign-in session's, with its access token), which gRPC
+// frees once it has sent it. An answer with a string that is not UTF-8 is
+// returned as the CheckResponse, which the generic encoder refuses, as it
+// refuses Service.Check's. Kept out of line, so that the answer is never on
+// the stack below the engine's frames.
+//
+//go:noinline
+func encodeAnswer(d *authz.Decision, fields []field) any {
+	var a answer
+	a.build(d)
+	for _, f := range fields {
+		a.removeAlias(f.k)
 	}
-	d := s.checker.Check(ctx, r)
-	resp := ToResponse(&d)
-	RemoveAliases(resp, names)
-	return resp, nil
+	if !a.valid() {
+		return a.proto()
+	}
+	n := a.size()
+	if mem.IsBelowBufferPoolingThreshold(n) {
+		return mem.SliceBuffer(a.appendTo(make([]byte, 0, n)))
+	}
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(n)
+	*buf = a.appendTo((*buf)[:0])
+	return mem.NewBuffer(buf, pool)
 }
 
 // refused is the error Check answers a request over the limits, or one

@@ -291,46 +291,31 @@ func (w *wireRequest) toRequest() authz.Request {
 	return request(w.host, w.path, w.method, w.scheme, w.source, headers)
 }
 
-// names calls fn with each header name of the request.
-func (w *wireRequest) names(fn func(string)) {
+// fields are the request's header fields: header_map's when toRequest
+// reads it, else the headers map's.
+func (w *wireRequest) fields() []field {
 	if len(w.headers) == 0 && w.hasHeaderMap {
-		for _, f := range w.headerMap {
-			fn(f.k)
-		}
-		return
+		return w.headerMap
 	}
-	for _, f := range w.headers {
-		fn(f.k)
-	}
+	return w.headers
 }
 
 // String describes the request for gRPC's logs, never its headers.
 func (w *wireRequest) String() string { return fmt.Sprintf("CheckRequest %s %s", w.method, w.host) }
 
 // wireCodec is the gRPC server's codec: protobuf, except that a
-// CheckRequest is decoded into a wireRequest and a CheckResponse encoded
-// by marshalResponse.
+// CheckRequest is decoded into a wireRequest, and an answer comes encoded
+// already (Service.checkWire).
 type wireCodec struct{ proto encoding.CodecV2 }
 
 func newWireCodec() wireCodec { return wireCodec{proto: encoding.GetCodecV2(protoenc.Name)} }
 
 func (c wireCodec) Name() string { return c.proto.Name() }
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
-	r, ok := v.(*authv3.CheckResponse)
-	if !ok || !encodable(r) {
-		return c.proto.Marshal(v)
+	if b, ok := v.(mem.Buffer); ok {
+		return mem.BufferSlice{b}, nil
 	}
-	// As grpc-go's codec does: a larger answer (a sign-in session's, with
-	// its access token) is written into a pooled buffer, which gRPC frees
-	// once it has sent it.
-	n := sizeResponse(r)
-	if mem.IsBelowBufferPoolingThreshold(n) {
-		return mem.BufferSlice{mem.SliceBuffer(appendResponse(make([]byte, 0, n), r))}, nil
-	}
-	pool := mem.DefaultBufferPool()
-	buf := pool.Get(n)
-	*buf = appendResponse((*buf)[:0], r)
-	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+	return c.proto.Marshal(v)
 }
 func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	w, ok := v.(*wireRequest)
@@ -375,23 +360,25 @@ var checkDesc = grpc.ServiceDesc{
 }
 
 // handlerStack is the stack a check's goroutine has when it decides: the
-// deepest call of a check needs about 6 KiB of it, gRPC's frames below the
-// handler 1.5 KiB (test/bench BenchmarkStack).
-const handlerStack = 8 << 10
+// deepest call of a check needs 4–6.7 KiB of it (a sign-in session's the
+// most), gRPC's frames below the handler 1.5 KiB (test/bench
+// BenchmarkStack). With 8 KiB a sign-in session's check had its stack
+// copied again on every request; 16 KiB leaves room to spare.
+const handlerStack = 16 << 10
 
 var growIndex = 1 // read only
 
 // growStack grows the calling goroutine's stack to handlerStack at once.
 // gRPC runs each request on a new goroutine, whose stack starts at 2 KiB
-// and would otherwise be copied twice while the request is received and
-// decided (4 KiB, 8 KiB), the second time with a dozen of the check's
-// frames on it: the runtime adjusts a copy frame by frame. Called first
-// in the handler, it copies only gRPC's few frames, once. i is growIndex,
-// a variable so that the frame is not optimised away.
+// and would otherwise be copied while the request is received and decided
+// (4 KiB, 8 KiB, 16 KiB), the last time with a dozen of the check's frames
+// on it: the runtime adjusts a copy frame by frame. Called first in the
+// handler, it copies only gRPC's few frames, once. i is growIndex, a
+// variable so that the frame is not optimised away.
 //
 //go:noinline
 func growStack(i int) byte {
-	var a [handlerStack - 2<<10]byte // does not fit in 4 KiB
+	var a [handlerStack - 4<<10]byte // does not fit in half of handlerStack, fits in it
 	a[i%len(a)] = 1
 	return a[(i+1)%len(a)]
 }

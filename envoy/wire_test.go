@@ -57,7 +57,9 @@ func sameAsProto(t *testing.T, b []byte) error {
 	}
 	hm := want.Headers.(authz.HeaderMap)
 	var names []string
-	w.names(func(k string) { names = append(names, k) })
+	for _, f := range w.fields() {
+		names = append(names, f.k)
+	}
 	slices.Sort(names)
 	if keys := slices.Sorted(maps.Keys(hm)); !slices.Equal(slices.Compact(names), keys) {
 		t.Fatalf("header names differ:\nproto %q\nwire  %q", keys, names)
@@ -346,8 +348,12 @@ func TestRepeatedAliasRemovedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp := ToResponse(&authz.Decision{Allow: true, User: "alice"})
-	RemoveAliases(resp, w.names)
+	var a answer
+	a.build(&authz.Decision{Allow: true, User: "alice"})
+	for _, f := range w.fields() {
+		a.removeAlias(f.k)
+	}
+	resp := a.proto()
 	if n := slices.Index(resp.GetOkResponse().GetHeadersToRemove(), "x_sessiongate_user"); n < 0 ||
 		len(resp.GetOkResponse().GetHeadersToRemove()) != len(removeWithUser)+1 {
 		t.Fatalf("headers to remove: %q", resp.GetOkResponse().GetHeadersToRemove())

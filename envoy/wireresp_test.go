@@ -2,24 +2,23 @@ package envoy
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sessiongate/sessiongate/authz"
 )
 
-// responseDecisions are decisions of every shape ToResponse answers.
+// responseDecisions are decisions of every shape an answer takes.
 func responseDecisions() map[string]authz.Decision {
 	ds := map[string]authz.Decision{
 		"allow without user":  {Allow: true},
 		"allow, warn":         {Allow: true, User: "alice", SessionExpiresAt: 1, IdleExpiresAt: -5, Warn: true, ExpiresIn: 1 << 40},
 		"dry run":             {Allow: true, DryRun: true, Reason: authz.ReasonIdleTimeout},
-		"allow, sign-in":      {Allow: true, User: "alice", SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600, StripCookies: true, UpstreamCookie: "a=1; b=2", Upstream: []authz.Header{{Name: "authorization", Value: "Bearer " + string(bytes.Repeat([]byte("t"), 1200))}, {Name: "x-sessiongate-email", Value: "é@example.com"}, {Name: "x-sessiongate-groups"}}},
+		"allow, sign-in":      {Allow: true, User: "alice", SessionExpiresAt: 1767225600, IdleExpiresAt: 1767198600, StripCookies: true, UpstreamCookie: "a=1; b=2", Upstream: []authz.Header{{Name: "authorization", Value: "Bearer " + strings.Repeat("t", 1200)}, {Name: "x-sessiongate-email", Value: "é@example.com"}, {Name: "x-sessiongate-groups"}}},
 		"allow, no cookie":    {Allow: true, User: "bob", StripCookies: true},
 		"unknown host":        {Reason: authz.ReasonUnknownHost, Status: 403},
 		"401":                 {Reason: authz.ReasonNoToken, Status: 401, Authenticate: `Bearer realm="app"`},
@@ -28,68 +27,87 @@ func responseDecisions() map[string]authz.Decision {
 		"deny, many cookies":  {Reason: authz.ReasonNoToken, Status: 302, Location: "https://l/", SetCookie: []string{"1", "2", "3", "4", "5", "6", "7", "8"}},
 		"bad UTF-8 in a user": {Allow: true, User: "\xff"},
 	}
+	// Past the room each of an answer's lists has in place.
+	past := authz.Decision{Allow: true, User: "carol", Warn: true, StripCookies: true}
+	for i := range 20 {
+		past.Upstream = append(past.Upstream, authz.Header{Name: fmt.Sprintf("x-h%d", i), Value: strings.Repeat("v", i)})
+		past.SetCookie = append(past.SetCookie, fmt.Sprintf("c%d=1", i))
+	}
+	ds["allow, past the lists' room"] = past
 	for _, b := range benchDecisions() {
 		ds[b.name] = b.d
 	}
 	return ds
 }
 
-// sameResponseBytes checks that marshalResponse writes what proto.Marshal
-// writes, or leaves r to it.
-func sameResponseBytes(t *testing.T, r *authv3.CheckResponse) {
+// aliases are header names of a request: two aliases of the gate's
+// headers, one of them repeated, and a name that is none.
+var aliases = []field{{k: "x_sessiongate_user"}, {k: "X_SessionGate_Session_Expires_At"}, {k: "x_sessiongate_user"}, {k: "x-other"}}
+
+// sameAnswerBytes checks that appendTo writes what proto.Marshal writes for
+// a.proto(), and that the server's codec sends it as encodeAnswer encodes
+// it; an answer that is not valid is refused by both.
+func sameAnswerBytes(t *testing.T, d *authz.Decision, fields []field) {
 	t.Helper()
-	want, werr := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-	got, ok := marshalResponse(r)
-	if !ok {
+	var a answer
+	a.build(d)
+	for _, f := range fields {
+		a.removeAlias(f.k)
+	}
+	want, werr := proto.MarshalOptions{Deterministic: true}.Marshal(a.proto())
+	data, cerr := newWireCodec().Marshal(encodeAnswer(d, fields))
+	if !a.valid() {
+		if werr == nil || cerr == nil {
+			t.Fatalf("an answer that is not UTF-8 was encoded: proto %v, the server's codec %v", werr, cerr)
+		}
 		return
 	}
-	if werr != nil {
-		t.Fatalf("encoded a response proto.Marshal refuses (%v)", werr)
+	if werr != nil || cerr != nil {
+		t.Fatalf("proto %v, the server's codec %v", werr, cerr)
 	}
+	got := a.appendTo(make([]byte, 0, a.size()))
 	if !bytes.Equal(got, want) {
 		t.Fatalf("bytes differ:\nproto %x\nhere  %x", want, got)
 	}
 	if cap(got) != len(got) {
 		t.Fatalf("sized %d for %d bytes", cap(got), len(got))
 	}
+	if sent := data.Materialize(); !bytes.Equal(sent, want) {
+		t.Fatalf("the server's codec sends\n%x\nproto %x", sent, want)
+	}
+	data.Free()
 }
 
-func TestMarshalResponseMatchesProto(t *testing.T) {
-	codec := newWireCodec()
+func TestAnswerMatchesProto(t *testing.T) {
 	for name, d := range responseDecisions() {
 		t.Run(name, func(t *testing.T) {
-			r := ToResponse(&d)
-			RemoveAliases(r, func(fn func(string)) { fn("x_sessiongate_user") })
-			sameResponseBytes(t, r)
-			b, ok := marshalResponse(r)
-			if ok != (name != "bad UTF-8 in a user") {
-				t.Fatalf("encoded here: %v", ok)
+			sameAnswerBytes(t, &d, nil)
+			sameAnswerBytes(t, &d, aliases)
+			var a answer
+			a.build(&d)
+			if a.valid() != (name != "bad UTF-8 in a user") {
+				t.Fatalf("valid: %v", a.valid())
 			}
-			// The server's codec writes it so.
-			data, err := codec.Marshal(r)
-			if (err == nil) != ok || (ok && !bytes.Equal(data.Materialize(), b)) {
-				t.Fatalf("the server's codec: %v, %x", err, data.Materialize())
+			for _, f := range aliases {
+				a.removeAlias(f.k)
+			}
+			removed := a.proto().GetOkResponse().GetHeadersToRemove()
+			if want := 0; d.Allow {
+				if want = 2; strings.Count(strings.Join(removed, " "), "x_sessiongate_user") != 1 ||
+					!strings.HasSuffix(strings.Join(removed, " "), "x_sessiongate_user X_SessionGate_Session_Expires_At") {
+					t.Fatalf("aliases removed: %q", removed)
+				}
+			} else if len(removed) != want {
+				t.Fatalf("a denial removes %q", removed)
 			}
 		})
 	}
-	// Fields ToResponse never sets are left to the generic encoder.
-	others := map[string]*authv3.CheckResponse{
-		"dynamic metadata": {DynamicMetadata: &structpb.Struct{}},
-		"append":           okResp(&authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "k"}, Append: wrapperspb.Bool(true)}}}),
-		"raw value":        okResp(&authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "k", RawValue: []byte("v")}}}}),
-		"query":            okResp(&authv3.OkHttpResponse{QueryParametersToRemove: []string{"q"}}),
-	}
-	for name, r := range others {
-		if _, ok := marshalResponse(r); ok {
-			t.Errorf("%s: encoded here", name)
-		}
-	}
 }
 
-func FuzzMarshalResponse(f *testing.F) {
-	f.Add(true, "alice", int64(1), int64(2), "authorization", "Bearer t", "a=1", "c=1; Path=/", 302, "https://l/", "")
-	f.Add(false, "", int64(0), int64(-1), "", "", "", "", 401, "", "<p>")
-	f.Fuzz(func(t *testing.T, allow bool, user string, exp, idle int64, name, value, upCookie, setCookie string, status int, location, body string) {
+func FuzzAnswer(f *testing.F) {
+	f.Add(true, "alice", int64(1), int64(2), "authorization", "Bearer t", "a=1", "c=1; Path=/", 302, "https://l/", "", "x_sessiongate_user")
+	f.Add(false, "", int64(0), int64(-1), "", "", "", "", 401, "", "<p>", "")
+	f.Fuzz(func(t *testing.T, allow bool, user string, exp, idle int64, name, value, upCookie, setCookie string, status int, location, body, header string) {
 		d := authz.Decision{Allow: allow, User: user, SessionExpiresAt: exp, IdleExpiresAt: idle, Status: status, Location: location,
 			Body: body, Reason: authz.ReasonNoToken, StripCookies: upCookie != "", UpstreamCookie: upCookie, Warn: idle < 0, ExpiresIn: idle}
 		if name != "" {
@@ -98,20 +116,23 @@ func FuzzMarshalResponse(f *testing.F) {
 		if setCookie != "" {
 			d.SetCookie = []string{setCookie}
 		}
-		sameResponseBytes(t, ToResponse(&d))
+		sameAnswerBytes(t, &d, []field{{k: header}, {k: header}})
 	})
 }
 
-func BenchmarkMarshalResponse(b *testing.B) {
+// BenchmarkEncodeAnswer is what the gRPC server's codec did to answer
+// (ToResponse, then writing the CheckResponse: "proto" with the generic
+// encoder) against what it does (encodeAnswer, the buffer freed as gRPC
+// frees it once sent).
+func BenchmarkEncodeAnswer(b *testing.B) {
 	for name, d := range responseDecisions() {
 		if name != "allow, sign-in" && name != "allow" && name != "deny-302" {
 			continue
 		}
-		r := ToResponse(&d)
 		b.Run(name+"/proto", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := proto.Marshal(r); err != nil {
+				if _, err := proto.Marshal(ToResponse(&d)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -119,20 +140,7 @@ func BenchmarkMarshalResponse(b *testing.B) {
 		b.Run(name+"/here", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, ok := marshalResponse(r); !ok {
-					b.Fatal("not encoded")
-				}
-			}
-		})
-		codec := newWireCodec()
-		b.Run(name+"/server-codec", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				data, err := codec.Marshal(r)
-				if err != nil {
-					b.Fatal(err)
-				}
-				data.Free() // as gRPC does once it has sent it
+				encodeAnswer(&d, nil).(mem.Buffer).Free()
 			}
 		})
 	}

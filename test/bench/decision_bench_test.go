@@ -78,8 +78,10 @@ func BenchmarkDecision(b *testing.B) {
 	}
 }
 
-// BenchmarkService is what the gRPC handler does per request, short of the
-// transport: ToRequest, engine.Check and ToResponse.
+// BenchmarkService is envoy.Service.Check, the gRPC handler in protobuf
+// messages, short of the transport: ToRequest, engine.Check and ToResponse.
+// (The server decodes and encodes wire bytes instead: envoy's
+// BenchmarkDecodeRequest and BenchmarkEncodeAnswer.)
 func BenchmarkService(b *testing.B) {
 	for _, c := range serviceCases(b) {
 		b.Run(c.name, func(b *testing.B) {

@@ -10,13 +10,14 @@ import (
 // goroutine when the server decides a request: serveStreams' closure,
 // handleStream, processRPC, the unary wrapper and the server's handler.
 // Service.Check, which the loop calls, decides as the server's handler
-// does (Service.decide).
+// (Service.checkWire) does: the engine's Check, then the answer out of
+// line.
 const grpcFrames = 1536
 
 // primedStack is the stack that handler goroutine has when it decides: it
-// starts at 2 KiB, and the server's handler grows it to 8 KiB before it
+// starts at 2 KiB, and the server's handler grows it to 16 KiB before it
 // receives the request (envoy's growStack, handlerStack).
-const primedStack = 8 << 10
+const primedStack = 16 << 10
 
 // BenchmarkStack is the stack a check needs: gRPC runs each request on a
 // fresh goroutine, and when the deepest call of a check does not fit in
@@ -26,7 +27,7 @@ const primedStack = 8 << 10
 // (its deepest call, with the runtime's guard), and stack-copies/op, how
 // often a check copied the stack when called as gRPC calls it; the loop
 // runs checks that way, on fresh goroutines. stack-copies/op must stay 0:
-// with 8 KiB, a check has primedStack-grpcFrames bytes.
+// with 16 KiB, a check has primedStack-grpcFrames bytes.
 func BenchmarkStack(b *testing.B) {
 	for _, c := range serviceCases(b) {
 		b.Run(c.name, func(b *testing.B) {
@@ -87,11 +88,11 @@ func copiesStack(inUse int, f func()) bool {
 var sink byte
 
 // prime grows the calling goroutine's stack from 2 KiB to primedStack: its
-// frame does not fit in 4 KiB.
+// frame does not fit in half of it.
 //
 //go:noinline
 func prime() {
-	var a [primedStack - 2<<10]byte
+	var a [primedStack - 4<<10]byte
 	a[sink] = 1
 	sink = a[len(a)-1-int(sink)]
 }
