@@ -40,6 +40,7 @@ func BenchmarkServer(b *testing.B) {
 		req  *authv3.CheckRequest
 	}{
 		{"live-session", g.signIn(b, "alice")},
+		{"oidc-session", g.signedIn(b)},
 		{"deny-302-browser", fixture.Request(appPath, "", "", true)},
 	}
 	for _, c := range cases {
