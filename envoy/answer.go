@@ -13,7 +13,7 @@ import (
 )
 
 // answer is the CheckResponse that answers a decision, as plain values: the
-// one rule of what an answer says (build, removeAliases), from which
+// one rule of what an answer says (build, removeAlias), from which
 // ToResponse builds the protobuf message and the gRPC server's codec writes
 // its bytes without building it (appendTo, wireresp.go). Its lists hold the
 // usual headers in place, so that an answer built in a function's frame
