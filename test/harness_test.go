@@ -213,6 +213,12 @@ type serverOpts struct {
 	setup func(dir string)
 	// fdLimit, if set, is the process's open-file limit (soft and hard).
 	fdLimit int
+	// cgroup, if set, is a cgroup directory the process joins (writing its
+	// pid to cgroup.procs) before sessiongate starts.
+	cgroup string
+	// env: NAME=value set in the process's environment, replacing the
+	// test's; unsetEnv: names taken out of it.
+	env, unsetEnv []string
 	// live waits only for the process to answer /healthz, not for it to
 	// be ready, for tests of what makes it not ready.
 	live bool
@@ -301,11 +307,19 @@ func (s *server) start(o serverOpts) error {
 		args = append(args, "--policies", s.dir, "--grpc-addr", s.grpcAddr, "--http-addr", s.httpAddr)
 	}
 	cmd := exec.Command(binPath, append(args, o.extraArgs...)...)
+	// The shell sets the process up and execs, so the pid is the server's.
+	var setup []string
 	if o.fdLimit > 0 {
-		// The shell sets both limits and execs, so the pid is the server's.
-		cmd = exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, o.fdLimit), binPath}, append(args, o.extraArgs...)...)...)
+		setup = append(setup, fmt.Sprintf("ulimit -n %d", o.fdLimit))
 	}
-	cmd.Env = env
+	if o.cgroup != "" {
+		setup = append(setup, "echo $$ > "+shellQuote(filepath.Join(o.cgroup, "cgroup.procs")))
+	}
+	if len(setup) > 0 {
+		script := strings.Join(setup, " && ") + ` && exec "$0" "$@"`
+		cmd = exec.Command("sh", append([]string{"-c", script, binPath}, append(args, o.extraArgs...)...)...)
+	}
+	cmd.Env = editEnv(env, o.env, o.unsetEnv)
 	s.stdout, s.stderr = &syncBuffer{}, &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr
 	if err := cmd.Start(); err != nil {
@@ -391,6 +405,31 @@ func cleanEnv() []string {
 		}
 	}
 	return env
+}
+
+// editEnv returns env with the NAME=value pairs of set (replacing any of
+// the same name) and without the names of unset.
+func editEnv(env, set, unset []string) []string {
+	drop := map[string]bool{}
+	for _, name := range unset {
+		drop[name] = true
+	}
+	for _, kv := range set {
+		name, _, _ := strings.Cut(kv, "=")
+		drop[name] = true
+	}
+	var out []string
+	for _, kv := range env {
+		if name, _, _ := strings.Cut(kv, "="); !drop[name] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, set...)
+}
+
+// shellQuote quotes s as one word for sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // freeAddr picks a free loopback port by listening on :0 and closing.

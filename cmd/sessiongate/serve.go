@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ import (
 	"github.com/sessiongate/sessiongate/envoy"
 	"github.com/sessiongate/sessiongate/forwardauth"
 	"github.com/sessiongate/sessiongate/internal/httpserve"
+	"github.com/sessiongate/sessiongate/internal/memlimit"
 	"github.com/sessiongate/sessiongate/metrics"
 	"github.com/sessiongate/sessiongate/oidc"
 	"github.com/sessiongate/sessiongate/policy"
@@ -101,6 +103,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sessiongate serve:", err)
 		return exitUsage
 	}
+	// Before the store fills the heap: a limit the collector keeps under,
+	// from the container's unless GOMEMLIMIT says otherwise.
+	memlimit.Apply(os.LookupEnv, "/", debug.SetMemoryLimit, log)
 	if err := runServer(ctx, c, stdout, log); err != nil {
 		log.Error("sessiongate stopped", "err", err)
 		return exitFailure
