@@ -132,6 +132,7 @@ func (g *fuzzGate) checkWire(t *testing.T, w *wireRequest) {
 func (g *fuzzGate) decide(t *testing.T, r authz.Request, values []string) {
 	d := g.eng.Check(context.Background(), &r)
 	resp := ToResponse(&d)
+	sameAnswerBytes(t, &d, nil) // the server writes its bytes
 	allowed := resp.GetStatus().GetCode() == int32(codes.OK)
 	if allowed != d.Allow {
 		t.Fatalf("status %v for decision %+v", resp.GetStatus(), d)
