@@ -53,7 +53,7 @@ func BenchmarkFootprint(b *testing.B) {
 		n, grant, touches int
 	}{
 		{"token", 100_000, 0, 0}, {"token", 1_000_000, 0, 0}, {"token", 100_000, 0, 10},
-		{"sign-in", 100_000, 2206, 0}, {"sign-in", 100_000, 2206, 10},
+		{"sign-in", 100_000, 2206, 0}, {"sign-in", 1_000_000, 2206, 0}, {"sign-in", 100_000, 2206, 10},
 	} {
 		b.Run(fmt.Sprintf("%s/sessions=%d/touches=%d", tc.kind, tc.n, tc.touches), func(b *testing.B) {
 			if testing.Short() && tc.n > 100_000 {
