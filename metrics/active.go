@@ -17,12 +17,10 @@ type LiveSessions interface {
 }
 
 // maxScanShare bounds the time spent counting sessions: a count is reused
-// until fifty times the scan's own duration has passed, so that a store of
-// a million sessions (a scan of about 0.7 s, and 530 MB of short-lived
-// garbage) is scanned at most every ~35 s however often it is scraped, and
-// a small one on every scrape. At ten times, a million sessions cost a
-// tenth of a core and 90 MB/s of garbage for one gauge.
-const maxScanShare = 50
+// until ten times the scan's own duration has passed, so that a store of a
+// million sessions (a scan of about 0.6s) is scanned at most every few
+// seconds however often it is scraped, and a small one on every scrape.
+const maxScanShare = 10
 
 // SessionsActive is the sessiongate_sessions_active collector. A gauge kept
 // from start and end events would drift: a session that times out without a

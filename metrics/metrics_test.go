@@ -318,9 +318,9 @@ func TestSessionsActiveStoreFailure(t *testing.T) {
 	}
 }
 
-// TestSessionsActiveBoundsScanCost: a count is reused until fifty times the
+// TestSessionsActiveBoundsScanCost: a count is reused until ten times the
 // scan's duration has passed, so frequent scrapes of a large store do not
-// spend more than a fiftieth of the time scanning.
+// spend more than a tenth of the time scanning.
 func TestSessionsActiveBoundsScanCost(t *testing.T) {
 	clock := newStepClock(1_700_000_000_000)
 	app := &authz.Policy{Name: "app", IdleTimeout: time.Hour, AbsoluteTimeout: 2 * time.Hour}
@@ -338,9 +338,9 @@ func TestSessionsActiveBoundsScanCost(t *testing.T) {
 		}
 	}
 	scrape(1)
-	clock.add(4800 * time.Millisecond) // 4.9s after the scan began: reuse
+	clock.add(800 * time.Millisecond) // 900ms after the scan began: reuse
 	scrape(1)
-	clock.add(100 * time.Millisecond) // 5s: scan again
+	clock.add(100 * time.Millisecond) // 1s: scan again
 	scrape(2)
 }
 
