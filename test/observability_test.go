@@ -346,6 +346,10 @@ func TestObservabilityScenario(t *testing.T) {
 	if old, _ := readAudit(t, auditPath+".1", start); len(old) != len(want) {
 		t.Errorf("rotated audit file has %d events, want %d", len(old), len(want))
 	}
+	// A count of active sessions is reused until ten times its scan time
+	// has passed (docs/operations.md), and waitMetric above has just
+	// scraped: grace's session is counted by the next scan.
+	waitMetric(t, s, `sessiongate_sessions_active{policy="crm"}`, 2)
 	m = scrape(t, s)
 	if m[`sessiongate_policy_reloads_total{result="failure"}`] != 1 || m[`sessiongate_sessions_active{policy="crm"}`] != 2 {
 		t.Errorf("after the reloads: failures %v, crm sessions active %v; want 1 and 2",
