@@ -281,6 +281,10 @@ func (s *Store) Close() error {
 				}
 			}
 		}
+		// A last try for the activity still pending, as for the ends above:
+		// a background flush cut short by the cancel (or a passing failure)
+		// may have set down, which only spares waits while the store runs.
+		s.down.Store(false)
 		s.flush(ctx)
 		err = errors.Join(s.c.Close(), s.near.close())
 		if s.queueFile != nil {

@@ -522,6 +522,32 @@ func TestCloseWritesQueuedEnds(t *testing.T) {
 	}
 }
 
+// TestCloseWritesPendingActivity: activity still pending at Close is written even
+// when a flush cut short (by Close's own cancel of the background flush, or
+// a passing failure) left the store marked down, which skips flushes while
+// it runs: the conformance suite's restart lost a touch so, once in CI.
+func TestCloseWritesPendingActivity(t *testing.T) {
+	srv := redistest.Start(t)
+	o := Options{FlushInterval: time.Hour} // no background flush: the test decides
+	s := open(t, srv.URL(), o)
+	r := newSession("")
+	if err := s.Begin(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	loadCached(t, s, r) // a touch of a cached session is pended, not written
+	la := r.LastActivity + 500
+	if _, found, err := s.Touch(ctx, "app", r.ID, authz.Touch{LastActivity: la}); err != nil || !found {
+		t.Fatalf("Touch: %v %v", found, err)
+	}
+	s.down.Store(true) // as a background flush cut short by Close's cancel leaves it
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if lk := mustLoad(t, open(t, srv.URL(), o), ctx, r); lk.Session.LastActivity != la {
+		t.Errorf("activity pending at Close was lost: last activity %d, want %d", lk.Session.LastActivity, la)
+	}
+}
+
 // TestEndDespiteCorruptScope: a corrupt scope record fails the End (S9), but
 // does not stop the session's own end: the fallback's queue drops an end
 // that fails so, and the session must not stay live in Redis behind it,
