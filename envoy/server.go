@@ -93,13 +93,13 @@ func encodeAnswer(d *authz.Decision, fields []field) any {
 	if !a.valid() {
 		return a.proto()
 	}
-	n := a.size()
+	status, body, n := a.sizes()
 	if mem.IsBelowBufferPoolingThreshold(n) {
-		return mem.SliceBuffer(a.appendTo(make([]byte, 0, n)))
+		return mem.SliceBuffer(a.appendTo(make([]byte, 0, n), status, body))
 	}
 	pool := mem.DefaultBufferPool()
 	buf := pool.Get(n)
-	*buf = a.appendTo((*buf)[:0])
+	*buf = a.appendTo((*buf)[:0], status, body)
 	return mem.NewBuffer(buf, pool)
 }
 

@@ -60,13 +60,20 @@ func headersValid(hs []answerHeader) bool {
 	return true
 }
 
-// size is the size of a's encoding.
-func (a *answer) size() int {
-	body := fRespOK
-	if !a.allow {
-		body = fRespDenied
+// sizes are the sizes of a's Status, of its DeniedHttpResponse or
+// OkHttpResponse, and of its whole encoding: computed once, for appendTo.
+func (a *answer) sizes() (status, body, total int) {
+	status, body = a.sizeStatus(), a.sizeBody()
+	return status, body, sizeField(fRespStatus, status) + sizeField(a.bodyField(), body)
+}
+
+// bodyField is the CheckResponse field of a's DeniedHttpResponse or
+// OkHttpResponse.
+func (a *answer) bodyField() protowire.Number {
+	if a.allow {
+		return fRespOK
 	}
-	return sizeField(fRespStatus, a.sizeStatus()) + sizeField(body, a.sizeBody())
+	return fRespDenied
 }
 
 func (a *answer) sizeStatus() int {
@@ -89,20 +96,20 @@ func (a *answer) sizeBody() int {
 	return n
 }
 
-// appendTo appends the encoding of a, which must be valid: the bytes
-// proto.Marshal writes for the CheckResponse a.proto() builds.
-func (a *answer) appendTo(b []byte) []byte {
-	b = appendMessage(b, fRespStatus, a.sizeStatus())
+// appendTo appends the encoding of a, which must be valid, given the sizes
+// of its Status and body (sizes): the bytes proto.Marshal writes for the
+// CheckResponse a.proto() builds.
+func (a *answer) appendTo(b []byte, status, body int) []byte {
+	b = appendMessage(b, fRespStatus, status)
 	b = appendEnum(b, fStatusCode, a.code)
 	b = appendString(b, fStatusMessage, a.message)
+	b = appendMessage(b, a.bodyField(), body)
 	if !a.allow {
-		b = appendMessage(b, fRespDenied, a.sizeBody())
 		b = appendMessage(b, fDeniedStatus, sizeEnum(fHTTPStatusCode, a.status))
 		b = appendEnum(b, fHTTPStatusCode, a.status)
 		b = appendHeaders(b, fDeniedHeaders, a.headers.all())
 		return appendString(b, fDeniedBody, a.body)
 	}
-	b = appendMessage(b, fRespOK, a.sizeBody())
 	b = appendHeaders(b, fOKHeaders, a.headers.all())
 	for _, k := range a.remove {
 		b = appendRepeated(b, fOKRemove, k)
